@@ -1,0 +1,180 @@
+#pragma once
+
+// The seam between the typed Processor and the strategies that execute tasks
+// (in the calling thread, in forked processes, later across MPI ranks).
+//
+// Backends see only bytes: encoded arguments in, encoded results or errors
+// out, delivered to a ResultMailbox that the Processor reads. Encoding and
+// decoding of the user's types stays in the Processor, so every backend runs
+// the same code path and a new backend needs no templates.
+
+#include <multiworker/detail/codec.hpp>
+#include <multiworker/detail/wire.hpp>
+#include <multiworker/error.hpp>
+#include <multiworker/task_id.hpp>
+
+#include <boost/core/demangle.hpp>
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <cxxabi.h>
+#include <deque>
+#include <functional>
+#include <mutex>
+#include <optional>
+#include <span>
+#include <typeinfo>
+#include <variant>
+#include <vector>
+
+namespace multiworker::detail {
+
+/// Runs one task on the executing process's object: decodes the arguments,
+/// calls the method, returns the encoded result. Throws what the method throws.
+using TaskRunner = std::function<Bytes(std::span<const char> arguments)>;
+
+/// A task's outcome before the Processor decodes it into a Result<R>.
+struct RawResult {
+    TaskId id;
+    std::variant<Bytes, TaskError> outcome;  // encoded return value, or the error
+    int worker_index = TaskError::no_worker_index;
+    pid_t worker_pid = 0;
+};
+
+/// The outcome of executing a task where it runs: ok with the encoded value,
+/// or not ok with an encoded FailureReport.
+struct TaskOutcome {
+    bool ok = false;
+    Bytes payload;
+};
+
+/// Runs `runner` and turns any exception into a FailureReport naming its type.
+inline TaskOutcome execute_task(const TaskRunner& runner, std::span<const char> arguments) {
+    try {
+        return TaskOutcome{true, runner(arguments)};
+    } catch (const DecodeError& e) {
+        return TaskOutcome{false, encode_failure({static_cast<std::uint32_t>(ErrorKind::bad_message), "",
+                                                  std::string{"arguments could not be decoded: "} + e.what()})};
+    } catch (const std::exception& e) {
+        return TaskOutcome{false, encode_failure({static_cast<std::uint32_t>(ErrorKind::exception),
+                                                  boost::core::demangle(typeid(e).name()), e.what()})};
+    } catch (...) {
+        const std::type_info* type = abi::__cxa_current_exception_type();
+        return TaskOutcome{false, encode_failure({static_cast<std::uint32_t>(ErrorKind::exception),
+                                                  type ? boost::core::demangle(type->name()) : "unknown",
+                                                  "(an exception not derived from std::exception)"})};
+    }
+}
+
+/// Turns a worker's failure report into the TaskError the user sees; a report
+/// that does not decode is itself reported as a bad message.
+inline TaskError error_from_report(TaskId id, std::span<const char> report, int worker_index, pid_t worker_pid) {
+    try {
+        FailureReport failure = decode_failure(report);
+        if (failure.kind != static_cast<std::uint32_t>(ErrorKind::exception) &&
+            failure.kind != static_cast<std::uint32_t>(ErrorKind::bad_message)) {
+            throw DecodeError{"unknown error kind " + std::to_string(failure.kind)};
+        }
+        return TaskError{static_cast<ErrorKind>(failure.kind), id, std::move(failure.type_name),
+                         std::move(failure.message), worker_index, worker_pid};
+    } catch (const DecodeError& e) {
+        return TaskError{ErrorKind::bad_message, id, "", std::string{"failure report could not be decoded: "} + e.what(),
+                         worker_index, worker_pid};
+    }
+}
+
+/// Where backends deliver results and users collect them. Tracks how many
+/// tasks were added and how many are settled (result delivered, or cancelled),
+/// so that "done" and "no more results can arrive" are exact.
+class ResultMailbox {
+public:
+    void expect_one() {
+        std::lock_guard lock{mutex_};
+        ++added_;
+    }
+
+    void deliver(std::vector<RawResult>&& results) {
+        if (results.empty()) return;
+        {
+            std::lock_guard lock{mutex_};
+            settled_ += results.size();
+            for (auto& result : results) results_.push_back(std::move(result));
+        }
+        results.clear();
+        changed_.notify_all();
+    }
+
+    /// Records that `count` tasks will never get a result (cancelled).
+    void forget(std::size_t count) {
+        if (count == 0) return;
+        {
+            std::lock_guard lock{mutex_};
+            settled_ += count;
+        }
+        changed_.notify_all();
+    }
+
+    [[nodiscard]] bool done() const {
+        std::lock_guard lock{mutex_};
+        return settled_ == added_;
+    }
+
+    void wait() {
+        std::unique_lock lock{mutex_};
+        changed_.wait(lock, [this] { return settled_ == added_; });
+    }
+
+    /// Takes the oldest result, waiting until `deadline` (none: forever) for
+    /// one to arrive. Empty when the deadline passes or when every task is
+    /// settled and nothing is left to take.
+    std::optional<RawResult> pop(std::optional<std::chrono::steady_clock::time_point> deadline) {
+        std::unique_lock lock{mutex_};
+        const auto ready = [this] { return !results_.empty() || settled_ == added_; };
+        if (deadline) {
+            changed_.wait_until(lock, *deadline, ready);
+        } else {
+            changed_.wait(lock, ready);
+        }
+        if (results_.empty()) return std::nullopt;
+        RawResult result = std::move(results_.front());
+        results_.pop_front();
+        return result;
+    }
+
+    std::vector<RawResult> take_all() {
+        std::lock_guard lock{mutex_};
+        std::vector<RawResult> taken(std::make_move_iterator(results_.begin()), std::make_move_iterator(results_.end()));
+        results_.clear();
+        return taken;
+    }
+
+private:
+    mutable std::mutex mutex_;
+    std::condition_variable changed_;
+    std::deque<RawResult> results_;
+    std::uint64_t added_ = 0;
+    std::uint64_t settled_ = 0;
+};
+
+/// An execution strategy. Calls come from user threads; implementations
+/// deliver every submitted task's outcome to the mailbox exactly once, or
+/// count it as forgotten when cancelled.
+class ExecutionBackend {
+public:
+    virtual ~ExecutionBackend() = default;
+
+    /// Begins executing; tasks submitted before are queued until then.
+    virtual void start() = 0;
+    /// Queues a task; the mailbox has already counted it.
+    virtual void submit(TaskId id, Bytes arguments) = 0;
+    /// Drops every task no worker has taken; returns how many.
+    virtual std::size_t cancel() = 0;
+    /// Drops queued tasks, lets running ones finish (within the stop timeout),
+    /// and releases every process and resource. Idempotent.
+    virtual void stop() = 0;
+};
+
+}  // namespace multiworker::detail

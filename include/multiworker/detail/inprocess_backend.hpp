@@ -1,0 +1,70 @@
+#pragma once
+
+// In-process execution: every task runs in the calling thread, on the
+// Processor's own object. No fork, no shared memory, so the method can be
+// unit-tested and stepped through in a debugger. Arguments and results still
+// go through the same encoding as in worker processes, so a type that does not
+// serialize fails the same way in both modes.
+
+#include <multiworker/detail/backend.hpp>
+
+#include <unistd.h>
+
+#include <deque>
+#include <utility>
+
+namespace multiworker::detail {
+
+class InProcessBackend final : public ExecutionBackend {
+public:
+    InProcessBackend(ResultMailbox& mailbox, TaskRunner runner) : mailbox_{mailbox}, runner_{std::move(runner)} {}
+
+    /// Runs the tasks added so far, in order.
+    void start() override {
+        started_ = true;
+        while (!queued_.empty()) {
+            auto [id, arguments] = std::move(queued_.front());
+            queued_.pop_front();
+            run(id, arguments);
+        }
+    }
+
+    /// Before start(): queues. After: runs the task now, before returning.
+    void submit(TaskId id, Bytes arguments) override {
+        if (started_) {
+            run(id, arguments);
+        } else {
+            queued_.emplace_back(id, std::move(arguments));
+        }
+    }
+
+    std::size_t cancel() override {
+        const std::size_t count = queued_.size();
+        queued_.clear();
+        mailbox_.forget(count);
+        return count;
+    }
+
+    void stop() override { cancel(); }
+
+private:
+    void run(TaskId id, const Bytes& arguments) {
+        TaskOutcome outcome = execute_task(runner_, arguments);
+        RawResult result{id, Bytes{}, 0, ::getpid()};
+        if (outcome.ok) {
+            result.outcome = std::move(outcome.payload);
+        } else {
+            result.outcome = error_from_report(id, outcome.payload, 0, ::getpid());
+        }
+        std::vector<RawResult> batch;
+        batch.push_back(std::move(result));
+        mailbox_.deliver(std::move(batch));
+    }
+
+    ResultMailbox& mailbox_;
+    TaskRunner runner_;
+    std::deque<std::pair<TaskId, Bytes>> queued_;
+    bool started_ = false;
+};
+
+}  // namespace multiworker::detail

@@ -1,0 +1,115 @@
+#pragma once
+
+// Thin, error-checked wrappers over the Linux calls the forked backend uses.
+
+#include <fcntl.h>
+#include <poll.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstddef>
+#include <string>
+#include <system_error>
+#include <utility>
+
+namespace multiworker::detail {
+
+[[noreturn]] inline void throw_errno(const std::string& what) {
+    throw std::system_error{errno, std::generic_category(), "multiworker: " + what};
+}
+
+/// Owns a file descriptor; closes it once.
+class FileDescriptor {
+public:
+    FileDescriptor() noexcept = default;
+    explicit FileDescriptor(int fd) noexcept : fd_{fd} {}
+    FileDescriptor(FileDescriptor&& other) noexcept : fd_{std::exchange(other.fd_, -1)} {}
+    FileDescriptor& operator=(FileDescriptor&& other) noexcept {
+        if (this != &other) {
+            reset();
+            fd_ = std::exchange(other.fd_, -1);
+        }
+        return *this;
+    }
+    FileDescriptor(const FileDescriptor&) = delete;
+    FileDescriptor& operator=(const FileDescriptor&) = delete;
+    ~FileDescriptor() { reset(); }
+
+    [[nodiscard]] int get() const noexcept { return fd_; }
+    [[nodiscard]] bool valid() const noexcept { return fd_ >= 0; }
+    void reset() noexcept {
+        if (fd_ >= 0) ::close(fd_);
+        fd_ = -1;
+    }
+
+private:
+    int fd_ = -1;
+};
+
+/// A counter-mode, non-blocking eventfd: the wake-up channel of a Doorbell.
+inline FileDescriptor make_eventfd() {
+    const int fd = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (fd < 0) throw_errno("eventfd");
+    return FileDescriptor{fd};
+}
+
+/// A descriptor that becomes readable when process `pid` exits (Linux 5.3+).
+inline FileDescriptor open_pidfd(pid_t pid) {
+    const int fd = static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
+    if (fd < 0) throw_errno("pidfd_open");
+    return FileDescriptor{fd};
+}
+
+/// write(2) of the whole buffer, retrying on EINTR and short writes. False on error.
+inline bool write_all(int fd, const char* data, std::size_t size) noexcept {
+    while (size > 0) {
+        const ssize_t written = ::write(fd, data, size);
+        if (written < 0) {
+            if (errno == EINTR) continue;
+            return false;
+        }
+        data += written;
+        size -= static_cast<std::size_t>(written);
+    }
+    return true;
+}
+
+/// Anonymous MAP_SHARED memory: mapped before fork(), shared with every child,
+/// and gone with the last process that maps it. It has no name, so nothing is
+/// ever left in /dev/shm.
+class SharedMapping {
+public:
+    SharedMapping() noexcept = default;
+    explicit SharedMapping(std::size_t size) : size_{size} {
+        void* base = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+        if (base == MAP_FAILED) throw_errno("mmap of " + std::to_string(size) + " shared bytes");
+        base_ = static_cast<std::byte*>(base);
+    }
+    SharedMapping(SharedMapping&& other) noexcept
+        : base_{std::exchange(other.base_, nullptr)}, size_{std::exchange(other.size_, 0)} {}
+    SharedMapping& operator=(SharedMapping&& other) noexcept {
+        if (this != &other) {
+            unmap();
+            base_ = std::exchange(other.base_, nullptr);
+            size_ = std::exchange(other.size_, 0);
+        }
+        return *this;
+    }
+    ~SharedMapping() { unmap(); }
+
+    [[nodiscard]] std::byte* data() const noexcept { return base_; }
+    [[nodiscard]] std::size_t size() const noexcept { return size_; }
+
+private:
+    void unmap() noexcept {
+        if (base_ != nullptr) ::munmap(base_, size_);
+        base_ = nullptr;
+    }
+    std::byte* base_ = nullptr;
+    std::size_t size_ = 0;
+};
+
+}  // namespace multiworker::detail

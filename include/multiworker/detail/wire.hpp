@@ -1,0 +1,167 @@
+#pragma once
+
+// The framing of messages on a ring: a fixed 32-byte header, then `length`
+// payload bytes. Task frames go parent -> worker, result and failure frames
+// worker -> parent. Readers and writers are incremental so that one thread
+// can serve many rings and frames of any size stream through a small ring.
+//
+// Everything a parent reads was written by a process that may have crashed
+// halfway or scribbled over its memory, so FrameReader validates every header
+// and throws ProtocolError instead of trusting it.
+
+#include <multiworker/detail/codec.hpp>
+
+#include <array>
+#include <cstdint>
+#include <cstring>
+#include <memory>
+#include <span>
+#include <stdexcept>
+#include <string>
+#include <type_traits>
+#include <utility>
+
+namespace multiworker::detail {
+
+enum class FrameKind : std::uint32_t {
+    task = 1,      // payload: encoded arguments
+    result = 2,    // payload: encoded return value
+    failure = 3,   // payload: encoded FailureReport
+    shutdown = 4,  // no payload: finish and exit
+};
+
+struct FrameHeader {
+    static constexpr std::uint32_t expected_magic = 0x314b574d;  // "MWK1"
+
+    std::uint32_t magic = expected_magic;
+    FrameKind kind = FrameKind::task;
+    std::uint64_t sequence = 0;  // per-worker task number, 1, 2, ...
+    std::uint64_t task = 0;      // the TaskId's value
+    std::uint64_t length = 0;    // payload bytes
+};
+static_assert(sizeof(FrameHeader) == 32 && std::is_trivially_copyable_v<FrameHeader>);
+
+/// Thrown when a peer sends bytes that cannot be a valid frame.
+class ProtocolError : public std::runtime_error {
+public:
+    using std::runtime_error::runtime_error;
+};
+
+/// What a worker reports when a task fails inside it.
+struct FailureReport {
+    std::uint32_t kind = 0;  // an ErrorKind
+    std::string type_name;
+    std::string message;
+};
+
+inline Bytes encode_failure(const FailureReport& report) {
+    Bytes out;
+    encode_values(out, report.kind, report.type_name, report.message);
+    return out;
+}
+
+inline FailureReport decode_failure(std::span<const char> payload) {
+    auto [kind, type_name, message] = decode_values<std::uint32_t, std::string, std::string>(payload);
+    return FailureReport{kind, std::move(type_name), std::move(message)};
+}
+
+/// Reassembles frames from a byte source with `std::size_t read_some(std::span<char>)`.
+class FrameReader {
+public:
+    explicit FrameReader(std::size_t max_length) noexcept : max_length_{max_length} {}
+
+    /// Pulls what is available; true once a whole frame is held (see header()
+    /// and take_payload()). Throws ProtocolError on an invalid header.
+    template <class Source>
+    bool poll(Source& source) {
+        if (complete_) return true;
+        if (header_filled_ < header_bytes_.size()) {
+            header_filled_ += source.read_some(std::span{header_bytes_}.subspan(header_filled_));
+            if (header_filled_ < header_bytes_.size()) return false;
+            std::memcpy(&header_, header_bytes_.data(), sizeof header_);
+            validate(header_);
+            payload_.resize(static_cast<std::size_t>(header_.length));
+            payload_filled_ = 0;
+        }
+        payload_filled_ += source.read_some(std::span{payload_}.subspan(payload_filled_));
+        complete_ = payload_filled_ == payload_.size();
+        return complete_;
+    }
+
+    /// True while part of a frame has been read but not all of it.
+    [[nodiscard]] bool in_frame() const noexcept { return header_filled_ > 0 && !complete_; }
+
+    [[nodiscard]] const FrameHeader& header() const noexcept { return header_; }
+
+    /// Hands over the payload of the complete frame and readies for the next.
+    Bytes take_payload() noexcept {
+        Bytes payload = std::move(payload_);
+        payload_ = Bytes{};
+        header_filled_ = 0;
+        complete_ = false;
+        return payload;
+    }
+
+private:
+    void validate(const FrameHeader& header) const {
+        if (header.magic != FrameHeader::expected_magic) {
+            throw ProtocolError{"bad frame magic " + std::to_string(header.magic)};
+        }
+        const auto kind = static_cast<std::uint32_t>(header.kind);
+        if (kind < static_cast<std::uint32_t>(FrameKind::task) ||
+            kind > static_cast<std::uint32_t>(FrameKind::shutdown)) {
+            throw ProtocolError{"bad frame kind " + std::to_string(kind)};
+        }
+        if (header.length > max_length_) {
+            throw ProtocolError{"frame of " + std::to_string(header.length) +
+                                " bytes exceeds max_message_bytes (" + std::to_string(max_length_) +
+                                ")"};
+        }
+    }
+
+    std::size_t max_length_;
+    std::array<char, sizeof(FrameHeader)> header_bytes_{};
+    std::size_t header_filled_ = 0;
+    FrameHeader header_{};
+    Bytes payload_;
+    std::size_t payload_filled_ = 0;
+    bool complete_ = false;
+};
+
+/// Streams one frame into a sink with `std::size_t write_some(std::span<const char>)`.
+/// The payload is shared so that the parent can keep a task's arguments (to
+/// requeue it if its worker dies) while the frame streams out.
+class FrameWriter {
+public:
+    FrameWriter(FrameHeader header, std::shared_ptr<const Bytes> payload) noexcept
+        : payload_{std::move(payload)} {
+        header.length = payload_ ? payload_->size() : 0;
+        std::memcpy(header_bytes_.data(), &header, sizeof header);
+    }
+
+    /// Writes what fits; true once the whole frame is out.
+    template <class Sink>
+    bool poll(Sink& sink) {
+        if (written_ < header_bytes_.size()) {
+            written_ += sink.write_some(std::span<const char>{header_bytes_}.subspan(written_));
+            if (written_ < header_bytes_.size()) return false;
+        }
+        const std::size_t payload_written = written_ - header_bytes_.size();
+        if (payload_) written_ += sink.write_some(std::span<const char>{*payload_}.subspan(payload_written));
+        return done();
+    }
+
+    /// Bytes of the frame written so far.
+    [[nodiscard]] std::size_t written() const noexcept { return written_; }
+
+    [[nodiscard]] bool done() const noexcept {
+        return written_ == header_bytes_.size() + (payload_ ? payload_->size() : 0);
+    }
+
+private:
+    std::array<char, sizeof(FrameHeader)> header_bytes_{};
+    std::shared_ptr<const Bytes> payload_;
+    std::size_t written_ = 0;
+};
+
+}  // namespace multiworker::detail

@@ -1,0 +1,232 @@
+#pragma once
+
+// Central logging: every worker's spdlog records travel over a pipe of its own
+// to one collector thread in the parent, which writes them to the sinks the
+// user chose, tagged with the worker's index and pid.
+//
+// In the child, the loggers inherited across fork() must never be used or
+// destroyed: another parent thread may have held a sink mutex at the moment of
+// the fork (it stays locked forever in the child), and an async logger's
+// thread pool has no threads in the child, so its destructor waits forever.
+// The child therefore parks the inherited loggers (leaked on purpose) and
+// installs fresh ones whose sink sends each record with a single write(2).
+
+#include <multiworker/detail/system.hpp>
+
+#include <spdlog/details/log_msg.h>
+#include <spdlog/sinks/base_sink.h>
+#include <spdlog/spdlog.h>
+
+#include <poll.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdint>
+#include <cstring>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace multiworker::detail {
+
+/// Fixed part of one log record on the pipe; the logger name and text follow.
+struct LogRecordHeader {
+    static constexpr std::uint32_t expected_magic = 0x474c574d;  // "MWLG"
+    static constexpr std::uint32_t max_text = 64 * 1024;
+    static constexpr std::uint32_t max_name = 256;
+
+    std::uint32_t magic = expected_magic;
+    std::uint32_t level = 0;
+    std::int64_t time_ns = 0;
+    std::uint32_t name_length = 0;
+    std::uint32_t text_length = 0;
+};
+static_assert(sizeof(LogRecordHeader) == 24);
+
+/// Child side: an spdlog sink that sends each record as one write(2) on the pipe.
+class PipeSink final : public spdlog::sinks::base_sink<std::mutex> {
+public:
+    explicit PipeSink(int fd) noexcept : fd_{fd} {}
+
+protected:
+    void sink_it_(const spdlog::details::log_msg& msg) override {
+        LogRecordHeader header;
+        header.level = static_cast<std::uint32_t>(msg.level);
+        header.time_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(msg.time.time_since_epoch()).count();
+        header.name_length = static_cast<std::uint32_t>(std::min<std::size_t>(msg.logger_name.size(), LogRecordHeader::max_name));
+        header.text_length = static_cast<std::uint32_t>(std::min<std::size_t>(msg.payload.size(), LogRecordHeader::max_text));
+        record_.resize(sizeof header + header.name_length + header.text_length);
+        std::memcpy(record_.data(), &header, sizeof header);
+        std::memcpy(record_.data() + sizeof header, msg.logger_name.data(), header.name_length);
+        std::memcpy(record_.data() + sizeof header + header.name_length, msg.payload.data(), header.text_length);
+        // Records are far below the pipe buffer, so one write delivers each whole.
+        write_all(fd_, record_.data(), record_.size());
+    }
+    void flush_() override {}
+
+private:
+    int fd_;
+    std::vector<char> record_;
+};
+
+/// The loggers of the parent at the moment of a fork: what the child must park.
+inline std::vector<std::shared_ptr<spdlog::logger>> loggers_to_inherit() {
+    std::vector<std::shared_ptr<spdlog::logger>> loggers;
+    spdlog::apply_all([&loggers](const std::shared_ptr<spdlog::logger>& logger) { loggers.push_back(logger); });
+    loggers.push_back(spdlog::default_logger());
+    return loggers;
+}
+
+/// Child side: replaces every inherited logger by a fresh one writing to `fd`.
+inline void install_worker_loggers(int fd, spdlog::level::level_enum level,
+                                   const std::vector<std::shared_ptr<spdlog::logger>>& inherited) {
+    // Leaked on purpose: destroying these could block forever (see above).
+    new std::vector<std::shared_ptr<spdlog::logger>>(inherited);
+    auto sink = std::make_shared<PipeSink>(fd);
+    spdlog::drop_all();
+    for (const auto& old : inherited) {
+        if (old == nullptr || old->name().empty()) continue;
+        auto fresh = std::make_shared<spdlog::logger>(old->name(), sink);
+        fresh->set_level(level);
+        spdlog::register_logger(fresh);
+    }
+    auto fresh_default = std::make_shared<spdlog::logger>("", sink);
+    fresh_default->set_level(level);
+    spdlog::set_default_logger(std::move(fresh_default));
+}
+
+/// Parent side: reads every worker's pipe and forwards records to the user's sinks.
+class LogCollector {
+public:
+    LogCollector(std::vector<std::shared_ptr<spdlog::logger>> destinations, spdlog::level::level_enum level)
+        : destinations_{std::move(destinations)}, level_{level}, wake_{make_eventfd()} {}
+
+    LogCollector(const LogCollector&) = delete;
+    LogCollector& operator=(const LogCollector&) = delete;
+    ~LogCollector() { stop(std::chrono::milliseconds{0}); }
+
+    /// Adds a worker's pipe; may be called while the collector runs.
+    void add_source(int worker_index, pid_t pid, FileDescriptor read_end) {
+        std::lock_guard lock{mutex_};
+        sources_.push_back(Source{worker_index, pid, std::move(read_end), {}});
+        const std::uint64_t one = 1;
+        [[maybe_unused]] const ssize_t ignored = ::write(wake_.get(), &one, sizeof one);
+    }
+
+    void start() { thread_ = std::thread{[this] { run(); }}; }
+
+    /// Waits until every source reached end-of-file (each worker exited and
+    /// its last record is written), or `grace` passed; then ends the thread.
+    void stop(std::chrono::milliseconds grace) {
+        if (!thread_.joinable()) return;
+        {
+            std::lock_guard lock{mutex_};
+            stop_deadline_ = std::chrono::steady_clock::now() + grace;
+            stopping_ = true;
+        }
+        const std::uint64_t one = 1;
+        [[maybe_unused]] const ssize_t ignored = ::write(wake_.get(), &one, sizeof one);
+        thread_.join();
+        flush();
+    }
+
+private:
+    struct Source {
+        int worker_index;
+        pid_t pid;
+        FileDescriptor fd;
+        std::vector<char> pending;  // bytes of a record not yet complete
+    };
+
+    void run() {
+        std::vector<pollfd> descriptors;
+        for (;;) {
+            bool stopping = false;
+            std::chrono::steady_clock::time_point deadline;
+            {
+                std::lock_guard lock{mutex_};
+                std::erase_if(sources_, [](const Source& s) { return !s.fd.valid(); });
+                stopping = stopping_;
+                deadline = stop_deadline_;
+                descriptors.clear();
+                descriptors.push_back(pollfd{wake_.get(), POLLIN, 0});
+                for (const Source& source : sources_) descriptors.push_back(pollfd{source.fd.get(), POLLIN, 0});
+            }
+            if (stopping && (descriptors.size() == 1 || std::chrono::steady_clock::now() >= deadline)) return;
+            const int timeout_ms = stopping ? 10 : -1;
+            if (::poll(descriptors.data(), descriptors.size(), timeout_ms) < 0 && errno != EINTR) return;
+            if (descriptors[0].revents != 0) {
+                std::uint64_t count = 0;
+                [[maybe_unused]] const ssize_t ignored = ::read(wake_.get(), &count, sizeof count);
+            }
+            std::lock_guard lock{mutex_};
+            for (std::size_t i = 1; i < descriptors.size(); ++i) {
+                if (descriptors[i].revents != 0) drain(sources_[i - 1]);
+            }
+            flush();
+        }
+    }
+
+    // Reads what the pipe holds and emits every complete record; closes the
+    // source at end-of-file or on garbage (a worker's bytes are untrusted).
+    void drain(Source& source) {
+        char buffer[64 * 1024];
+        const ssize_t got = ::read(source.fd.get(), buffer, sizeof buffer);
+        if (got < 0 && errno == EINTR) return;
+        if (got <= 0) {
+            source.fd.reset();
+            return;
+        }
+        source.pending.insert(source.pending.end(), buffer, buffer + got);
+        std::size_t offset = 0;
+        while (source.pending.size() - offset >= sizeof(LogRecordHeader)) {
+            LogRecordHeader header;
+            std::memcpy(&header, source.pending.data() + offset, sizeof header);
+            if (header.magic != LogRecordHeader::expected_magic || header.name_length > LogRecordHeader::max_name ||
+                header.text_length > LogRecordHeader::max_text || header.level >= spdlog::level::n_levels) {
+                emit(source, spdlog::level::err, {}, std::chrono::system_clock::now(),
+                     "sent a malformed log record; its log pipe is closed");
+                source.fd.reset();
+                return;
+            }
+            const std::size_t size = sizeof header + header.name_length + header.text_length;
+            if (source.pending.size() - offset < size) break;
+            const char* name = source.pending.data() + offset + sizeof header;
+            const auto time = std::chrono::system_clock::time_point{
+                std::chrono::duration_cast<std::chrono::system_clock::duration>(std::chrono::nanoseconds{header.time_ns})};
+            emit(source, static_cast<spdlog::level::level_enum>(header.level), std::string_view{name, header.name_length},
+                 time, std::string_view{name + header.name_length, header.text_length});
+            offset += size;
+        }
+        source.pending.erase(source.pending.begin(), source.pending.begin() + static_cast<std::ptrdiff_t>(offset));
+    }
+
+    void emit(const Source& source, spdlog::level::level_enum level, std::string_view logger_name,
+              std::chrono::system_clock::time_point time, std::string_view text) {
+        if (level < level_) return;
+        std::string line = "worker " + std::to_string(source.worker_index) + " (pid " + std::to_string(source.pid) + ")";
+        if (!logger_name.empty()) line.append(" [").append(logger_name).append("]");
+        line.append(": ").append(text);
+        for (const auto& destination : destinations_) {
+            destination->log(time, spdlog::source_loc{}, level, spdlog::string_view_t{line});
+        }
+    }
+
+    void flush() {
+        for (const auto& destination : destinations_) destination->flush();
+    }
+
+    std::vector<std::shared_ptr<spdlog::logger>> destinations_;
+    spdlog::level::level_enum level_;
+    FileDescriptor wake_;
+    std::mutex mutex_;
+    std::vector<Source> sources_;
+    bool stopping_ = false;
+    std::chrono::steady_clock::time_point stop_deadline_{};
+    std::thread thread_;
+};
+
+}  // namespace multiworker::detail

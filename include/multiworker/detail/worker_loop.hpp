@@ -1,0 +1,183 @@
+#pragma once
+
+// What runs inside a worker process: take a task frame from the task ring,
+// claim it, run it, stream the result frame into the result ring; repeat until
+// a shutdown frame arrives.
+//
+// Claiming: every task a parent sends to a worker carries a per-worker
+// sequence number 1, 2, 3, ... Before running task s the worker moves the
+// shared `claimed` counter from s-1 to s with a compare-and-swap. The parent
+// takes back tasks not yet started (cancel(), stop(), a dead worker) by moving
+// the same counter forward past them. Whoever moves the counter first owns
+// the task, so a task is either run or taken back, never both, and the parent
+// always knows which task a dead worker was running.
+
+#include <multiworker/detail/backend.hpp>
+#include <multiworker/detail/doorbell.hpp>
+#include <multiworker/detail/ring.hpp>
+#include <multiworker/detail/wire.hpp>
+#include <multiworker/detail/worker_logging.hpp>
+
+#include <spdlog/spdlog.h>
+
+#include <signal.h>
+#include <sys/prctl.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstdint>
+#include <cstdio>
+#include <memory>
+
+namespace multiworker::detail {
+
+/// Spin iterations before sleeping: a few tens of microseconds, enough to
+/// catch the next task of a busy stream without a system call.
+inline constexpr int spins_before_sleep = 2000;
+
+/// Longest sleep before a waiting worker re-checks that its parent lives.
+inline constexpr int worker_sleep_ms = 200;
+
+/// A ring's consumer end that rings the producer's doorbell when it frees space.
+class RingReader {
+public:
+    RingReader(ByteRing ring, Doorbell producer) noexcept : ring_{ring}, producer_{producer} {}
+    std::size_t read_some(std::span<char> out) {
+        const std::size_t count = ring_.read_some(out);
+        if (count != 0) producer_.ring();
+        return count;
+    }
+    [[nodiscard]] const ByteRing& ring() const noexcept { return ring_; }
+
+private:
+    ByteRing ring_;
+    Doorbell producer_;
+};
+
+/// A ring's producer end that rings the consumer's doorbell when it publishes.
+class RingWriter {
+public:
+    RingWriter(ByteRing ring, Doorbell consumer) noexcept : ring_{ring}, consumer_{consumer} {}
+    std::size_t write_some(std::span<const char> bytes) {
+        const std::size_t count = ring_.write_some(bytes);
+        if (count != 0) consumer_.ring();
+        return count;
+    }
+    [[nodiscard]] const ByteRing& ring() const noexcept { return ring_; }
+
+private:
+    ByteRing ring_;
+    Doorbell consumer_;
+};
+
+/// The shared-memory state of one worker slot.
+struct WorkerSlotState {
+    DoorbellFlag doorbell;                         // the worker sleeps on this
+    alignas(64) std::atomic<std::uint64_t> claimed{0};  // last task sequence claimed (see above)
+    RingCounters tasks;                            // parent -> worker
+    RingCounters results;                          // worker -> parent
+};
+
+/// Everything a worker process needs, as seen from inside it.
+struct WorkerEndpoints {
+    int index = 0;
+    pid_t parent_pid = 0;
+    ByteRing tasks;
+    ByteRing results;
+    Doorbell own;
+    Doorbell parent;
+    std::atomic<std::uint64_t>* claimed = nullptr;
+    std::size_t max_message_bytes = 0;
+};
+
+class WorkerLoop {
+public:
+    WorkerLoop(const WorkerEndpoints& endpoints, const TaskRunner& runner)
+        : endpoints_{endpoints},
+          runner_{runner},
+          input_{endpoints.tasks, endpoints.parent},
+          output_{endpoints.results, endpoints.parent},
+          reader_{endpoints.max_message_bytes} {}
+
+    /// Serves tasks until told to shut down.
+    void run() {
+        for (;;) {
+            receive_frame();
+            const FrameHeader header = reader_.header();
+            Bytes arguments = reader_.take_payload();
+            if (header.kind == FrameKind::shutdown) return;
+            if (header.kind != FrameKind::task) throw ProtocolError{"worker received a non-task frame"};
+            if (!claim(header.sequence)) continue;  // the parent took it back
+            TaskOutcome outcome = execute_task(runner_, arguments);
+            arguments = Bytes{};
+            send_frame(FrameHeader{.kind = outcome.ok ? FrameKind::result : FrameKind::failure,
+                                   .sequence = header.sequence,
+                                   .task = header.task},
+                       std::make_shared<const Bytes>(std::move(outcome.payload)));
+        }
+    }
+
+private:
+    void receive_frame() {
+        while (!reader_.poll(input_)) {
+            endpoints_.own.wait([this] { return endpoints_.tasks.has_readable(); }, spins_before_sleep,
+                                worker_sleep_ms);
+            exit_if_orphaned();
+        }
+    }
+
+    void send_frame(const FrameHeader& header, std::shared_ptr<const Bytes> payload) {
+        FrameWriter writer{header, std::move(payload)};
+        while (!writer.poll(output_)) {
+            endpoints_.own.wait([this] { return endpoints_.results.has_space(); }, spins_before_sleep,
+                                worker_sleep_ms);
+            exit_if_orphaned();
+        }
+    }
+
+    bool claim(std::uint64_t sequence) {
+        std::uint64_t expected = sequence - 1;
+        if (endpoints_.claimed->compare_exchange_strong(expected, sequence, std::memory_order_acq_rel)) return true;
+        if (expected >= sequence) return false;
+        throw ProtocolError{"task sequence " + std::to_string(sequence) + " arrived after " + std::to_string(expected)};
+    }
+
+    void exit_if_orphaned() const {
+        if (::getppid() != endpoints_.parent_pid) ::_exit(0);
+    }
+
+    const WorkerEndpoints& endpoints_;
+    const TaskRunner& runner_;
+    RingReader input_;
+    RingWriter output_;
+    FrameReader reader_;
+};
+
+/// The body of a forked worker process; never returns.
+///
+/// `_exit` rather than `exit`: the child is a copy of a multithreaded parent,
+/// and the parent's atexit handlers and static destructors (test frameworks,
+/// loggers with threads) must not run in it.
+[[noreturn]] inline void run_worker_process(const WorkerEndpoints& endpoints, const TaskRunner& runner,
+                                            int log_fd, spdlog::level::level_enum log_level,
+                                            const std::vector<std::shared_ptr<spdlog::logger>>& inherited) noexcept {
+    int status = 0;
+    bool logging_ready = false;
+    try {
+        // Die with the parent; the check catches a parent that died before prctl.
+        ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+        if (::getppid() != endpoints.parent_pid) ::_exit(0);
+        install_worker_loggers(log_fd, log_level, inherited);
+        logging_ready = true;
+        spdlog::debug("worker {} started", endpoints.index);
+        WorkerLoop{endpoints, runner}.run();
+        spdlog::debug("worker {} stopping", endpoints.index);
+    } catch (const std::exception& e) {
+        if (logging_ready) spdlog::critical("worker {} failed: {}", endpoints.index, e.what());
+        std::fprintf(stderr, "multiworker: worker %d failed: %s\n", endpoints.index, e.what());
+        status = 70;
+    }
+    ::_exit(status);
+}
+
+}  // namespace multiworker::detail

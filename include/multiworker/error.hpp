@@ -1,0 +1,82 @@
+#pragma once
+
+/// @file
+/// TaskError: why a task has no value.
+
+#include <multiworker/task_id.hpp>
+
+#include <sys/types.h>
+
+#include <stdexcept>
+#include <string>
+#include <utility>
+
+namespace multiworker {
+
+/// What went wrong with a task.
+enum class ErrorKind {
+    exception,     ///< the method threw; type_name() and message() describe the exception
+    worker_died,   ///< the worker running the task exited or was killed
+    bad_message,   ///< the task's arguments or result could not be decoded
+    no_worker,     ///< the task could not run because no worker was left alive
+};
+
+/// The error a failed task's Result carries. It is an exception type, so
+/// `Result::value()` can throw it, and it keeps what the worker reported:
+/// the remote exception's type name and message, and the worker's index and pid.
+class TaskError : public std::runtime_error {
+public:
+    /// Index and pid used when no worker is involved.
+    static constexpr int no_worker_index = -1;
+
+    TaskError(ErrorKind kind, TaskId task, std::string type_name, std::string message,
+              int worker_index, pid_t worker_pid)
+        : std::runtime_error{describe(kind, task, type_name, message, worker_index, worker_pid)},
+          kind_{kind},
+          task_{task},
+          type_name_{std::move(type_name)},
+          message_{std::move(message)},
+          worker_index_{worker_index},
+          worker_pid_{worker_pid} {}
+
+    [[nodiscard]] ErrorKind kind() const noexcept { return kind_; }
+    /// The task that failed.
+    [[nodiscard]] TaskId task() const noexcept { return task_; }
+    /// For ErrorKind::exception, the demangled type of the exception the method threw.
+    [[nodiscard]] const std::string& type_name() const noexcept { return type_name_; }
+    /// The remote exception's what(), or a description of the failure.
+    [[nodiscard]] const std::string& message() const noexcept { return message_; }
+    /// The worker's index (0-based), or no_worker_index.
+    [[nodiscard]] int worker_index() const noexcept { return worker_index_; }
+    /// The worker's process id, or 0.
+    [[nodiscard]] pid_t worker_pid() const noexcept { return worker_pid_; }
+
+private:
+    static std::string describe(ErrorKind kind, TaskId task, const std::string& type_name,
+                                const std::string& message, int worker_index, pid_t worker_pid) {
+        const std::string id = std::to_string(task.value());
+        const std::string worker = "worker " + std::to_string(worker_index) + " (pid " +
+                                   std::to_string(worker_pid) + ")";
+        switch (kind) {
+            case ErrorKind::exception:
+                return "task " + id + " threw " + type_name + " in " + worker + ": " + message;
+            case ErrorKind::worker_died:
+                return worker + " " + message + " while running task " + id;
+            case ErrorKind::bad_message:
+                if (worker_index == no_worker_index) return "task " + id + ": " + message;
+                return "task " + id + " in " + worker + ": " + message;
+            case ErrorKind::no_worker:
+                return "task " + id + " could not run: " + message;
+        }
+        return "task " + id + ": " + message;
+    }
+
+    ErrorKind kind_;
+    TaskId task_;
+    std::string type_name_;
+    std::string message_;
+    int worker_index_;
+    pid_t worker_pid_;
+};
+
+}  // namespace multiworker

@@ -1,0 +1,12 @@
+#pragma once
+
+/// @file
+/// Everything multiworker offers, in one include.
+
+#include <multiworker/error.hpp>
+#include <multiworker/options.hpp>
+#include <multiworker/processor.hpp>
+#include <multiworker/result.hpp>
+#include <multiworker/serialization.hpp>
+#include <multiworker/task_id.hpp>
+#include <multiworker/version.hpp>

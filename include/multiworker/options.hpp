@@ -1,0 +1,57 @@
+#pragma once
+
+/// @file
+/// Options: how a Processor runs its tasks.
+
+#include <spdlog/common.h>
+#include <spdlog/logger.h>
+
+#include <chrono>
+#include <cstddef>
+#include <memory>
+#include <string>
+#include <thread>
+
+namespace multiworker {
+
+namespace detail {
+inline unsigned default_worker_count() noexcept {
+    const unsigned cores = std::thread::hardware_concurrency();
+    return cores == 0 ? 1 : cores;
+}
+}  // namespace detail
+
+/// Settings of a Processor. Aggregate, so designated initializers work:
+/// `{.workers = 5, .log_file = "/tmp/run.log"}`.
+struct Options {
+    /// Number of worker processes. 0 selects in-process mode: every task runs
+    /// in the calling thread on the Processor's own object, with no fork and
+    /// no shared memory, so a debugger can step into the method.
+    unsigned workers = detail::default_worker_count();
+
+    /// File that receives every worker's log records (appended). Empty: none.
+    std::string log_file{};
+
+    /// Worker records below this level are dropped, in the worker itself.
+    spdlog::level::level_enum log_level = spdlog::level::info;
+
+    /// Logger that receives worker records. When neither this nor log_file is
+    /// set, records go to spdlog's default logger of the parent.
+    std::shared_ptr<spdlog::logger> logger{};
+
+    /// Bytes of each shared-memory ring (one for tasks and one for results per
+    /// worker), rounded up to a power of two. Shared memory used is about
+    /// 2 * workers * ring_bytes. Messages larger than a ring still pass: they
+    /// stream through it in pieces.
+    std::size_t ring_bytes = std::size_t{1} << 20;
+
+    /// Largest encoded task or result accepted. A larger length read from a
+    /// worker is treated as corruption.
+    std::size_t max_message_bytes = std::size_t{1} << 31;
+
+    /// How long stop() and the destructor let running tasks finish before the
+    /// workers still alive are killed with SIGKILL.
+    std::chrono::milliseconds stop_timeout{10'000};
+};
+
+}  // namespace multiworker

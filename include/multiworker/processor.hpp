@@ -1,0 +1,285 @@
+#pragma once
+
+/// @file
+/// Processor: runs one method of a class across worker processes.
+
+#include <multiworker/detail/backend.hpp>
+#include <multiworker/detail/codec.hpp>
+#include <multiworker/detail/forked_backend.hpp>
+#include <multiworker/detail/inprocess_backend.hpp>
+#include <multiworker/detail/method_traits.hpp>
+#include <multiworker/options.hpp>
+#include <multiworker/result.hpp>
+#include <multiworker/task_id.hpp>
+
+#include <spdlog/sinks/basic_file_sink.h>
+#include <spdlog/spdlog.h>
+
+#include <atomic>
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <stdexcept>
+#include <tuple>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+namespace multiworker {
+
+namespace detail {
+
+template <class Parameter>
+inline constexpr bool is_output_parameter =
+    std::is_lvalue_reference_v<Parameter> && !std::is_const_v<std::remove_reference_t<Parameter>>;
+
+template <class Tuple>
+struct tuple_decoder;
+template <class... Ts>
+struct tuple_decoder<std::tuple<Ts...>> {
+    static std::tuple<Ts...> decode(std::span<const char> bytes) { return decode_values<Ts...>(bytes); }
+};
+
+/// The sinks that receive worker log records, as Options describes them.
+inline std::vector<std::shared_ptr<spdlog::logger>> log_destinations(const Options& options) {
+    std::vector<std::shared_ptr<spdlog::logger>> destinations;
+    if (!options.log_file.empty()) {
+        auto sink = std::make_shared<spdlog::sinks::basic_file_sink_mt>(options.log_file);
+        auto file_logger = std::make_shared<spdlog::logger>("multiworker", std::move(sink));
+        file_logger->set_level(spdlog::level::trace);
+        destinations.push_back(std::move(file_logger));
+    }
+    if (options.logger) destinations.push_back(options.logger);
+    if (destinations.empty()) destinations.push_back(spdlog::default_logger());
+    return destinations;
+}
+
+}  // namespace detail
+
+/// Runs `Method` of a `T` over many argument tuples, in `Options::workers`
+/// forked processes (or in the calling thread when workers is 0).
+///
+/// Each worker calls the method on its own copy of the object, made by fork()
+/// at start(), so state the object builds (a connection, a cache) lives on
+/// between that worker's calls. Arguments and results cross processes with
+/// Boost.Serialization (see <multiworker/serialization.hpp>).
+///
+/// Every added task ends with exactly one Result (value or TaskError) unless
+/// it is cancelled; a throwing method, a crashing worker or a malformed
+/// message becomes an error result, never a hang or a crash of the caller.
+///
+/// Thread safety: any thread may call add(), done(), wait() and the result
+/// getters, also concurrently; start() and stop() must not race with other
+/// calls. The object must not be moved (it owns threads and processes).
+template <class T, auto Method>
+class Processor {
+    static_assert(detail::member_function_pointer<decltype(Method)>,
+                  "multiworker::Processor<T, Method>: Method must be a pointer to a member function, e.g. &T::run");
+    using traits = detail::method_traits<decltype(Method)>;
+    static_assert(std::is_base_of_v<typename traits::object_type, T>,
+                  "multiworker::Processor<T, Method>: Method must be a member function of T");
+    static_assert(std::is_copy_constructible_v<T>,
+                  "multiworker::Processor<T, Method>: T must be copyable (each worker runs on its own copy)");
+
+public:
+    /// The method's return type without cv/ref qualifiers; what Result holds.
+    using result_type = std::remove_cvref_t<typename traits::return_type>;
+    /// The argument values a task stores: the method's parameters, decayed.
+    using arguments_type = typename traits::stored_arguments;
+
+private:
+    template <class Tuple>
+    struct check_parameters;
+    template <class... Parameters>
+    struct check_parameters<std::tuple<Parameters...>> {
+        static_assert(!(detail::is_output_parameter<Parameters> || ...),
+                      "multiworker::Processor: the method takes a non-const lvalue reference; a worker "
+                      "cannot write back into the caller's variables, so take it by value or const&");
+        static_assert((std::is_default_constructible_v<std::remove_cvref_t<Parameters>> && ...),
+                      "multiworker::Processor: every parameter type must be default-constructible "
+                      "(it is rebuilt from bytes in the worker)");
+        static constexpr bool ok = true;
+    };
+    static_assert(check_parameters<typename traits::parameters>::ok);
+    static_assert(!std::is_pointer_v<result_type>,
+                  "multiworker::Processor: a pointer cannot be returned across processes; return a value");
+    static_assert(std::is_void_v<result_type> || std::is_default_constructible_v<result_type>,
+                  "multiworker::Processor: the return type must be default-constructible "
+                  "(it is rebuilt from bytes in the parent)");
+
+public:
+    /// Takes the object every worker will copy. Nothing runs until start().
+    explicit Processor(T object, Options options = {})
+        : object_{std::move(object)}, options_{std::move(options)} {
+        detail::TaskRunner runner = [this](std::span<const char> arguments) { return run_task(arguments); };
+        if (options_.workers == 0) {
+            backend_ = std::make_unique<detail::InProcessBackend>(mailbox_, std::move(runner));
+        } else {
+            backend_ = std::make_unique<detail::ForkedBackend>(options_, mailbox_, std::move(runner),
+                                                               detail::log_destinations(options_));
+        }
+    }
+
+    Processor(const Processor&) = delete;
+    Processor& operator=(const Processor&) = delete;
+
+    /// Equivalent to stop(); never throws.
+    ~Processor() {
+        try {
+            stop();
+        } catch (...) {  // NOLINT(bugprone-empty-catch): a destructor must not throw
+        }
+    }
+
+    /// Queues a call of the method with these arguments; returns its id.
+    /// Callable before and after start(). The arguments are converted to the
+    /// method's parameter types and encoded now, so they may be temporaries.
+    template <class... Args>
+    TaskId add(Args&&... args) {
+        static_assert(sizeof...(Args) == std::tuple_size_v<arguments_type>,
+                      "multiworker::Processor::add() arguments: wrong number of arguments for the method");
+        static_assert(std::is_constructible_v<arguments_type, Args&&...>,
+                      "multiworker::Processor::add() arguments: cannot convert to the method's parameter types");
+        if (stopped_) throw std::logic_error{"multiworker::Processor::add() called after stop()"};
+        detail::Bytes encoded;
+        std::apply([&encoded](const auto&... values) { detail::encode_values(encoded, values...); },
+                   arguments_type{std::forward<Args>(args)...});
+        const TaskId id{next_id_.fetch_add(1, std::memory_order_relaxed)};
+        mailbox_.expect_one();
+        backend_->submit(id, std::move(encoded));
+        return id;
+    }
+
+    /// Forks the workers (or, in-process, runs the tasks added so far) and
+    /// returns. Throws std::system_error if a worker cannot be created.
+    void start() {
+        if (started_) throw std::logic_error{"multiworker::Processor::start() called twice"};
+        if (stopped_) throw std::logic_error{"multiworker::Processor::start() called after stop()"};
+        started_ = true;
+        backend_->start();
+    }
+
+    /// True once every added task has a result (waiting or taken) or was
+    /// cancelled. Never blocks.
+    [[nodiscard]] bool done() const { return mailbox_.done(); }
+
+    /// Blocks until done(). Throws std::logic_error if tasks are outstanding
+    /// and start() was never called, as the wait could not end.
+    void wait() {
+        require_progress_possible("wait()");
+        mailbox_.wait();
+    }
+
+    /// Takes every result that has arrived, each exactly once; never blocks.
+    [[nodiscard]] std::vector<Result<result_type>> get_results() { return convert(mailbox_.take_all()); }
+
+    /// Takes the oldest arrived result, blocking until one arrives. Empty only
+    /// when every task is settled and no result is left.
+    [[nodiscard]] std::optional<Result<result_type>> pop_result() {
+        require_progress_possible("pop_result() without a timeout");
+        return convert(mailbox_.pop(std::nullopt));
+    }
+
+    /// Takes the oldest arrived result, waiting at most `timeout` (0: just
+    /// look). Empty when none arrived in time or none can arrive any more.
+    template <class Rep, class Period>
+    [[nodiscard]] std::optional<Result<result_type>> pop_result(std::chrono::duration<Rep, Period> timeout) {
+        return convert(mailbox_.pop(std::chrono::steady_clock::now() + timeout));
+    }
+
+    /// Collects results as they arrive until `timeout` has passed or no more
+    /// can arrive (every task settled), whichever is first.
+    template <class Rep, class Period>
+    [[nodiscard]] std::vector<Result<result_type>> results_within(std::chrono::duration<Rep, Period> timeout) {
+        const auto deadline = std::chrono::steady_clock::now() + timeout;
+        std::vector<Result<result_type>> results;
+        while (auto raw = mailbox_.pop(deadline)) results.push_back(convert(std::move(*raw)));
+        return results;
+    }
+
+    /// Discards every task no worker has started; returns how many. Those
+    /// tasks get no result, and done() no longer waits for them.
+    std::size_t cancel() { return backend_->cancel(); }
+
+    /// Ends the run: discards tasks not yet started (as cancel() does), lets
+    /// running tasks finish (up to Options::stop_timeout, then kills their
+    /// workers; those tasks get worker_died errors), reaps every worker and
+    /// releases all shared memory. Results already delivered stay available.
+    /// Idempotent; add() and start() are errors afterwards.
+    void stop() {
+        if (stopped_) return;
+        stopped_ = true;
+        backend_->stop();
+    }
+
+    /// True when tasks run in the calling thread (Options::workers == 0).
+    [[nodiscard]] bool in_process() const noexcept { return options_.workers == 0; }
+
+    /// The Processor's own object: in-process mode runs on it; workers run on copies.
+    [[nodiscard]] const T& object() const noexcept { return object_; }
+
+private:
+    // Runs in the worker (or in-process): decode, call, encode.
+    detail::Bytes run_task(std::span<const char> encoded_arguments) {
+        auto arguments = detail::tuple_decoder<arguments_type>::decode(encoded_arguments);
+        const auto call = [this](auto&... values) -> decltype(auto) {
+            return std::invoke(Method, object_, std::move(values)...);
+        };
+        detail::Bytes encoded;
+        if constexpr (std::is_void_v<result_type>) {
+            std::apply(call, arguments);
+        } else {
+            const result_type& value = std::apply(call, arguments);
+            detail::encode_values(encoded, value);
+        }
+        return encoded;
+    }
+
+    Result<result_type> convert(detail::RawResult raw) {
+        if (auto* error = std::get_if<TaskError>(&raw.outcome)) return Result<result_type>{raw.id, std::move(*error)};
+        const auto& bytes = std::get<detail::Bytes>(raw.outcome);
+        try {
+            if constexpr (std::is_void_v<result_type>) {
+                if (!bytes.empty()) throw detail::DecodeError{"a void method sent a value"};
+                return Result<void>{raw.id};
+            } else {
+                auto [value] = detail::decode_values<result_type>(bytes);
+                return Result<result_type>{raw.id, std::move(value)};
+            }
+        } catch (const detail::DecodeError& e) {
+            return Result<result_type>{raw.id, TaskError{ErrorKind::bad_message, raw.id, "",
+                                                         std::string{"result could not be decoded: "} + e.what(),
+                                                         raw.worker_index, raw.worker_pid}};
+        }
+    }
+
+    std::optional<Result<result_type>> convert(std::optional<detail::RawResult> raw) {
+        if (!raw) return std::nullopt;
+        return convert(std::move(*raw));
+    }
+
+    std::vector<Result<result_type>> convert(std::vector<detail::RawResult> raws) {
+        std::vector<Result<result_type>> results;
+        results.reserve(raws.size());
+        for (auto& raw : raws) results.push_back(convert(std::move(raw)));
+        return results;
+    }
+
+    void require_progress_possible(const char* call) const {
+        if (!started_ && !mailbox_.done()) {
+            throw std::logic_error{std::string{"multiworker::Processor::"} + call +
+                                   " before start() would block forever"};
+        }
+    }
+
+    T object_;
+    Options options_;
+    detail::ResultMailbox mailbox_;
+    std::unique_ptr<detail::ExecutionBackend> backend_;
+    std::atomic<std::uint64_t> next_id_{1};
+    bool started_ = false;
+    bool stopped_ = false;
+};
+
+}  // namespace multiworker

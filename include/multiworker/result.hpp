@@ -1,0 +1,80 @@
+#pragma once
+
+/// @file
+/// Result<R>: the outcome of one task, a value or a TaskError.
+
+#include <multiworker/error.hpp>
+#include <multiworker/task_id.hpp>
+
+#include <stdexcept>
+#include <utility>
+#include <optional>
+#include <variant>
+
+namespace multiworker {
+
+/// The outcome of one task: the method's return value, or the TaskError that
+/// explains why there is none. `R` is the method's return type with
+/// references and cv-qualifiers removed; `Result<void>` carries no value.
+template <class R>
+class Result {
+public:
+    Result(TaskId id, R value) : id_{id}, outcome_{std::in_place_index<0>, std::move(value)} {}
+    Result(TaskId id, TaskError error) : id_{id}, outcome_{std::in_place_index<1>, std::move(error)} {}
+
+    /// The task this is the result of.
+    [[nodiscard]] TaskId id() const noexcept { return id_; }
+    /// True when the method returned normally.
+    [[nodiscard]] bool ok() const noexcept { return outcome_.index() == 0; }
+
+    /// The method's return value; throws the TaskError when the task failed.
+    [[nodiscard]] const R& value() const& {
+        throw_if_failed();
+        return std::get<0>(outcome_);
+    }
+    [[nodiscard]] R&& value() && {
+        throw_if_failed();
+        return std::get<0>(std::move(outcome_));
+    }
+
+    /// Why the task failed; throws std::logic_error when it did not.
+    [[nodiscard]] const TaskError& error() const {
+        if (ok()) throw std::logic_error{"multiworker::Result::error() called on a successful result"};
+        return std::get<1>(outcome_);
+    }
+
+private:
+    void throw_if_failed() const {
+        if (!ok()) throw std::get<1>(outcome_);
+    }
+
+    TaskId id_;
+    std::variant<R, TaskError> outcome_;
+};
+
+/// The outcome of a task whose method returns void.
+template <>
+class Result<void> {
+public:
+    explicit Result(TaskId id) : id_{id} {}
+    Result(TaskId id, TaskError error) : id_{id}, error_{std::move(error)} {}
+
+    [[nodiscard]] TaskId id() const noexcept { return id_; }
+    [[nodiscard]] bool ok() const noexcept { return !error_.has_value(); }
+
+    /// Returns when the task succeeded; throws its TaskError otherwise.
+    void value() const {
+        if (error_) throw *error_;
+    }
+
+    [[nodiscard]] const TaskError& error() const {
+        if (ok()) throw std::logic_error{"multiworker::Result::error() called on a successful result"};
+        return *error_;
+    }
+
+private:
+    TaskId id_;
+    std::optional<TaskError> error_;
+};
+
+}  // namespace multiworker

@@ -1,0 +1,17 @@
+#pragma once
+
+/// @file
+/// The library's version, as numbers and as a string.
+
+#include <string_view>
+
+#define MULTIWORKER_VERSION_MAJOR 0
+#define MULTIWORKER_VERSION_MINOR 1
+#define MULTIWORKER_VERSION_PATCH 0
+
+namespace multiworker {
+
+/// The version of these headers, e.g. "0.1.0".
+[[nodiscard]] constexpr std::string_view version_string() noexcept { return "0.1.0"; }
+
+}  // namespace multiworker
