@@ -21,6 +21,7 @@
 #include <memory>
 #include <optional>
 #include <stdexcept>
+#include <string>
 #include <tuple>
 #include <type_traits>
 #include <utility>
@@ -96,6 +97,9 @@ private:
         static_assert(!(detail::is_output_parameter<Parameters> || ...),
                       "multiworker::Processor: the method takes a non-const lvalue reference; a worker "
                       "cannot write back into the caller's variables, so take it by value or const&");
+        static_assert(!(std::is_pointer_v<std::remove_cvref_t<Parameters>> || ...),
+                      "multiworker::Processor: the method takes a pointer; an address means nothing in "
+                      "another process, so take the value (or a container) instead");
         static_assert((std::is_default_constructible_v<std::remove_cvref_t<Parameters>> && ...),
                       "multiworker::Processor: every parameter type must be default-constructible "
                       "(it is rebuilt from bytes in the worker)");
@@ -145,6 +149,11 @@ public:
         detail::Bytes encoded;
         std::apply([&encoded](const auto&... values) { detail::encode_values(encoded, values...); },
                    arguments_type{std::forward<Args>(args)...});
+        if (encoded.size() > options_.max_message_bytes) {
+            throw std::length_error{"multiworker::Processor::add(): the arguments encode to " +
+                                    std::to_string(encoded.size()) + " bytes, more than max_message_bytes (" +
+                                    std::to_string(options_.max_message_bytes) + ")"};
+        }
         const TaskId id{next_id_.fetch_add(1, std::memory_order_relaxed)};
         mailbox_.expect_one();
         backend_->submit(id, std::move(encoded));

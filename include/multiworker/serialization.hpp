@@ -3,7 +3,7 @@
 /// @file
 /// What can cross a process boundary: every type Boost.Serialization handles.
 /// This header brings in Boost's support for the common standard containers,
-/// and adds std::tuple where the installed Boost lacks it, so a method's
+/// and adds std::tuple and std::optional where the installed Boost lacks them, so a method's
 /// arguments and results of those types need no further includes. A user
 /// struct needs a `serialize(Archive&, unsigned)` member or free function, as
 /// usual for Boost.Serialization.
@@ -20,7 +20,45 @@
 #include <boost/serialization/utility.hpp>
 #include <boost/serialization/vector.hpp>
 
+#include <boost/serialization/split_free.hpp>
+
+#include <optional>
 #include <tuple>
+
+#if !__has_include(<boost/serialization/std_optional.hpp>)
+namespace boost::serialization {
+
+/// Saves a std::optional as a presence flag and, if present, the value
+/// (Boost before 1.84 handles only boost::optional).
+template <class Archive, class T>
+void save(Archive& archive, const std::optional<T>& value, const unsigned int /*version*/) {
+    const bool present = value.has_value();
+    archive << present;
+    if (present) archive << *value;
+}
+
+template <class Archive, class T>
+void load(Archive& archive, std::optional<T>& value, const unsigned int /*version*/) {
+    bool present = false;
+    archive >> present;
+    if (!present) {
+        value.reset();
+        return;
+    }
+    T loaded{};
+    archive >> loaded;
+    value = std::move(loaded);
+}
+
+template <class Archive, class T>
+void serialize(Archive& archive, std::optional<T>& value, const unsigned int version) {
+    split_free(archive, value, version);
+}
+
+}  // namespace boost::serialization
+#else
+#include <boost/serialization/std_optional.hpp>
+#endif
 
 #if __has_include(<boost/serialization/std_tuple.hpp>)
 #include <boost/serialization/std_tuple.hpp>

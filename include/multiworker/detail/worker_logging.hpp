@@ -26,6 +26,7 @@
 #include <cstring>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -72,7 +73,8 @@ private:
     std::vector<char> record_;
 };
 
-/// The loggers of the parent at the moment of a fork: what the child must park.
+/// The loggers of the parent at the moment of a fork: what the child must
+/// park. The default logger comes last.
 inline std::vector<std::shared_ptr<spdlog::logger>> loggers_to_inherit() {
     std::vector<std::shared_ptr<spdlog::logger>> loggers;
     spdlog::apply_all([&loggers](const std::shared_ptr<spdlog::logger>& logger) { loggers.push_back(logger); });
@@ -80,22 +82,26 @@ inline std::vector<std::shared_ptr<spdlog::logger>> loggers_to_inherit() {
     return loggers;
 }
 
-/// Child side: replaces every inherited logger by a fresh one writing to `fd`.
+/// Child side: replaces every inherited logger (see loggers_to_inherit) by a
+/// fresh one of the same name writing to `fd`.
 inline void install_worker_loggers(int fd, spdlog::level::level_enum level,
                                    const std::vector<std::shared_ptr<spdlog::logger>>& inherited) {
     // Leaked on purpose: destroying these could block forever (see above).
     new std::vector<std::shared_ptr<spdlog::logger>>(inherited);
     auto sink = std::make_shared<PipeSink>(fd);
-    spdlog::drop_all();
+    const auto fresh = [&sink, level](const std::string& name) {
+        auto logger = std::make_shared<spdlog::logger>(name, sink);
+        logger->set_level(level);
+        return logger;
+    };
+    const std::string default_name = inherited.empty() || !inherited.back() ? "" : inherited.back()->name();
+    std::set<std::string> names;
     for (const auto& old : inherited) {
-        if (old == nullptr || old->name().empty()) continue;
-        auto fresh = std::make_shared<spdlog::logger>(old->name(), sink);
-        fresh->set_level(level);
-        spdlog::register_logger(fresh);
+        if (old != nullptr && old->name() != default_name) names.insert(old->name());
     }
-    auto fresh_default = std::make_shared<spdlog::logger>("", sink);
-    fresh_default->set_level(level);
-    spdlog::set_default_logger(std::move(fresh_default));
+    spdlog::drop_all();
+    for (const auto& name : names) spdlog::register_logger(fresh(name));
+    spdlog::set_default_logger(fresh(default_name));
 }
 
 /// Parent side: reads every worker's pipe and forwards records to the user's sinks.

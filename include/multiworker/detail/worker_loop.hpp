@@ -110,6 +110,7 @@ public:
             if (!claim(header.sequence)) continue;  // the parent took it back
             TaskOutcome outcome = execute_task(runner_, arguments);
             arguments = Bytes{};
+            if (outcome.payload.size() > endpoints_.max_message_bytes) outcome = oversized(outcome.payload.size());
             send_frame(FrameHeader{.kind = outcome.ok ? FrameKind::result : FrameKind::failure,
                                    .sequence = header.sequence,
                                    .task = header.task},
@@ -118,6 +119,14 @@ public:
     }
 
 private:
+    // The parent would reject the frame as corrupt; report the real cause instead.
+    TaskOutcome oversized(std::size_t size) const {
+        return TaskOutcome{false, encode_failure({static_cast<std::uint32_t>(ErrorKind::bad_message), "",
+                                                  "the result encodes to " + std::to_string(size) +
+                                                      " bytes, more than max_message_bytes (" +
+                                                      std::to_string(endpoints_.max_message_bytes) + ")"})};
+    }
+
     void receive_frame() {
         while (!reader_.poll(input_)) {
             endpoints_.own.wait([this] { return endpoints_.tasks.has_readable(); }, spins_before_sleep,

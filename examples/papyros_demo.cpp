@@ -1,0 +1,141 @@
+// A port of the Papyros demo (examples/demo.py of the Python package): a CPU-bound job (prime
+// factorization) and a waiting job (a square root that sleeps first), each run by a plain serial
+// loop and then by a Processor, with the wall times and the speed-up.
+#include <chrono>
+#include <cmath>
+#include <cstdint>
+#include <iomanip>
+#include <iostream>
+#include <map>
+#include <multiworker/multiworker.hpp>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+using namespace std::chrono_literals;
+
+// The CPU-bound job: factorizes by trial division, so its cost grows with the second-largest
+// prime factor.
+struct PrimeFactors {
+    std::vector<std::uint64_t> factorize(std::uint64_t n) const {
+        std::vector<std::uint64_t> factors;
+        for (; n % 2 == 0; n /= 2) factors.push_back(2);
+        for (std::uint64_t d = 3; d * d <= n; d += 2)
+            for (; n % d == 0; n /= d) factors.push_back(d);
+        if (n > 1) factors.push_back(n);
+        return factors;
+    }
+};
+
+// The waiting job: most of its time is spent asleep (think of a network call), not computing.
+struct SlowSqrt {
+    double compute(double x) const {
+        std::this_thread::sleep_for(50ms);
+        return std::sqrt(x);
+    }
+};
+
+std::uint64_t next_prime(std::uint64_t n) {
+    while (PrimeFactors{}.factorize(n).size() != 1) ++n;
+    return n;
+}
+
+double seconds_since(std::chrono::steady_clock::time_point start) {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
+
+// Runs Method over the inputs with a Processor of `workers` workers and returns the values in the
+// order of the inputs (results arrive in completion order, so they are placed by TaskId).
+template <auto Method, class Job, class Input>
+auto run_processor(const Job& job, const std::vector<Input>& inputs, unsigned workers,
+                   bool one_by_one) {
+    multiworker::Processor<Job, Method> p{job, {.workers = workers}};
+    std::map<multiworker::TaskId, std::size_t> position;
+    for (std::size_t i = 0; i < inputs.size(); ++i) position[p.add(inputs[i])] = i;
+    p.start();
+
+    std::vector<multiworker::Result<typename decltype(p)::result_type>> results;
+    if (one_by_one) {
+        // Papyros: `for job in iter(lambda: master.popProcessedJob(timeout=2), None)`. Ends when
+        // no result came within 2 s of the previous one, or when every task has its result.
+        while (auto r = p.pop_result(2s)) results.push_back(std::move(*r));
+    } else {
+        // Papyros: `master.processedJobs(timeout=10)`: whatever arrives within 10 s in total.
+        results = p.results_within(10s);
+    }
+    if (results.size() != inputs.size()) throw std::runtime_error{"some results did not arrive"};
+
+    std::vector<typename decltype(p)::result_type> values(inputs.size());
+    for (auto& r : results) values[position.at(r.id())] = r.value();  // throws a task's TaskError
+    return values;
+}
+
+// One line of the report; false when the results differ from the serial loop's. The serial loop
+// itself passes serial_seconds = 0.
+bool report(const std::string& how, double seconds, double serial_seconds = 0, bool same = true) {
+    std::cout << std::fixed << std::setprecision(3) << "  " << std::left << std::setw(24) << how
+              << seconds << " s";
+    if (serial_seconds > 0) {
+        std::cout << "   speed-up " << std::setprecision(2) << serial_seconds / seconds << "x   "
+                  << (same ? "same results as the serial loop" : "DIFFERENT RESULTS");
+    }
+    std::cout << '\n';
+    return same;
+}
+
+int main() try {
+    // Numbers k * p * q with primes p of 12-27 million and q of about a billion: trial division
+    // runs up to p, so the serial loop takes well under a second on one core.
+    std::vector<std::uint64_t> numbers;
+    for (std::uint64_t i = 0; i < 16; ++i)
+        numbers.push_back((i + 2) * next_prime(12'000'000 + i * 1'000'000) *
+                          next_prime(1'000'000'000 + i * 7'919));
+    const PrimeFactors factors;
+    for (std::uint64_t n : {numbers.front(), numbers.back()}) {
+        std::cout << n << " =";
+        for (std::uint64_t f : factors.factorize(n)) std::cout << ' ' << f;
+        std::cout << '\n';
+    }
+
+    std::vector<double> squares;
+    for (int i = 1; i <= 24; ++i) squares.push_back(i * 1.5);
+
+    bool ok = true;
+
+    std::cout << "prime factorization (CPU-bound), " << numbers.size() << " numbers:\n";
+    auto start = std::chrono::steady_clock::now();
+    std::vector<std::vector<std::uint64_t>> serial_factors;
+    for (std::uint64_t n : numbers) serial_factors.push_back(factors.factorize(n));
+    const double serial_factor_s = seconds_since(start);
+    report("serial loop", serial_factor_s);
+
+    start = std::chrono::steady_clock::now();
+    auto got_factors = run_processor<&PrimeFactors::factorize>(factors, numbers, 2, true);
+    ok &= report("2 workers", seconds_since(start), serial_factor_s, got_factors == serial_factors);
+
+    // workers = 0: every task runs in this thread on the Processor's own object (handy in a
+    // debugger), through the same encoding; it must give exactly what the workers gave.
+    start = std::chrono::steady_clock::now();
+    got_factors = run_processor<&PrimeFactors::factorize>(factors, numbers, 0, true);
+    ok &= report("in-process (workers=0)", seconds_since(start), serial_factor_s,
+                 got_factors == serial_factors);
+
+    std::cout << "slow square root (sleeps 50 ms), " << squares.size() << " numbers:\n";
+    const SlowSqrt slow_sqrt;
+    start = std::chrono::steady_clock::now();
+    std::vector<double> serial_roots;
+    for (double x : squares) serial_roots.push_back(slow_sqrt.compute(x));
+    const double serial_root_s = seconds_since(start);
+    report("serial loop", serial_root_s);
+
+    // Waiting tasks need no core each: 8 workers overlap their sleeps on 2 cores.
+    start = std::chrono::steady_clock::now();
+    auto got_roots = run_processor<&SlowSqrt::compute>(slow_sqrt, squares, 8, false);
+    ok &= report("8 workers", seconds_since(start), serial_root_s, got_roots == serial_roots);
+
+    return ok ? 0 : 1;
+} catch (const std::exception& e) {
+    std::cerr << "error: " << e.what() << '\n';
+    return 1;
+}

@@ -1,0 +1,87 @@
+#pragma once
+
+// Helpers shared by the tests: a watchdog that turns a hang into a failure,
+// and probes for leftover child processes and shared-memory files.
+
+#include <dirent.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <condition_variable>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <mutex>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace test_support {
+
+/// Aborts the whole test program (failing the test) if it is still alive
+/// `limit` after construction. Destroy it to disarm.
+class Watchdog {
+public:
+    explicit Watchdog(std::chrono::seconds limit, std::string what = "test")
+        : thread_{[this, limit, what = std::move(what)] {
+              std::unique_lock lock{mutex_};
+              if (!disarmed_.wait_for(lock, limit, [this] { return done_; })) {
+                  std::fprintf(stderr, "WATCHDOG: %s still running after %lld s: failing\n", what.c_str(),
+                               static_cast<long long>(limit.count()));
+                  std::fflush(stderr);
+                  std::_Exit(97);
+              }
+          }} {}
+    Watchdog(const Watchdog&) = delete;
+    Watchdog& operator=(const Watchdog&) = delete;
+    ~Watchdog() {
+        {
+            std::lock_guard lock{mutex_};
+            done_ = true;
+        }
+        disarmed_.notify_all();
+        thread_.join();
+    }
+
+private:
+    std::mutex mutex_;
+    std::condition_variable disarmed_;
+    bool done_ = false;
+    std::thread thread_;
+};
+
+/// Direct children of this process, alive or zombie (from /proc).
+inline std::vector<pid_t> child_pids() {
+    std::vector<pid_t> children;
+    for (const auto& task : std::filesystem::directory_iterator{"/proc/self/task"}) {
+        std::ifstream in{task.path() / "children"};
+        pid_t pid = 0;
+        while (in >> pid) children.push_back(pid);
+    }
+    return children;
+}
+
+/// Names in /dev/shm, to compare before and after a test.
+inline std::set<std::string> shm_entries() {
+    std::set<std::string> names;
+    std::error_code error;
+    for (const auto& entry : std::filesystem::directory_iterator{"/dev/shm", error}) {
+        names.insert(entry.path().filename().string());
+    }
+    return names;
+}
+
+/// True if `pid` names a live (non-zombie) process.
+inline bool process_alive(pid_t pid) {
+    std::ifstream in{"/proc/" + std::to_string(pid) + "/stat"};
+    std::string line;
+    if (!std::getline(in, line)) return false;
+    const auto close = line.rfind(')');
+    return close != std::string::npos && close + 2 < line.size() && line[close + 2] != 'Z';
+}
+
+}  // namespace test_support

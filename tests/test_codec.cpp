@@ -1,0 +1,107 @@
+// Encoding of arguments and results: every supported type family round-trips,
+// and malformed bytes are rejected with DecodeError instead of read past.
+
+#include <multiworker/detail/codec.hpp>
+
+#include <catch2/catch.hpp>
+
+#include <map>
+#include <optional>
+#include <string>
+#include <tuple>
+#include <vector>
+
+using multiworker::detail::Bytes;
+using multiworker::detail::decode_values;
+using multiworker::detail::DecodeError;
+using multiworker::detail::encode_values;
+
+namespace {
+
+enum class Colour : short { red = 1, green = 7 };
+
+struct Point {
+    int x = 0;
+    std::string label;
+    std::vector<double> weights;
+    bool operator==(const Point&) const = default;
+
+    template <class Archive>
+    void serialize(Archive& archive, unsigned /*version*/) {
+        archive & x & label & weights;
+    }
+};
+
+template <class... Ts>
+std::tuple<Ts...> round_trip(const Ts&... values) {
+    Bytes bytes;
+    encode_values(bytes, values...);
+    return decode_values<Ts...>(bytes);
+}
+
+}  // namespace
+
+TEST_CASE("arithmetic and enum values are copied bit for bit") {
+    Bytes bytes;
+    encode_values(bytes, 42, 2.5, Colour::green, std::uint64_t{1} << 60);
+    CHECK(bytes.size() == sizeof(int) + sizeof(double) + sizeof(Colour) + sizeof(std::uint64_t));
+    const auto [i, d, c, u] = decode_values<int, double, Colour, std::uint64_t>(bytes);
+    CHECK(i == 42);
+    CHECK(d == 2.5);
+    CHECK(c == Colour::green);
+    CHECK(u == std::uint64_t{1} << 60);
+}
+
+TEST_CASE("standard containers, tuples and user structs round-trip") {
+    const std::map<std::string, int> counts{{"a", 1}, {"b", 2}};
+    const std::tuple<int, std::string, double> tuple{3, "three", 3.5};
+    const Point point{7, "seven", {0.5, 1.5}};
+    const std::optional<std::string> maybe{"here"};
+    const auto [s, v, m, p, t, pt, o] =
+        round_trip(std::string{"hello"}, std::vector<int>{1, 2, 3}, counts,
+                   std::pair<std::string, bool>{"x", true}, tuple, point, maybe);
+    CHECK(s == "hello");
+    CHECK(v == std::vector<int>{1, 2, 3});
+    CHECK(m == counts);
+    CHECK(p == std::pair<std::string, bool>{"x", true});
+    CHECK(t == tuple);
+    CHECK(pt == point);
+    CHECK(o == maybe);
+}
+
+TEST_CASE("an empty value list encodes to nothing") {
+    Bytes bytes;
+    encode_values(bytes);
+    CHECK(bytes.empty());
+    CHECK_NOTHROW(decode_values<>(bytes));
+}
+
+TEST_CASE("bitwise values of the wrong size are rejected") {
+    Bytes bytes;
+    encode_values(bytes, 1, 2);
+    CHECK_THROWS_AS(decode_values<int>(bytes), DecodeError);
+    CHECK_THROWS_AS((decode_values<int, int, int>(bytes)), DecodeError);
+}
+
+TEST_CASE("truncated, padded and garbage archives are rejected") {
+    Bytes bytes;
+    encode_values(bytes, std::string(100, 'x'), std::vector<int>{1, 2, 3});
+
+    SECTION("truncated") {
+        for (std::size_t cut = 0; cut < bytes.size(); cut += 7) {
+            const Bytes prefix(bytes.begin(), bytes.begin() + static_cast<std::ptrdiff_t>(cut));
+            CHECK_THROWS_AS((decode_values<std::string, std::vector<int>>(prefix)), DecodeError);
+        }
+    }
+    SECTION("trailing bytes") {
+        Bytes padded = bytes;
+        padded.push_back('!');
+        CHECK_THROWS_WITH((decode_values<std::string, std::vector<int>>(padded)),
+                          Catch::Contains("trailing"));
+    }
+    SECTION("a length field claiming more than there is") {
+        Bytes corrupt = bytes;
+        for (std::size_t i = 0; i < 8; ++i) corrupt[i] = static_cast<char>(0x7f);
+        CHECK_THROWS_AS((decode_values<std::string, std::vector<int>>(corrupt)), DecodeError);
+    }
+}

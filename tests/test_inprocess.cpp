@@ -1,0 +1,98 @@
+// In-process mode (workers = 0): the same Processor runs every task in the
+// calling thread, with no fork, and gives the same results as worker processes.
+
+#include <multiworker/multiworker.hpp>
+
+#include "support.hpp"
+
+#include <catch2/catch.hpp>
+
+#include <unistd.h>
+
+#include <thread>
+
+namespace {
+
+using namespace std::chrono_literals;
+
+struct Tokenizer {
+    int calls = 0;
+    std::vector<std::string> split(const std::string& text, char separator) {
+        ++calls;
+        if (text.empty()) throw std::invalid_argument{"empty text"};
+        std::vector<std::string> parts(1);
+        for (char c : text) {
+            if (c == separator) {
+                parts.emplace_back();
+            } else {
+                parts.back() += c;
+            }
+        }
+        return parts;
+    }
+};
+
+struct Where {
+    std::pair<int, std::size_t> pid_and_thread() const {
+        return {static_cast<int>(::getpid()), std::hash<std::thread::id>{}(std::this_thread::get_id())};
+    }
+};
+
+template <class P>
+auto sorted_results(P& processor) {
+    auto results = processor.get_results();
+    std::sort(results.begin(), results.end(), [](const auto& a, const auto& b) { return a.id() < b.id(); });
+    return results;
+}
+
+}  // namespace
+
+TEST_CASE("in-process mode runs in the calling thread without forking") {
+    multiworker::Processor<Where, &Where::pid_and_thread> processor{Where{}, {.workers = 0}};
+    CHECK(processor.in_process());
+    processor.add();
+    processor.start();
+    CHECK(test_support::child_pids().empty());
+    processor.add();  // after start(): runs inside add()
+    CHECK(processor.done());
+    for (const auto& result : processor.get_results()) {
+        CHECK(result.value().first == static_cast<int>(::getpid()));
+        CHECK(result.value().second == std::hash<std::thread::id>{}(std::this_thread::get_id()));
+    }
+}
+
+TEST_CASE("in-process mode calls the Processor's own object") {
+    multiworker::Processor<Tokenizer, &Tokenizer::split> processor{Tokenizer{}, {.workers = 0}};
+    processor.add("a,b", ',');
+    processor.add("c", ',');
+    processor.start();
+    CHECK(processor.object().calls == 2);
+}
+
+TEST_CASE("in-process and worker processes give identical results and errors") {
+    test_support::Watchdog watchdog{60s};
+    const std::vector<std::pair<std::string, char>> inputs{
+        {"a,b,c", ','}, {"", ','}, {"one two", ' '}, {"x", ';'}, {"::", ':'}};
+    auto run = [&](unsigned workers) {
+        multiworker::Processor<Tokenizer, &Tokenizer::split> processor{Tokenizer{}, {.workers = workers}};
+        for (const auto& [text, separator] : inputs) processor.add(text, separator);
+        processor.start();
+        processor.wait();
+        return sorted_results(processor);
+    };
+    const auto in_process = run(0);
+    const auto forked = run(2);
+    REQUIRE(in_process.size() == inputs.size());
+    REQUIRE(forked.size() == inputs.size());
+    for (std::size_t i = 0; i < inputs.size(); ++i) {
+        CHECK(in_process[i].id() == forked[i].id());
+        REQUIRE(in_process[i].ok() == forked[i].ok());
+        if (in_process[i].ok()) {
+            CHECK(in_process[i].value() == forked[i].value());
+        } else {
+            CHECK(in_process[i].error().type_name() == forked[i].error().type_name());
+            CHECK(in_process[i].error().message() == forked[i].error().message());
+        }
+    }
+    CHECK(in_process[1].error().message() == "empty text");
+}

@@ -1,0 +1,83 @@
+// Messages far larger than a ring stream through it intact: a 100 MiB
+// argument and a 100 MiB result.
+
+#include <multiworker/multiworker.hpp>
+
+#include "support.hpp"
+
+#include <catch2/catch.hpp>
+
+#include <numeric>
+
+namespace {
+
+using namespace std::chrono_literals;
+
+std::vector<char> pattern(std::size_t size, std::uint32_t seed) {
+    std::vector<char> bytes(size);
+    std::uint32_t state = seed;
+    for (char& byte : bytes) {
+        state = state * 1664525u + 1013904223u;  // fast LCG: content must differ across positions
+        byte = static_cast<char>(state >> 24);
+    }
+    return bytes;
+}
+
+std::uint64_t checksum(const std::vector<char>& bytes) {
+    std::uint64_t sum = 1469598103934665603ull;
+    for (char byte : bytes) sum = (sum ^ static_cast<unsigned char>(byte)) * 1099511628211ull;
+    return sum;
+}
+
+struct Blobs {
+    /// Returns the argument's size and checksum as the worker saw it.
+    std::pair<std::size_t, std::uint64_t> digest(const std::vector<char>& blob) const {
+        return {blob.size(), checksum(blob)};
+    }
+    std::vector<char> make(std::size_t size, std::uint32_t seed) const { return pattern(size, seed); }
+};
+
+constexpr std::size_t hundred_mib = std::size_t{100} << 20;
+
+}  // namespace
+
+TEST_CASE("a 100 MiB argument arrives intact") {
+    test_support::Watchdog watchdog{110s};
+    const auto blob = pattern(hundred_mib, 7);
+    multiworker::Processor<Blobs, &Blobs::digest> processor{Blobs{}, {.workers = 1, .ring_bytes = 1 << 20}};
+    processor.add(blob);
+    processor.add(std::vector<char>{});  // an empty one after it still works
+    processor.start();
+    processor.wait();
+    auto results = processor.get_results();
+    std::sort(results.begin(), results.end(), [](const auto& a, const auto& b) { return a.id() < b.id(); });
+    REQUIRE(results.size() == 2);
+    CHECK(results[0].value() == std::pair{blob.size(), checksum(blob)});
+    CHECK(results[1].value().first == 0);
+}
+
+TEST_CASE("a 100 MiB result arrives intact, also through a tiny ring") {
+    test_support::Watchdog watchdog{110s};
+    const std::size_t ring_bytes = GENERATE(std::size_t{1} << 20, std::size_t{64} << 10);
+    multiworker::Processor<Blobs, &Blobs::make> processor{Blobs{}, {.workers = 2, .ring_bytes = ring_bytes}};
+    processor.add(hundred_mib, 11u);
+    processor.add(std::size_t{1000}, 12u);
+    processor.start();
+    processor.wait();
+    auto results = processor.get_results();
+    std::sort(results.begin(), results.end(), [](const auto& a, const auto& b) { return a.id() < b.id(); });
+    REQUIRE(results.size() == 2);
+    CHECK(checksum(results[0].value()) == checksum(pattern(hundred_mib, 11)));
+    CHECK(results[1].value() == pattern(1000, 12));
+}
+
+TEST_CASE("a message above max_message_bytes is refused as corrupt, not allocated") {
+    test_support::Watchdog watchdog{60s};
+    multiworker::Processor<Blobs, &Blobs::make> processor{Blobs{}, {.workers = 1, .max_message_bytes = 1 << 20}};
+    processor.add(std::size_t{2} << 20, 1u);
+    processor.start();
+    auto result = processor.pop_result(30s);
+    REQUIRE(result);
+    REQUIRE_FALSE(result->ok());
+    CHECK_THAT(result->error().what(), Catch::Contains("max_message_bytes"));
+}

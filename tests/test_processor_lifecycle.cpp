@@ -1,0 +1,164 @@
+// The life of a Processor: every task gets exactly one result, work is spread
+// over distinct worker processes that keep their state, misuse is reported,
+// and stop() or the destructor leave no process and no shared memory behind.
+
+#include <multiworker/multiworker.hpp>
+
+#include "support.hpp"
+
+#include <catch2/catch.hpp>
+
+#include <unistd.h>
+
+#include <map>
+#include <set>
+#include <thread>
+
+namespace {
+
+using namespace std::chrono_literals;
+
+struct Counter {
+    int calls = 0;
+    /// Returns (pid, how many calls this copy of the object has served).
+    std::pair<int, int> next(int delay_ms) {
+        if (delay_ms > 0) std::this_thread::sleep_for(std::chrono::milliseconds{delay_ms});
+        return {static_cast<int>(::getpid()), ++calls};
+    }
+};
+
+struct Sleeper {
+    int sleep_ms(int ms) const {
+        std::this_thread::sleep_for(std::chrono::milliseconds{ms});
+        return ms;
+    }
+};
+
+}  // namespace
+
+TEST_CASE("every TaskId gets exactly one result") {
+    test_support::Watchdog watchdog{60s};
+    multiworker::Processor<Counter, &Counter::next> processor{Counter{}, {.workers = 3}};
+    std::set<multiworker::TaskId> added;
+    for (int i = 0; i < 500; ++i) added.insert(processor.add(0));
+    processor.start();
+    for (int i = 0; i < 500; ++i) added.insert(processor.add(0));  // also after start()
+    REQUIRE(added.size() == 1000);
+    processor.wait();
+    CHECK(processor.done());
+    const auto results = processor.get_results();
+    std::set<multiworker::TaskId> seen;
+    for (const auto& result : results) {
+        CHECK(result.ok());
+        CHECK(seen.insert(result.id()).second);  // no duplicates
+    }
+    CHECK(seen == added);
+    CHECK(processor.get_results().empty());  // each result is taken once
+}
+
+TEST_CASE("work is spread over N distinct worker processes, each keeping its state") {
+    test_support::Watchdog watchdog{60s};
+    constexpr unsigned workers = 4;
+    multiworker::Processor<Counter, &Counter::next> processor{Counter{}, {.workers = workers}};
+    for (int i = 0; i < 80; ++i) processor.add(5);
+    processor.start();
+    processor.wait();
+    std::map<int, std::vector<int>> calls_by_pid;
+    for (const auto& result : processor.get_results()) {
+        REQUIRE(result.ok());
+        calls_by_pid[result.value().first].push_back(result.value().second);
+    }
+    CHECK(calls_by_pid.size() == workers);
+    CHECK(calls_by_pid.count(static_cast<int>(::getpid())) == 0);
+    for (auto& [pid, counts] : calls_by_pid) {
+        // Each worker's copy counted its own calls 1, 2, 3, ... with no gaps.
+        std::sort(counts.begin(), counts.end());
+        for (std::size_t i = 0; i < counts.size(); ++i) CHECK(counts[i] == static_cast<int>(i + 1));
+    }
+    CHECK(processor.object().calls == 0);  // the parent's object was never called
+}
+
+TEST_CASE("stop() and the destructor leave no child process and no shared memory") {
+    test_support::Watchdog watchdog{60s};
+    const auto shm_before = test_support::shm_entries();
+    REQUIRE(test_support::child_pids().empty());
+    std::vector<int> worker_pids;
+    {
+        multiworker::Processor<Counter, &Counter::next> processor{Counter{}, {.workers = 3}};
+        for (int i = 0; i < 30; ++i) processor.add(1);
+        processor.start();
+        processor.wait();
+        for (const auto& result : processor.get_results()) worker_pids.push_back(result.value().first);
+        CHECK(test_support::child_pids().size() == 3);
+
+        SECTION("stop()") {
+            processor.stop();
+            CHECK(test_support::child_pids().empty());
+            processor.stop();  // idempotent
+        }
+        SECTION("destructor") {}
+    }
+    CHECK(test_support::child_pids().empty());  // reaped: not even zombies
+    for (int pid : worker_pids) CHECK_FALSE(test_support::process_alive(pid));
+    CHECK(test_support::shm_entries() == shm_before);
+}
+
+TEST_CASE("stop() lets running tasks finish and discards queued ones") {
+    test_support::Watchdog watchdog{60s};
+    multiworker::Processor<Sleeper, &Sleeper::sleep_ms> processor{Sleeper{}, {.workers = 2}};
+    for (int i = 0; i < 20; ++i) processor.add(200);
+    processor.start();
+    std::this_thread::sleep_for(50ms);  // both workers are inside their first task
+    processor.stop();
+    CHECK(processor.done());
+    const auto results = processor.get_results();
+    CHECK(results.size() >= 2);
+    CHECK(results.size() <= 4);  // at most one more each, if a worker claimed it before stop
+    for (const auto& result : results) CHECK(result.ok());
+    CHECK(test_support::child_pids().empty());
+}
+
+TEST_CASE("stop() kills workers that outlive stop_timeout, and says so") {
+    test_support::Watchdog watchdog{60s};
+    multiworker::Processor<Sleeper, &Sleeper::sleep_ms> processor{
+        Sleeper{}, {.workers = 1, .stop_timeout = std::chrono::milliseconds{100}}};
+    processor.add(30'000);
+    processor.start();
+    std::this_thread::sleep_for(50ms);
+    const auto before = std::chrono::steady_clock::now();
+    processor.stop();
+    CHECK(std::chrono::steady_clock::now() - before < 10s);
+    auto results = processor.get_results();
+    REQUIRE(results.size() == 1);
+    REQUIRE_FALSE(results[0].ok());
+    CHECK(results[0].error().kind() == multiworker::ErrorKind::worker_died);
+    CHECK_THAT(results[0].error().what(), Catch::Contains("stop_timeout") && Catch::Contains("SIGKILL"));
+    CHECK(test_support::child_pids().empty());
+}
+
+TEST_CASE("misuse is reported, not hung on") {
+    test_support::Watchdog watchdog{60s};
+    multiworker::Processor<Counter, &Counter::next> processor{Counter{}, {.workers = 1}};
+    CHECK(processor.done());  // nothing added yet
+    processor.add(0);
+    CHECK_FALSE(processor.done());
+    CHECK_THROWS_AS(processor.wait(), std::logic_error);
+    CHECK_THROWS_AS(processor.pop_result(), std::logic_error);
+    CHECK_FALSE(processor.pop_result(10ms).has_value());  // a bounded wait is fine
+    processor.start();
+    CHECK_THROWS_AS(processor.start(), std::logic_error);
+    processor.wait();
+    processor.stop();
+    CHECK_THROWS_AS(processor.add(0), std::logic_error);
+    CHECK_THROWS_AS(processor.start(), std::logic_error);
+    CHECK(processor.get_results().size() == 1);  // results survive stop()
+}
+
+TEST_CASE("a Processor that is never started forks nothing") {
+    {
+        multiworker::Processor<Counter, &Counter::next> processor{Counter{}, {.workers = 4}};
+        processor.add(0);
+        CHECK(test_support::child_pids().empty());
+    }
+    CHECK(test_support::child_pids().empty());
+}

@@ -1,0 +1,154 @@
+// The shared-memory byte ring and the framing on top of it: data integrity
+// across wrap-around, between threads and between processes; validation of
+// corrupt counters and frames.
+
+#include <multiworker/detail/ring.hpp>
+#include <multiworker/detail/system.hpp>
+#include <multiworker/detail/wire.hpp>
+
+#include "support.hpp"
+
+#include <catch2/catch.hpp>
+
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <memory>
+#include <new>
+#include <numeric>
+#include <random>
+#include <thread>
+#include <vector>
+
+using namespace multiworker::detail;
+
+namespace {
+
+/// A ring in anonymous shared memory, usable across fork().
+struct SharedRing {
+    explicit SharedRing(std::size_t capacity) : mapping{sizeof(RingCounters) + capacity} {
+        auto* counters = new (mapping.data()) RingCounters{};
+        ring = ByteRing{counters, reinterpret_cast<char*>(mapping.data()) + sizeof(RingCounters), capacity};
+    }
+    SharedMapping mapping;
+    ByteRing ring;
+};
+
+std::vector<char> pattern(std::size_t size, unsigned seed) {
+    std::vector<char> bytes(size);
+    std::mt19937 generator{seed};
+    for (char& byte : bytes) byte = static_cast<char>(generator());
+    return bytes;
+}
+
+/// Streams `data` through the ring from a producer thread and returns what the consumer read.
+std::vector<char> pass_through(ByteRing ring, const std::vector<char>& data) {
+    std::thread producer{[&] {
+        std::size_t sent = 0;
+        while (sent < data.size()) {
+            sent += ring.write_some(std::span{data}.subspan(sent, std::min<std::size_t>(1000, data.size() - sent)));
+        }
+    }};
+    std::vector<char> received(data.size());
+    std::size_t got = 0;
+    while (got < received.size()) got += ring.read_some(std::span{received}.subspan(got));
+    producer.join();
+    return received;
+}
+
+}  // namespace
+
+TEST_CASE("bytes survive wrap-around in odd-sized pieces") {
+    SharedRing shared{4096};
+    const auto data = pattern(1 << 20, 1);
+    std::vector<char> out;
+    std::size_t sent = 0;
+    std::mt19937 sizes{2};
+    while (out.size() < data.size()) {
+        const std::size_t want = 1 + sizes() % 3000;
+        sent += shared.ring.write_some(std::span{data}.subspan(sent, std::min(want, data.size() - sent)));
+        std::vector<char> chunk(1 + sizes() % 3000);
+        chunk.resize(shared.ring.read_some(chunk));
+        out.insert(out.end(), chunk.begin(), chunk.end());
+    }
+    CHECK(out == data);
+}
+
+TEST_CASE("a full ring accepts nothing and an empty ring yields nothing") {
+    SharedRing shared{4096};
+    const auto data = pattern(5000, 3);
+    CHECK(shared.ring.write_some(data) == 4096);
+    CHECK_FALSE(shared.ring.has_space());
+    CHECK(shared.ring.write_some(data) == 0);
+    std::vector<char> out(5000);
+    CHECK(shared.ring.read_some(out) == 4096);
+    CHECK_FALSE(shared.ring.has_readable());
+    CHECK(shared.ring.read_some(out) == 0);
+}
+
+TEST_CASE("a producer thread and a consumer thread keep the stream intact") {
+    SharedRing shared{1024};
+    const auto data = pattern(8 << 20, 4);
+    CHECK(pass_through(shared.ring, data) == data);
+}
+
+TEST_CASE("a forked child and its parent share the ring") {
+    test_support::Watchdog watchdog{std::chrono::seconds{60}};
+    SharedRing shared{2048};
+    const auto data = pattern(4 << 20, 5);
+    const pid_t child = ::fork();
+    REQUIRE(child >= 0);
+    if (child == 0) {
+        std::size_t sent = 0;
+        while (sent < data.size()) sent += shared.ring.write_some(std::span{data}.subspan(sent));
+        ::_exit(0);
+    }
+    std::vector<char> received(data.size());
+    std::size_t got = 0;
+    while (got < received.size()) got += shared.ring.read_some(std::span{received}.subspan(got));
+    int status = 0;
+    REQUIRE(::waitpid(child, &status, 0) == child);
+    CHECK(WIFEXITED(status));
+    CHECK(received == data);
+}
+
+TEST_CASE("impossible counters are reported as corruption") {
+    SharedRing shared{4096};
+    auto* counters = reinterpret_cast<RingCounters*>(shared.mapping.data());
+    counters->tail.store(5000);  // more than a capacity ahead of head
+    CHECK_THROWS_AS(shared.ring.readable(), RingCorrupted);
+    std::vector<char> out(10);
+    CHECK_THROWS_AS(shared.ring.read_some(out), RingCorrupted);
+    CHECK_THROWS_AS(shared.ring.write_some(out), RingCorrupted);
+}
+
+TEST_CASE("frames larger than the ring stream through it") {
+    SharedRing shared{4096};
+    auto payload = std::make_shared<const Bytes>(pattern(100'000, 6));
+    FrameWriter writer{FrameHeader{.kind = FrameKind::result, .sequence = 3, .task = 9}, payload};
+    FrameReader reader{1 << 20};
+    bool received = false;
+    while (!received) {
+        writer.poll(shared.ring);
+        received = reader.poll(shared.ring);
+    }
+    CHECK(writer.done());
+    CHECK(reader.header().kind == FrameKind::result);
+    CHECK(reader.header().sequence == 3);
+    CHECK(reader.header().task == 9);
+    CHECK(reader.take_payload() == *payload);
+}
+
+TEST_CASE("invalid frame headers are protocol errors") {
+    SharedRing shared{4096};
+    FrameHeader header{.kind = FrameKind::result, .sequence = 1, .task = 1, .length = 0};
+    FrameReader reader{1000};
+
+    SECTION("bad magic") { header.magic = 0xdeadbeef; }
+    SECTION("bad kind") { header.kind = static_cast<FrameKind>(99); }
+    SECTION("length beyond the limit") { header.length = 1001; }
+
+    const auto* raw = reinterpret_cast<const char*>(&header);
+    REQUIRE(shared.ring.write_some(std::span{raw, sizeof header}) == sizeof header);
+    CHECK_THROWS_AS(reader.poll(shared.ring), ProtocolError);
+}
