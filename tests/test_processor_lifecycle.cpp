@@ -89,11 +89,15 @@ TEST_CASE("stop() and the destructor leave no child process and no shared memory
         processor.start();
         processor.wait();
         for (const auto& result : processor.get_results()) worker_pids.push_back(result.value().first);
-        CHECK(test_support::child_pids().size() == 3);
+        const auto live = processor.worker_pids();
+        CHECK(live.size() == 3);
+        for (pid_t pid : live) CHECK(test_support::process_alive(pid));
+        CHECK(test_support::child_pids().size() == 1);  // the fork server; workers are its children
 
         SECTION("stop()") {
             processor.stop();
             CHECK(test_support::child_pids().empty());
+            CHECK(processor.worker_pids().empty());
             processor.stop();  // idempotent
         }
         SECTION("destructor") {}

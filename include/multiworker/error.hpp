@@ -19,6 +19,7 @@ enum class ErrorKind {
     worker_died,   ///< the worker running the task exited or was killed
     bad_message,   ///< the task's arguments or result could not be decoded
     no_worker,     ///< the task could not run because no worker was left alive
+    timeout,       ///< the task ran longer than Options::task_timeout; its worker was killed
 };
 
 /// The error a failed task's Result carries. It is an exception type, so
@@ -67,6 +68,8 @@ private:
                 return "task " + id + " in " + worker + ": " + message;
             case ErrorKind::no_worker:
                 return "task " + id + " could not run: " + message;
+            case ErrorKind::timeout:
+                return "task " + id + " " + message + " in " + worker + ", which was killed and replaced";
         }
         return "task " + id + ": " + message;
     }

@@ -39,6 +39,23 @@ struct Options {
     /// set, records go to spdlog's default logger of the parent.
     std::shared_ptr<spdlog::logger> logger{};
 
+    /// How many times a task whose worker died while running it (crash,
+    /// signal, exit) is run again before its error is reported. 0: at most
+    /// once; more: at least once (the method may have partly or fully run
+    /// before the death).
+    unsigned retries = 0;
+
+    /// Also retry, within `retries`, tasks whose method threw.
+    bool retry_exceptions = false;
+
+    /// A task still running this long after it started gets an
+    /// ErrorKind::timeout error; its worker is killed and replaced. 0: no limit.
+    std::chrono::milliseconds task_timeout{0};
+
+    /// A worker is replaced by a fresh one after this many tasks (for code
+    /// that leaks memory). 0: never.
+    unsigned max_tasks_per_worker = 0;
+
     /// Bytes of each shared-memory ring (one for tasks and one for results per
     /// worker), rounded up to a power of two. Shared memory used is about
     /// 2 * workers * ring_bytes. Messages larger than a ring still pass: they

@@ -16,6 +16,7 @@
 #include <spdlog/spdlog.h>
 
 #include <atomic>
+#include <exception>
 #include <chrono>
 #include <functional>
 #include <memory>
@@ -69,6 +70,13 @@ inline std::vector<std::shared_ptr<spdlog::logger>> log_destinations(const Optio
 /// Every added task ends with exactly one Result (value or TaskError) unless
 /// it is cancelled; a throwing method, a crashing worker or a malformed
 /// message becomes an error result, never a hang or a crash of the caller.
+/// A worker that dies is replaced by a fresh one, forked from the object as it
+/// was at start().
+///
+/// Optional hooks: if T has `void on_worker_start()` or `void on_worker_exit()`,
+/// each worker calls them on its copy before its first task and after its last
+/// (when it ends normally: at stop(), or when recycled). If on_worker_start
+/// throws, that worker is not replaced.
 ///
 /// Thread safety: any thread may call add(), done(), wait() and the result
 /// getters, also concurrently; start() and stop() must not race with other
@@ -120,7 +128,7 @@ public:
         if (options_.workers == 0) {
             backend_ = std::make_unique<detail::InProcessBackend>(mailbox_, std::move(runner));
         } else {
-            backend_ = std::make_unique<detail::ForkedBackend>(options_, mailbox_, std::move(runner),
+            backend_ = std::make_unique<detail::ForkedBackend>(options_, mailbox_, std::move(runner), worker_hooks(),
                                                                detail::log_destinations(options_));
         }
     }
@@ -128,10 +136,15 @@ public:
     Processor(const Processor&) = delete;
     Processor& operator=(const Processor&) = delete;
 
-    /// Equivalent to stop(); never throws.
+    /// Equivalent to stop(); never throws. While an exception unwinds the
+    /// stack, running tasks are not waited for: the workers are killed at once.
     ~Processor() {
         try {
-            stop();
+            if (std::uncaught_exceptions() > 0) {
+                stop_now();
+            } else {
+                stop();
+            }
         } catch (...) {  // NOLINT(bugprone-empty-catch): a destructor must not throw
         }
     }
@@ -219,8 +232,21 @@ public:
     void stop() {
         if (stopped_) return;
         stopped_ = true;
-        backend_->stop();
+        backend_->stop(options_.stop_timeout);
     }
+
+    /// Like stop(), but kills the workers at once: running tasks get
+    /// worker_died errors instead of being waited for.
+    void stop_now() {
+        if (stopped_) return;
+        stopped_ = true;
+        backend_->stop(std::chrono::milliseconds{0});
+    }
+
+    /// The pids of the worker processes alive now (empty in-process, before
+    /// start() and after stop()). A worker that dies is replaced by one with
+    /// a new pid.
+    [[nodiscard]] std::vector<pid_t> worker_pids() const { return backend_->worker_pids(); }
 
     /// True when tasks run in the calling thread (Options::workers == 0).
     [[nodiscard]] bool in_process() const noexcept { return options_.workers == 0; }
@@ -229,6 +255,18 @@ public:
     [[nodiscard]] const T& object() const noexcept { return object_; }
 
 private:
+    // T's optional per-worker hooks, e.g. to open and close a connection.
+    detail::WorkerHooks worker_hooks() {
+        detail::WorkerHooks hooks;
+        if constexpr (requires(T & object) { object.on_worker_start(); }) {
+            hooks.on_start = [this] { object_.on_worker_start(); };
+        }
+        if constexpr (requires(T & object) { object.on_worker_exit(); }) {
+            hooks.on_exit = [this] { object_.on_worker_exit(); };
+        }
+        return hooks;
+    }
+
     // Runs in the worker (or in-process): decode, call, encode.
     detail::Bytes run_task(std::span<const char> encoded_arguments) {
         auto arguments = detail::tuple_decoder<arguments_type>::decode(encoded_arguments);

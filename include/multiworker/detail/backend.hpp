@@ -36,6 +36,12 @@ namespace multiworker::detail {
 /// calls the method, returns the encoded result. Throws what the method throws.
 using TaskRunner = std::function<Bytes(std::span<const char> arguments)>;
 
+/// Calls made in each worker process around its tasks (not in-process).
+struct WorkerHooks {
+    std::function<void()> on_start;  // before the worker's first task
+    std::function<void()> on_exit;   // after its last task, when it ends normally
+};
+
 /// A task's outcome before the Processor decodes it into a Result<R>.
 struct RawResult {
     TaskId id;
@@ -172,9 +178,11 @@ public:
     virtual void submit(TaskId id, Bytes arguments) = 0;
     /// Drops every task no worker has taken; returns how many.
     virtual std::size_t cancel() = 0;
-    /// Drops queued tasks, lets running ones finish (within the stop timeout),
-    /// and releases every process and resource. Idempotent.
-    virtual void stop() = 0;
+    /// Drops queued tasks, lets running ones finish for up to `grace`, then
+    /// kills what still runs; releases every process and resource. Idempotent.
+    virtual void stop(std::chrono::milliseconds grace) = 0;
+    /// The pids of the worker processes alive now (empty in-process).
+    [[nodiscard]] virtual std::vector<pid_t> worker_pids() const = 0;
 };
 
 }  // namespace multiworker::detail

@@ -5,8 +5,9 @@
 // Parent side: one supervisor thread owns all dispatch state. User threads
 // hand it requests (new tasks, cancel, stop) through a small mutex-guarded
 // inbox and ring its doorbell; it moves tasks into the workers' task rings,
-// drains their result rings into the ResultMailbox, and watches every worker
-// through a pidfd, so a worker's death is noticed at once, not by polling.
+// drains their result rings into the ResultMailbox, enforces time limits, and
+// replaces workers that die. Workers are forked by a fork server (see
+// fork_server.hpp), which reports every exit, so a death is noticed at once.
 //
 // Dispatch keeps a bounded window of tasks in flight per worker. The window
 // adapts to the measured task duration: about a millisecond of work, at least
@@ -14,12 +15,16 @@
 // at most max_window. Short tasks thus travel many per wake-up, and long tasks
 // are not queued behind a busy worker while another one idles.
 //
-// The workers are forked by the supervisor thread rather than by the caller
-// of start(): PR_SET_PDEATHSIG fires when the *thread* that forked exits, and
-// the supervisor lives exactly as long as the workers should.
+// Accounting when a worker dies: tasks it was sent but had not claimed go back
+// to the front of the queue (they never ran); the one task it had claimed and
+// not answered is retried (Options::retries) or reported as failed. A result
+// the worker finished writing before it died is delivered normally. So every
+// task ends with exactly one result, or is counted as cancelled.
 
 #include <multiworker/detail/backend.hpp>
+#include <multiworker/detail/crash_report.hpp>
 #include <multiworker/detail/doorbell.hpp>
+#include <multiworker/detail/fork_server.hpp>
 #include <multiworker/detail/ring.hpp>
 #include <multiworker/detail/system.hpp>
 #include <multiworker/detail/wire.hpp>
@@ -30,6 +35,8 @@
 #include <poll.h>
 #include <signal.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -53,22 +60,25 @@ inline std::string describe_exit_status(int status) {
     if (WIFEXITED(status)) return "exited with status " + std::to_string(WEXITSTATUS(status));
     if (WIFSIGNALED(status)) {
         const char* name = ::sigabbrev_np(WTERMSIG(status));
-        return "was killed by " + (name ? "SIG" + std::string{name} : "signal " + std::to_string(WTERMSIG(status)));
+        std::string text = "was killed by " + (name ? "SIG" + std::string{name} : "signal " + std::to_string(WTERMSIG(status)));
+        if (is_reported_signal(WTERMSIG(status))) text += " (its stack trace is in the log)";
+        return text;
     }
     return "ended with wait status " + std::to_string(status);
 }
 
 class ForkedBackend final : public ExecutionBackend {
 public:
-    ForkedBackend(const Options& options, ResultMailbox& mailbox, TaskRunner runner,
+    ForkedBackend(const Options& options, ResultMailbox& mailbox, TaskRunner runner, WorkerHooks hooks,
                   std::vector<std::shared_ptr<spdlog::logger>> log_destinations)
         : options_{options},
           mailbox_{mailbox},
           runner_{std::move(runner)},
+          hooks_{std::move(hooks)},
           ring_capacity_{std::bit_ceil(std::max<std::size_t>(options.ring_bytes, 4096))},
           log_collector_{std::move(log_destinations), options.log_level} {}
 
-    ~ForkedBackend() override { stop(); }
+    ~ForkedBackend() override { stop(options_.stop_timeout); }
 
     ForkedBackend(const ForkedBackend&) = delete;
     ForkedBackend& operator=(const ForkedBackend&) = delete;
@@ -77,10 +87,10 @@ public:
         map_shared_state();
         log_collector_.start();
         std::promise<void> started;
-        std::future<void> forked = started.get_future();
+        std::future<void> ready = started.get_future();
         supervisor_ = std::thread{[this, promise = std::move(started)]() mutable { supervise(std::move(promise)); }};
         try {
-            forked.get();
+            ready.get();
         } catch (...) {
             supervisor_.join();
             log_collector_.stop(std::chrono::milliseconds{1000});
@@ -112,9 +122,10 @@ public:
         return answer.get();
     }
 
-    void stop() override {
+    void stop(std::chrono::milliseconds grace) override {
         {
             std::lock_guard lock{requests_mutex_};
+            if (!stop_requested_) stop_grace_ = grace;
             stop_requested_ = true;
             if (!supervisor_running_) {
                 mailbox_.forget(inbox_.size());
@@ -124,39 +135,57 @@ public:
         if (!supervisor_.joinable()) return;
         notify_supervisor();
         supervisor_.join();
-        // Every worker is reaped, so every log pipe reaches end-of-file soon;
+        // Every worker is gone, so every log pipe reaches end-of-file soon;
         // the grace period only matters if a worker's own child kept one open.
         log_collector_.stop(std::chrono::milliseconds{2000});
+    }
+
+    [[nodiscard]] std::vector<pid_t> worker_pids() const override {
+        std::lock_guard lock{requests_mutex_};
+        return live_pids_;
     }
 
 private:
     static constexpr std::size_t max_window = 4096;
     static constexpr std::chrono::nanoseconds window_target{std::chrono::milliseconds{1}};
-    static constexpr std::chrono::milliseconds death_check_interval{5};
+    static constexpr std::chrono::milliseconds server_check_interval{5};
+    static constexpr std::chrono::seconds start_timeout{30};
+
+    using Clock = std::chrono::steady_clock;
+
+    struct QueuedTask {
+        TaskId id;
+        std::shared_ptr<const Bytes> arguments;  // kept until the result, to run the task again if need be
+        unsigned failures = 0;                   // runs that ended in a worker death (or a retried exception)
+    };
 
     struct InFlight {
         std::uint64_t sequence;
-        TaskId id;
-        std::shared_ptr<const Bytes> arguments;  // kept to requeue if the worker dies unclaimed
+        QueuedTask task;
     };
 
-    /// Parent-side state of one worker; touched only by the supervisor thread.
+    /// Parent-side state of one worker slot; touched only by the supervisor thread.
     struct Worker {
         int index = 0;
-        pid_t pid = 0;
-        bool alive = false;
-        FileDescriptor pidfd;
+        pid_t pid = 0;          // 0: no process in this slot
+        bool alive = false;     // a process is running and may be given tasks
+        bool spawning = false;  // the fork server was asked for a process
+        bool disabled = false;  // its worker failed to start: not replaced again
+        FileDescriptor pidfd;   // exactly this process, for signals
         FileDescriptor doorbell_fd;
         WorkerSlotState* slot = nullptr;
         WorkerEndpoints endpoints;
-        std::deque<InFlight> in_flight;
+        std::deque<InFlight> in_flight;  // sent, no result yet; oldest first
         std::optional<FrameWriter> sending;
         std::optional<FrameReader> receiving;
         std::uint64_t last_sequence = 0;
+        std::uint64_t dispatched = 0;  // tasks sent to this process (for recycling)
+        std::uint64_t completed = 0;   // results received from this process
         bool shutdown_sent = false;
         std::string fault;  // why the parent killed it, if it did
+        ErrorKind fault_kind = ErrorKind::worker_died;
         double task_ns = 0;  // moving average of task duration; 0 = unknown
-        std::chrono::steady_clock::time_point last_collect{};
+        Clock::time_point last_collect{};
     };
 
     // ----- set-up -----
@@ -178,46 +207,85 @@ private:
             worker.doorbell_fd = make_eventfd();
             worker.endpoints = WorkerEndpoints{
                 .index = worker.index,
-                .parent_pid = ::getpid(),
+                .parent_pid = 0,  // set in the worker: its fork server's pid
                 .tasks = ByteRing{&worker.slot->tasks, rings + (2 * i) * ring_capacity_, ring_capacity_},
                 .results = ByteRing{&worker.slot->results, rings + (2 * i + 1) * ring_capacity_, ring_capacity_},
                 .own = Doorbell{&worker.slot->doorbell, worker.doorbell_fd.get()},
                 .parent = parent_doorbell_,
                 .claimed = &worker.slot->claimed,
+                .started_ns = &worker.slot->started_ns,
                 .max_message_bytes = options_.max_message_bytes,
             };
             worker.receiving.emplace(options_.max_message_bytes);
         }
     }
 
-    void spawn(Worker& worker) {
-        int pipe_ends[2];
-        if (::pipe2(pipe_ends, O_CLOEXEC) != 0) throw_errno("pipe2 for worker logs");
-        FileDescriptor log_read{pipe_ends[0]};
-        FileDescriptor log_write{pipe_ends[1]};
+    /// Forks the fork server (from this, the supervisor thread: PR_SET_PDEATHSIG
+    /// fires when the forking *thread* ends, and this one lives exactly as long
+    /// as the workers should).
+    void start_fork_server() {
+        int ends[2];
+        if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, ends) != 0) throw_errno("socketpair");
+        FileDescriptor ours{ends[0]};
+        FileDescriptor theirs{ends[1]};
         const auto inherited = loggers_to_inherit();
+        const pid_t parent = ::getpid();
         const pid_t pid = ::fork();
-        if (pid < 0) throw_errno("fork of worker " + std::to_string(worker.index));
+        if (pid < 0) throw_errno("fork of the fork server");
         if (pid == 0) {
-            run_worker_process(worker.endpoints, runner_, log_write.get(), options_.log_level, inherited);
+            ours.reset();
+            run_fork_server(theirs.get(), parent, [this, &inherited](int slot, int log_fd, pid_t server) {
+                WorkerEndpoints endpoints = workers_[static_cast<std::size_t>(slot)].endpoints;
+                endpoints.parent_pid = server;
+                run_worker_process(endpoints, runner_, hooks_, log_fd, options_.log_level, inherited);
+            });
         }
-        // The write end must not outlive this fork in the parent, or later
-        // children would inherit it and the pipe would never reach end-of-file.
-        log_write.reset();
-        worker.pid = pid;
-        worker.alive = true;
-        worker.pidfd = open_pidfd(pid);
-        log_collector_.add_source(worker.index, pid, std::move(log_read));
+        fork_server_pid_ = pid;
+        fork_server_ = std::move(ours);
+    }
+
+    /// Asks the fork server for a process in `worker`'s slot, on fresh shared state.
+    void request_worker(Worker& worker) {
+        worker.slot->claimed.store(0, std::memory_order_relaxed);
+        worker.slot->started_ns.store(0, std::memory_order_relaxed);
+        worker.slot->doorbell.sleeping.store(0, std::memory_order_relaxed);
+        worker.endpoints.tasks.reset();
+        worker.endpoints.results.reset();
+        worker.receiving.emplace(options_.max_message_bytes);
+        worker.in_flight.clear();
+        worker.sending.reset();
+        worker.last_sequence = 0;
+        worker.dispatched = 0;
+        worker.completed = 0;
+        worker.shutdown_sent = false;
+        worker.fault.clear();
+        worker.fault_kind = ErrorKind::worker_died;
+        worker.last_collect = {};
+        if (!fork_server_.valid() ||
+            !send_message(fork_server_.get(), {ForkServerMessage::Kind::spawn, worker.index, 0, 0})) {
+            worker.disabled = true;
+            return;
+        }
+        worker.spawning = true;
     }
 
     // ----- the supervisor thread -----
 
     void supervise(std::promise<void> started) {
         try {
-            for (Worker& worker : workers_) spawn(worker);
+            start_fork_server();
+            for (Worker& worker : workers_) request_worker(worker);
+            const auto deadline = Clock::now() + start_timeout;
+            while (std::any_of(workers_.begin(), workers_.end(), [](const Worker& w) { return w.spawning; })) {
+                if (Clock::now() > deadline) throw std::runtime_error{"multiworker: the fork server did not answer"};
+                wait_for_events(100, false);
+            }
+            if (start_error_ != 0) {
+                errno = start_error_;
+                throw_errno("fork of a worker");
+            }
         } catch (...) {
-            kill_all("start() failed");
-            while (live_workers() > 0) wait_for_deaths(-1);
+            shut_down_fork_server();
             started.set_exception(std::current_exception());
             return;
         }
@@ -226,26 +294,27 @@ private:
             supervisor_running_ = true;
         }
         started.set_value();
-        auto next_death_check = std::chrono::steady_clock::now();
+        auto next_server_check = Clock::now();
         for (;;) {
             try {
                 bool progress = accept_requests();
                 for (Worker& worker : workers_) progress |= collect(worker);
                 progress |= dispatch();
                 mailbox_.deliver(std::move(finished_));
-                if (stopping_ && live_workers() == 0) break;
-                enforce_stop_deadline();
-                const auto now = std::chrono::steady_clock::now();
+                if (stopping_ && no_processes()) break;
+                enforce_deadlines();
+                const auto now = Clock::now();
                 if (!progress) {
                     idle();
-                } else if (now >= next_death_check) {
-                    wait_for_deaths(0);
-                    next_death_check = now + death_check_interval;
+                } else if (now >= next_server_check) {
+                    wait_for_events(0, false);
+                    next_server_check = now + server_check_interval;
                 }
             } catch (const std::exception& e) {
                 abandon_everything(std::string{"internal error in the supervisor: "} + e.what());
             }
         }
+        shut_down_fork_server();
         std::lock_guard lock{requests_mutex_};
         supervisor_running_ = false;
         for (auto& request : cancel_requests_) request.set_value(0);
@@ -262,16 +331,20 @@ private:
         std::deque<std::pair<TaskId, Bytes>> arrived;
         std::vector<std::promise<std::size_t>> cancels;
         bool stop = false;
+        std::chrono::milliseconds grace{};
         {
             std::lock_guard lock{requests_mutex_};
             arrived.swap(inbox_);
             cancels.swap(cancel_requests_);
             stop = stop_requested_;
+            grace = stop_grace_;
         }
-        for (auto& task : arrived) backlog_.push_back(std::move(task));
-        if (live_workers() == 0 && !stopping_) fail_backlog();
+        for (auto& [id, arguments] : arrived) {
+            backlog_.push_back(QueuedTask{id, std::make_shared<const Bytes>(std::move(arguments)), 0});
+        }
+        fail_backlog_if_no_worker();
         for (auto& request : cancels) request.set_value(cancel_unstarted());
-        if (stop && !stopping_) begin_stop();
+        if (stop && !stopping_) begin_stop(grace);
         return true;
     }
 
@@ -288,14 +361,14 @@ private:
 
     /// Moves the worker's claim counter past every task it was sent, so it
     /// will skip them; returns those tasks, oldest first.
-    std::vector<InFlight> take_back_unclaimed(Worker& worker) {
+    std::vector<QueuedTask> take_back_unclaimed(Worker& worker) {
         std::uint64_t claimed = worker.slot->claimed.load(std::memory_order_acquire);
         while (claimed < worker.last_sequence &&
                !worker.slot->claimed.compare_exchange_weak(claimed, worker.last_sequence, std::memory_order_acq_rel)) {
         }
-        std::vector<InFlight> unclaimed;
+        std::vector<QueuedTask> unclaimed;
         while (!worker.in_flight.empty() && worker.in_flight.back().sequence > claimed) {
-            unclaimed.push_back(std::move(worker.in_flight.back()));
+            unclaimed.push_back(std::move(worker.in_flight.back().task));
             worker.in_flight.pop_back();
         }
         std::reverse(unclaimed.begin(), unclaimed.end());
@@ -314,7 +387,7 @@ private:
                 ++count;
             }
         } catch (const std::exception& e) {
-            fault(worker, std::string{"sent corrupt data ("} + e.what() + ")");
+            fault(worker, ErrorKind::worker_died, std::string{"sent corrupt data ("} + e.what() + ")");
             return true;
         }
         if (count > 0) update_task_duration(worker, count);
@@ -326,37 +399,58 @@ private:
             throw ProtocolError{"unexpected frame kind " + std::to_string(static_cast<std::uint32_t>(header.kind))};
         }
         if (worker.in_flight.empty() || worker.in_flight.front().sequence != header.sequence ||
-            worker.in_flight.front().id.value() != header.task) {
+            worker.in_flight.front().task.id.value() != header.task) {
             throw ProtocolError{"result for task " + std::to_string(header.task) + " that it was not running"};
         }
-        const TaskId id = worker.in_flight.front().id;
+        QueuedTask task = std::move(worker.in_flight.front().task);
         worker.in_flight.pop_front();
-        RawResult result{id, Bytes{}, worker.index, worker.pid};
+        ++worker.completed;
+        RawResult result{task.id, Bytes{}, worker.index, worker.pid};
         if (header.kind == FrameKind::result) {
             result.outcome = std::move(payload);
         } else {
-            result.outcome = error_from_report(id, payload, worker.index, worker.pid);
+            TaskError error = error_from_report(task.id, payload, worker.index, worker.pid);
+            if (error.kind() == ErrorKind::exception && options_.retry_exceptions && retry(task, error.what())) return;
+            result.outcome = std::move(error);
         }
         finished_.push_back(std::move(result));
     }
 
+    /// Requeues a failed task if its retries allow; false if they are used up.
+    bool retry(QueuedTask& task, const std::string& why) {
+        if (stopping_ || task.failures >= options_.retries) return false;
+        ++task.failures;
+        log_collector_.report(spdlog::level::warn, why + "; running task " + std::to_string(task.id.value()) +
+                                                       " again (retry " + std::to_string(task.failures) + " of " +
+                                                       std::to_string(options_.retries) + ")");
+        backlog_.push_front(std::move(task));
+        return true;
+    }
+
     void update_task_duration(Worker& worker, std::size_t results) {
-        const auto now = std::chrono::steady_clock::now();
-        const bool busy_since_last = worker.last_collect != std::chrono::steady_clock::time_point{};
-        if (busy_since_last) {
+        const auto now = Clock::now();
+        if (worker.last_collect != Clock::time_point{}) {
             const double sample = static_cast<double>((now - worker.last_collect).count()) / static_cast<double>(results);
             worker.task_ns = worker.task_ns == 0 ? sample : 0.8 * worker.task_ns + 0.2 * sample;
         }
         // Only an interval during which the worker had work measures its speed.
-        worker.last_collect = worker.in_flight.empty() ? std::chrono::steady_clock::time_point{} : now;
+        worker.last_collect = worker.in_flight.empty() ? Clock::time_point{} : now;
     }
 
     // ----- dispatch -----
 
-    static std::size_t window(const Worker& worker) {
-        if (worker.task_ns <= 0) return 2;
-        const double tasks = static_cast<double>(window_target.count()) / worker.task_ns;
-        return static_cast<std::size_t>(std::clamp(tasks, 2.0, static_cast<double>(max_window)));
+    std::size_t window(const Worker& worker) const {
+        std::size_t tasks = 2;
+        if (worker.task_ns > 0) {
+            tasks = static_cast<std::size_t>(std::clamp(static_cast<double>(window_target.count()) / worker.task_ns, 2.0,
+                                                        static_cast<double>(max_window)));
+        }
+        if (options_.task_timeout.count() > 0) tasks = 1;  // a queued task must not wait behind one being killed
+        if (options_.max_tasks_per_worker > 0) {
+            const std::uint64_t left = options_.max_tasks_per_worker - worker.dispatched;
+            tasks = std::min<std::size_t>(tasks, worker.in_flight.size() + left);
+        }
+        return tasks;
     }
 
     bool dispatch() {
@@ -365,29 +459,31 @@ private:
         while (!backlog_.empty()) {
             Worker* target = least_loaded_ready_worker();
             if (target == nullptr) break;
-            auto [id, arguments] = std::move(backlog_.front());
+            QueuedTask task = std::move(backlog_.front());
             backlog_.pop_front();
-            auto shared_arguments = std::make_shared<const Bytes>(std::move(arguments));
             const std::uint64_t sequence = ++target->last_sequence;
-            target->in_flight.push_back(InFlight{sequence, id, shared_arguments});
-            target->sending.emplace(FrameHeader{.kind = FrameKind::task, .sequence = sequence, .task = id.value()},
-                                    std::move(shared_arguments));
-            if (target->last_collect == std::chrono::steady_clock::time_point{}) {
-                target->last_collect = std::chrono::steady_clock::now();
-            }
+            ++target->dispatched;
+            target->sending.emplace(
+                FrameHeader{.kind = FrameKind::task, .sequence = sequence, .task = task.id.value()}, task.arguments);
+            target->in_flight.push_back(InFlight{sequence, std::move(task)});
+            if (target->last_collect == Clock::time_point{}) target->last_collect = Clock::now();
             continue_sending(*target);
             progress = true;
         }
-        if (stopping_) {
-            for (Worker& worker : workers_) {
-                if (!worker.alive || worker.shutdown_sent || worker.sending) continue;
-                worker.sending.emplace(FrameHeader{.kind = FrameKind::shutdown}, nullptr);
-                worker.shutdown_sent = true;
-                continue_sending(worker);
-                progress = true;
-            }
-        }
+        for (Worker& worker : workers_) progress |= send_shutdown_if_due(worker);
         return progress;
+    }
+
+    /// Ends a worker at stop(), or when it has served max_tasks_per_worker.
+    bool send_shutdown_if_due(Worker& worker) {
+        if (!worker.alive || worker.shutdown_sent || worker.sending || !worker.fault.empty()) return false;
+        const bool recycle = options_.max_tasks_per_worker > 0 &&
+                             worker.dispatched >= options_.max_tasks_per_worker && worker.in_flight.empty();
+        if (!stopping_ && !recycle) return false;
+        worker.sending.emplace(FrameHeader{.kind = FrameKind::shutdown}, nullptr);
+        worker.shutdown_sent = true;
+        continue_sending(worker);
+        return true;
     }
 
     Worker* least_loaded_ready_worker() {
@@ -411,12 +507,62 @@ private:
             }
             return worker.sending->written() != before;
         } catch (const std::exception& e) {
-            fault(worker, std::string{"corrupted its task ring ("} + e.what() + ")");
+            fault(worker, ErrorKind::worker_died, std::string{"corrupted its task ring ("} + e.what() + ")");
             return true;
         }
     }
 
-    // ----- sleeping and deaths -----
+    // ----- time limits -----
+
+    /// Kills workers whose task outlived task_timeout, and all workers once
+    /// the stop grace period is over.
+    void enforce_deadlines() {
+        if (stopping_ && !stop_killed_ && Clock::now() >= stop_deadline_) {
+            stop_killed_ = true;
+            for (Worker& worker : workers_) {
+                if (worker.alive && worker.fault.empty()) {
+                    fault(worker, ErrorKind::worker_died,
+                          "was still running when stop()'s grace period (stop_timeout, " +
+                              std::to_string(stop_grace_ms_) + " ms) ended");
+                }
+            }
+        }
+        if (options_.task_timeout.count() <= 0) return;
+        const auto now = Clock::now();
+        for (Worker& worker : workers_) {
+            const auto deadline = task_deadline(worker);
+            if (deadline && now >= *deadline) {
+                fault(worker, ErrorKind::timeout,
+                      "exceeded task_timeout (" + std::to_string(options_.task_timeout.count()) + " ms)");
+            }
+        }
+    }
+
+    /// When the worker's running task times out; empty if it runs none.
+    std::optional<Clock::time_point> task_deadline(const Worker& worker) const {
+        if (!worker.alive || !worker.fault.empty() || worker.in_flight.empty()) return std::nullopt;
+        const std::uint64_t claimed = worker.slot->claimed.load(std::memory_order_acquire);
+        if (claimed < worker.in_flight.front().sequence) return std::nullopt;
+        const Clock::time_point started{Clock::duration{worker.slot->started_ns.load(std::memory_order_relaxed)}};
+        return started + options_.task_timeout;
+    }
+
+    /// How long the supervisor may sleep without missing a deadline.
+    int sleep_budget_ms() const {
+        auto wake = Clock::now() + std::chrono::seconds{1};
+        if (stopping_ && !stop_killed_) wake = std::min(wake, stop_deadline_);
+        if (options_.task_timeout.count() > 0) {
+            for (const Worker& worker : workers_) {
+                if (!worker.alive || worker.in_flight.empty()) continue;
+                // A task not started yet cannot time out before a full timeout from now.
+                wake = std::min(wake, task_deadline(worker).value_or(Clock::now() + options_.task_timeout));
+            }
+        }
+        const auto left = std::chrono::ceil<std::chrono::milliseconds>(wake - Clock::now());
+        return static_cast<int>(std::clamp<std::int64_t>(left.count(), 0, 1000));
+    }
+
+    // ----- sleeping and process events -----
 
     /// True when the supervisor has something to do right now.
     bool work_ready() const noexcept {
@@ -434,110 +580,171 @@ private:
             if (work_ready()) return;
             cpu_relax();
         }
-        int timeout_ms = 1000;
-        if (stopping_) {
-            const auto left = std::chrono::ceil<std::chrono::milliseconds>(stop_deadline_ - std::chrono::steady_clock::now());
-            timeout_ms = static_cast<int>(std::clamp<std::int64_t>(left.count(), 0, 1000));
-        }
+        int timeout_ms = sleep_budget_ms();
         if (!parent_doorbell_.begin_sleep([this] { return work_ready(); })) timeout_ms = 0;
-        wait_for_deaths(timeout_ms, parent_doorbell_.fd());
+        wait_for_events(timeout_ms, true);
         parent_doorbell_.end_sleep();
     }
 
-    /// Polls the live workers' pidfds (and `extra_fd`), handling every exit.
-    void wait_for_deaths(int timeout_ms, int extra_fd = -1) {
-        std::vector<pollfd> descriptors;
-        std::vector<Worker*> watched;
-        if (extra_fd >= 0) descriptors.push_back(pollfd{extra_fd, POLLIN, 0});
-        for (Worker& worker : workers_) {
-            if (!worker.alive) continue;
-            descriptors.push_back(pollfd{worker.pidfd.get(), POLLIN, 0});
-            watched.push_back(&worker);
-        }
-        if (::poll(descriptors.data(), descriptors.size(), timeout_ms) <= 0) return;
-        const std::size_t first = extra_fd >= 0 ? 1 : 0;
-        for (std::size_t i = 0; i < watched.size(); ++i) {
-            if (descriptors[first + i].revents != 0) on_worker_exit(*watched[i]);
+    /// Waits up to `timeout_ms` for the fork server (spawns, exits) and, if
+    /// asked, the doorbell; handles every fork server message that arrived.
+    void wait_for_events(int timeout_ms, bool include_doorbell) {
+        pollfd descriptors[2];
+        nfds_t count = 0;
+        if (fork_server_.valid()) descriptors[count++] = pollfd{fork_server_.get(), POLLIN, 0};
+        if (include_doorbell) descriptors[count++] = pollfd{parent_doorbell_.fd(), POLLIN, 0};
+        if (count == 0) return;
+        if (::poll(descriptors, count, timeout_ms) <= 0) return;
+        if (!fork_server_.valid() || descriptors[0].revents == 0) return;
+        for (;;) {
+            pollfd server{fork_server_.get(), POLLIN, 0};
+            if (::poll(&server, 1, 0) <= 0) return;
+            auto message = receive_message(fork_server_.get());
+            if (!message) {
+                on_fork_server_lost();
+                return;
+            }
+            handle_server_message(std::move(*message));
         }
     }
 
-    void on_worker_exit(Worker& worker) {
-        int status = 0;
-        std::string how;
-        if (::waitpid(worker.pid, &status, 0) == worker.pid) {
-            how = describe_exit_status(status);
-        } else {
-            how = "exited (its status was reaped elsewhere: is SIGCHLD ignored?)";
+    void handle_server_message(ReceivedMessage received) {
+        const ForkServerMessage& message = received.message;
+        if (message.kind == ForkServerMessage::Kind::exited) {
+            for (Worker& worker : workers_) {
+                if (worker.pid == message.pid && worker.pid != 0) on_worker_exit(worker, describe_exit_status(message.value), message.value);
+            }
+            return;
         }
-        if (worker.fault.empty()) collect(worker);  // results it completed before dying
+        if (message.slot < 0 || static_cast<std::size_t>(message.slot) >= workers_.size()) return;
+        Worker& worker = workers_[static_cast<std::size_t>(message.slot)];
+        worker.spawning = false;
+        if (message.kind == ForkServerMessage::Kind::spawn_failed || received.fds.size() != 2) {
+            start_error_ = message.value != 0 ? message.value : EIO;
+            worker.disabled = true;
+            log_collector_.report(spdlog::level::err, "could not create worker " + std::to_string(worker.index) + ": " +
+                                                          ::strerror(start_error_));
+            fail_backlog_if_no_worker();
+            return;
+        }
+        worker.pid = message.pid;
+        worker.alive = true;
+        worker.pidfd = std::move(received.fds[1]);
+        log_collector_.add_source(worker.index, worker.pid, std::move(received.fds[0]));
+        publish_pids();
+    }
+
+    void on_worker_exit(Worker& worker, const std::string& how, int status) {
+        if (worker.fault.empty()) collect(worker);  // results it completed before it ended
+        const bool clean_exit = WIFEXITED(status) && WEXITSTATUS(status) == 0;
+        const bool expected = clean_exit && worker.shutdown_sent && worker.in_flight.empty();
         const std::string reason = worker.fault.empty() ? how : worker.fault + " and " + how;
-        std::vector<InFlight> unclaimed = take_back_unclaimed(worker);
+        std::vector<QueuedTask> unclaimed = take_back_unclaimed(worker);
         if (stopping_) {
             mailbox_.forget(unclaimed.size());
         } else {
-            for (auto it = unclaimed.rbegin(); it != unclaimed.rend(); ++it) {
-                backlog_.emplace_front(it->id, Bytes{it->arguments->begin(), it->arguments->end()});
-            }
+            for (auto it = unclaimed.rbegin(); it != unclaimed.rend(); ++it) backlog_.push_front(std::move(*it));
         }
-        for (const InFlight& lost : worker.in_flight) {
-            finished_.push_back(RawResult{lost.id, TaskError{ErrorKind::worker_died, lost.id, "", reason, worker.index, worker.pid},
-                                          worker.index, worker.pid});
+        for (InFlight& lost : worker.in_flight) {
+            const std::string what = "worker " + std::to_string(worker.index) + " (pid " + std::to_string(worker.pid) +
+                                     ") " + reason + " while running task " + std::to_string(lost.task.id.value());
+            if (worker.fault_kind == ErrorKind::worker_died && retry(lost.task, what)) continue;
+            const std::string message = worker.fault_kind == ErrorKind::timeout ? worker.fault : reason;
+            finished_.push_back(RawResult{
+                lost.task.id, TaskError{worker.fault_kind, lost.task.id, "", message, worker.index, worker.pid},
+                worker.index, worker.pid});
         }
-        if (!(stopping_ && worker.in_flight.empty() && WIFEXITED(status) && WEXITSTATUS(status) == 0)) {
-            spdlog::warn("multiworker: worker {} (pid {}) {}", worker.index, worker.pid, reason);
+        if (!expected) {
+            log_collector_.report(spdlog::level::warn, "worker " + std::to_string(worker.index) + " (pid " +
+                                                           std::to_string(worker.pid) + ") " + reason);
         }
         worker.in_flight.clear();
-        worker.sending.reset();
         worker.alive = false;
+        worker.pid = 0;
         worker.pidfd.reset();
-        worker.endpoints.tasks.reset();
-        worker.endpoints.results.reset();
-        if (live_workers() == 0 && !stopping_) fail_backlog();
+        const bool failed_to_start = WIFEXITED(status) && WEXITSTATUS(status) == worker_start_failed_status &&
+                                     worker.completed == 0 && worker.in_flight.empty();
+        if (failed_to_start) {
+            worker.disabled = true;
+            log_collector_.report(spdlog::level::err, "worker " + std::to_string(worker.index) +
+                                                          " failed to start (see the log); it is not replaced");
+        }
+        if (!stopping_ && !worker.disabled) request_worker(worker);
+        publish_pids();
+        fail_backlog_if_no_worker();
         mailbox_.deliver(std::move(finished_));
     }
 
-    /// The worker broke the protocol: kill it; its exit is handled like a crash.
-    void fault(Worker& worker, std::string what) {
-        worker.fault = std::move(what);
-        ::kill(worker.pid, SIGKILL);
-    }
-
-    void kill_all(const std::string& why) {
+    /// The fork server is gone (killed from outside): its workers die with it.
+    void on_fork_server_lost() {
+        fork_server_.reset();
+        ::waitpid(fork_server_pid_, nullptr, 0);
+        fork_server_pid_ = 0;
         for (Worker& worker : workers_) {
-            if (worker.alive && worker.fault.empty()) fault(worker, why);
+            worker.spawning = false;
+            worker.disabled = true;
+            if (worker.pid != 0) on_worker_exit(worker, "was lost with the fork server", 0);
         }
     }
 
-    void fail_backlog() {
+    /// Stops a misbehaving worker; its exit is then handled like a crash.
+    void fault(Worker& worker, ErrorKind kind, std::string what) {
+        worker.fault = std::move(what);
+        worker.fault_kind = kind;
+        if (worker.pidfd.valid()) ::syscall(SYS_pidfd_send_signal, worker.pidfd.get(), SIGKILL, nullptr, 0);
+    }
+
+    void fail_backlog_if_no_worker() {
+        if (stopping_) return;
+        const bool any = std::any_of(workers_.begin(), workers_.end(),
+                                     [](const Worker& w) { return w.alive || w.spawning || !w.disabled; });
+        if (any) return;
         const std::string why = "all " + std::to_string(workers_.size()) + " workers have exited";
-        for (auto& [id, arguments] : backlog_) {
-            finished_.push_back(RawResult{id, TaskError{ErrorKind::no_worker, id, "", why, TaskError::no_worker_index, 0}});
+        for (QueuedTask& task : backlog_) {
+            finished_.push_back(RawResult{task.id, TaskError{ErrorKind::no_worker, task.id, "", why,
+                                                             TaskError::no_worker_index, 0}});
         }
         backlog_.clear();
     }
 
     void abandon_everything(const std::string& why) {
-        spdlog::error("multiworker: {}", why);
-        kill_all(why);
-        while (live_workers() > 0) wait_for_deaths(-1);
-        fail_backlog();
+        log_collector_.report(spdlog::level::err, why);
+        for (Worker& worker : workers_) {
+            worker.disabled = true;
+            if (worker.alive && worker.fault.empty()) fault(worker, ErrorKind::worker_died, why);
+        }
+        const auto deadline = Clock::now() + std::chrono::seconds{5};
+        while (!no_processes() && fork_server_.valid() && Clock::now() < deadline) wait_for_events(100, false);
+        fail_backlog_if_no_worker();
         mailbox_.deliver(std::move(finished_));
     }
 
-    void begin_stop() {
+    void begin_stop(std::chrono::milliseconds grace) {
         stopping_ = true;
-        stop_deadline_ = std::chrono::steady_clock::now() + options_.stop_timeout;
+        stop_grace_ms_ = grace.count();
+        stop_deadline_ = Clock::now() + grace;
         cancel_unstarted();
     }
 
-    void enforce_stop_deadline() {
-        if (!stopping_ || stop_killed_ || std::chrono::steady_clock::now() < stop_deadline_) return;
-        stop_killed_ = true;
-        kill_all("outlived stop_timeout (" + std::to_string(options_.stop_timeout.count()) + " ms)");
+    /// Tells the fork server to kill what is left and exit, and reaps it.
+    void shut_down_fork_server() {
+        if (fork_server_.valid()) send_message(fork_server_.get(), {ForkServerMessage::Kind::quit, 0, 0, 0});
+        fork_server_.reset();
+        if (fork_server_pid_ > 0) ::waitpid(fork_server_pid_, nullptr, 0);
+        fork_server_pid_ = 0;
     }
 
-    [[nodiscard]] std::size_t live_workers() const noexcept {
-        return static_cast<std::size_t>(std::count_if(workers_.begin(), workers_.end(), [](const Worker& w) { return w.alive; }));
+    [[nodiscard]] bool no_processes() const noexcept {
+        return std::none_of(workers_.begin(), workers_.end(), [](const Worker& w) { return w.pid != 0 || w.spawning; });
+    }
+
+    void publish_pids() {
+        std::vector<pid_t> pids;
+        for (const Worker& worker : workers_) {
+            if (worker.alive) pids.push_back(worker.pid);
+        }
+        std::lock_guard lock{requests_mutex_};
+        live_pids_ = std::move(pids);
     }
 
     // ----- members -----
@@ -545,28 +752,35 @@ private:
     const Options options_;
     ResultMailbox& mailbox_;
     TaskRunner runner_;
+    WorkerHooks hooks_;
     const std::size_t ring_capacity_;
     LogCollector log_collector_;
     SharedMapping shared_;
     FileDescriptor parent_doorbell_fd_;
     Doorbell parent_doorbell_;
+    FileDescriptor fork_server_;
+    pid_t fork_server_pid_ = 0;
 
     // Shared between user threads and the supervisor, under requests_mutex_.
-    std::mutex requests_mutex_;
+    mutable std::mutex requests_mutex_;
     std::deque<std::pair<TaskId, Bytes>> inbox_;
     std::vector<std::promise<std::size_t>> cancel_requests_;
     bool stop_requested_ = false;
+    std::chrono::milliseconds stop_grace_{};
     bool supervisor_running_ = false;
+    std::vector<pid_t> live_pids_;
     std::atomic<bool> requests_pending_{false};
 
     // Owned by the supervisor thread.
     std::thread supervisor_;
     std::vector<Worker> workers_;
-    std::deque<std::pair<TaskId, Bytes>> backlog_;
+    std::deque<QueuedTask> backlog_;
     std::vector<RawResult> finished_;
+    int start_error_ = 0;
     bool stopping_ = false;
     bool stop_killed_ = false;
-    std::chrono::steady_clock::time_point stop_deadline_{};
+    std::int64_t stop_grace_ms_ = 0;
+    Clock::time_point stop_deadline_{};
 };
 
 }  // namespace multiworker::detail

@@ -45,7 +45,9 @@ public:
         return count;
     }
 
-    void stop() override { cancel(); }
+    void stop(std::chrono::milliseconds /*grace*/) override { cancel(); }
+
+    [[nodiscard]] std::vector<pid_t> worker_pids() const override { return {}; }
 
 private:
     void run(TaskId id, const Bytes& arguments) {

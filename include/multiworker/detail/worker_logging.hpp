@@ -124,6 +124,15 @@ public:
 
     void start() { thread_ = std::thread{[this] { run(); }}; }
 
+    /// Writes a record of the parent's own (a worker died, was replaced, ...)
+    /// to the same destinations, filtered by the same level. Thread-safe.
+    void report(spdlog::level::level_enum level, const std::string& text) {
+        if (level < level_) return;
+        for (const auto& destination : destinations_) {
+            destination->log(spdlog::source_loc{}, level, spdlog::string_view_t{"multiworker: " + text});
+        }
+    }
+
     /// Waits until every source reached end-of-file (each worker exited and
     /// its last record is written), or `grace` passed; then ends the thread.
     void stop(std::chrono::milliseconds grace) {

@@ -13,6 +13,7 @@
 // always knows which task a dead worker was running.
 
 #include <multiworker/detail/backend.hpp>
+#include <multiworker/detail/crash_report.hpp>
 #include <multiworker/detail/doorbell.hpp>
 #include <multiworker/detail/ring.hpp>
 #include <multiworker/detail/wire.hpp>
@@ -25,6 +26,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <cstdio>
 #include <memory>
@@ -74,6 +76,7 @@ private:
 struct WorkerSlotState {
     DoorbellFlag doorbell;                         // the worker sleeps on this
     alignas(64) std::atomic<std::uint64_t> claimed{0};  // last task sequence claimed (see above)
+    std::atomic<std::int64_t> started_ns{0};            // steady-clock time the claimed task started
     RingCounters tasks;                            // parent -> worker
     RingCounters results;                          // worker -> parent
 };
@@ -87,6 +90,7 @@ struct WorkerEndpoints {
     Doorbell own;
     Doorbell parent;
     std::atomic<std::uint64_t>* claimed = nullptr;
+    std::atomic<std::int64_t>* started_ns = nullptr;
     std::size_t max_message_bytes = 0;
 };
 
@@ -145,6 +149,9 @@ private:
     }
 
     bool claim(std::uint64_t sequence) {
+        // Written before the claim, so that whoever sees the claim sees this time or a later one.
+        endpoints_.started_ns->store(std::chrono::steady_clock::now().time_since_epoch().count(),
+                                     std::memory_order_relaxed);
         std::uint64_t expected = sequence - 1;
         if (endpoints_.claimed->compare_exchange_strong(expected, sequence, std::memory_order_acq_rel)) return true;
         if (expected >= sequence) return false;
@@ -162,31 +169,42 @@ private:
     FrameReader reader_;
 };
 
+/// Exit status of a worker that could not start (its on_worker_start threw, say).
+inline constexpr int worker_start_failed_status = 70;
+
 /// The body of a forked worker process; never returns.
 ///
 /// `_exit` rather than `exit`: the child is a copy of a multithreaded parent,
 /// and the parent's atexit handlers and static destructors (test frameworks,
 /// loggers with threads) must not run in it.
 [[noreturn]] inline void run_worker_process(const WorkerEndpoints& endpoints, const TaskRunner& runner,
-                                            int log_fd, spdlog::level::level_enum log_level,
+                                            const WorkerHooks& hooks, int log_fd, spdlog::level::level_enum log_level,
                                             const std::vector<std::shared_ptr<spdlog::logger>>& inherited) noexcept {
-    int status = 0;
     bool logging_ready = false;
+    bool started = false;
     try {
-        // Die with the parent; the check catches a parent that died before prctl.
+        // Die with the fork server; the check catches one that died before prctl.
         ::prctl(PR_SET_PDEATHSIG, SIGKILL);
         if (::getppid() != endpoints.parent_pid) ::_exit(0);
         install_worker_loggers(log_fd, log_level, inherited);
         logging_ready = true;
+        install_crash_reporter(log_fd);
+        if (hooks.on_start) hooks.on_start();
+        started = true;
         spdlog::debug("worker {} started", endpoints.index);
         WorkerLoop{endpoints, runner}.run();
+        if (hooks.on_exit) hooks.on_exit();
         spdlog::debug("worker {} stopping", endpoints.index);
     } catch (const std::exception& e) {
-        if (logging_ready) spdlog::critical("worker {} failed: {}", endpoints.index, e.what());
-        std::fprintf(stderr, "multiworker: worker %d failed: %s\n", endpoints.index, e.what());
-        status = 70;
+        const char* stage = started ? "failed" : "failed to start";
+        if (logging_ready) spdlog::critical("worker {} {}: {}", endpoints.index, stage, e.what());
+        std::fprintf(stderr, "multiworker: worker %d %s: %s\n", endpoints.index, stage, e.what());
+        ::_exit(started ? 71 : worker_start_failed_status);
+    } catch (...) {
+        if (logging_ready) spdlog::critical("worker {} failed with an unknown exception", endpoints.index);
+        ::_exit(started ? 71 : worker_start_failed_status);
     }
-    ::_exit(status);
+    ::_exit(0);
 }
 
 }  // namespace multiworker::detail
