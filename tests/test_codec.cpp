@@ -105,3 +105,31 @@ TEST_CASE("truncated, padded and garbage archives are rejected") {
         CHECK_THROWS_AS((decode_values<std::string, std::vector<int>>(corrupt)), DecodeError);
     }
 }
+
+TEST_CASE("lengths larger than the message are rejected before anything is allocated") {
+    Bytes bytes;
+    encode_values(bytes, std::string(10, 'x'), std::vector<int>{1, 2, 3});
+    SECTION("a string") {
+        Bytes corrupt = bytes;
+        corrupt[5] = 0x40;  // the string's 8-byte length becomes about 70 TB
+        CHECK_THROWS_WITH((decode_values<std::string, std::vector<int>>(corrupt)),
+                          Catch::Contains("string of") && Catch::Contains("claimed"));
+    }
+    SECTION("a collection") {
+        Bytes corrupt = bytes;
+        corrupt[8 + 10 + 5] = 0x40;  // the vector's element count
+        CHECK_THROWS_WITH((decode_values<std::string, std::vector<int>>(corrupt)),
+                          Catch::Contains("collection of") && Catch::Contains("claimed"));
+    }
+}
+
+TEST_CASE("a bool that is neither 0 nor 1 is rejected") {
+    Bytes bytes;
+    encode_values(bytes, true, 7);
+    bytes[0] = 2;
+    CHECK_THROWS_AS((decode_values<bool, int>(bytes)), DecodeError);
+    Bytes archived;
+    encode_values(archived, std::string{"x"}, true);
+    archived.back() = 5;
+    CHECK_THROWS_AS((decode_values<std::string, bool>(archived)), DecodeError);
+}

@@ -5,11 +5,12 @@
 // Arithmetic and enum values are copied bit for bit (both ends are the same
 // program on the same machine); everything else goes through one Boost binary
 // archive per message. Decoding treats its input as untrusted: any mismatch
-// throws DecodeError, never reads out of bounds.
+// throws DecodeError, never reads out of bounds or allocates more than the
+// message could hold (see bounded_archive.hpp).
 
+#include <multiworker/detail/bounded_archive.hpp>
 #include <multiworker/serialization.hpp>
 
-#include <boost/archive/binary_iarchive.hpp>
 #include <boost/archive/binary_oarchive.hpp>
 
 #include <cstring>
@@ -94,15 +95,19 @@ std::tuple<Ts...> decode_values(std::span<const char> in) {
                               std::to_string(in.size())};
         }
         std::size_t offset = 0;
-        std::apply(
-            [&](auto&... value) {
-                ((std::memcpy(&value, in.data() + offset, sizeof value), offset += sizeof value), ...);
-            },
-            values);
+        const auto copy_out = [&in, &offset](auto& value) {
+            if constexpr (std::is_same_v<std::remove_cvref_t<decltype(value)>, bool>) {
+                // Reading a bool whose byte is neither 0 nor 1 is undefined behaviour.
+                if (static_cast<unsigned char>(in[offset]) > 1) throw DecodeError{"malformed message: invalid bool"};
+            }
+            std::memcpy(&value, in.data() + offset, sizeof value);
+            offset += sizeof value;
+        };
+        std::apply([&copy_out](auto&... value) { (copy_out(value), ...); }, values);
     } else {
         SpanReadBuffer buffer{in};
         try {
-            boost::archive::binary_iarchive archive{buffer, archive_flags};
+            BoundedBinaryIArchive archive{buffer, archive_flags};
             std::apply([&archive](auto&... value) { ((archive >> value), ...); }, values);
         } catch (const std::exception& e) {
             throw DecodeError{std::string{"malformed message: "} + e.what()};

@@ -28,6 +28,7 @@
 #include <mutex>
 #include <set>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <vector>
 
@@ -102,6 +103,44 @@ inline void install_worker_loggers(int fd, spdlog::level::level_enum level,
     spdlog::drop_all();
     for (const auto& name : names) spdlog::register_logger(fresh(name));
     spdlog::set_default_logger(fresh(default_name));
+}
+
+/// One record as read from a pipe; the views point into the reader's buffer.
+struct LogRecord {
+    spdlog::level::level_enum level;
+    std::chrono::system_clock::time_point time;
+    std::string_view logger_name;
+    std::string_view text;
+};
+
+/// Calls `emit` for every complete record at the front of `pending` and
+/// removes those bytes; an incomplete record stays for the next read. Returns
+/// false if the bytes cannot be a record (the pipe is then useless). The bytes
+/// come from a worker, so every field is checked before use.
+template <class Emit>
+bool extract_log_records(std::vector<char>& pending, Emit&& emit) {
+    std::size_t offset = 0;
+    bool valid = true;
+    while (pending.size() - offset >= sizeof(LogRecordHeader)) {
+        LogRecordHeader header;
+        std::memcpy(&header, pending.data() + offset, sizeof header);
+        if (header.magic != LogRecordHeader::expected_magic || header.name_length > LogRecordHeader::max_name ||
+            header.text_length > LogRecordHeader::max_text || header.level >= spdlog::level::n_levels) {
+            valid = false;
+            break;
+        }
+        const std::size_t size = sizeof header + header.name_length + header.text_length;
+        if (pending.size() - offset < size) break;
+        const char* name = pending.data() + offset + sizeof header;
+        const auto since_epoch = std::chrono::duration_cast<std::chrono::system_clock::duration>(
+            std::chrono::nanoseconds{header.time_ns});
+        emit(LogRecord{static_cast<spdlog::level::level_enum>(header.level),
+                       std::chrono::system_clock::time_point{since_epoch}, std::string_view{name, header.name_length},
+                       std::string_view{name + header.name_length, header.text_length}});
+        offset += size;
+    }
+    pending.erase(pending.begin(), pending.begin() + static_cast<std::ptrdiff_t>(offset));
+    return valid;
 }
 
 /// Parent side: reads every worker's pipe and forwards records to the user's sinks.
@@ -196,27 +235,14 @@ private:
             return;
         }
         source.pending.insert(source.pending.end(), buffer, buffer + got);
-        std::size_t offset = 0;
-        while (source.pending.size() - offset >= sizeof(LogRecordHeader)) {
-            LogRecordHeader header;
-            std::memcpy(&header, source.pending.data() + offset, sizeof header);
-            if (header.magic != LogRecordHeader::expected_magic || header.name_length > LogRecordHeader::max_name ||
-                header.text_length > LogRecordHeader::max_text || header.level >= spdlog::level::n_levels) {
-                emit(source, spdlog::level::err, {}, std::chrono::system_clock::now(),
-                     "sent a malformed log record; its log pipe is closed");
-                source.fd.reset();
-                return;
-            }
-            const std::size_t size = sizeof header + header.name_length + header.text_length;
-            if (source.pending.size() - offset < size) break;
-            const char* name = source.pending.data() + offset + sizeof header;
-            const auto time = std::chrono::system_clock::time_point{
-                std::chrono::duration_cast<std::chrono::system_clock::duration>(std::chrono::nanoseconds{header.time_ns})};
-            emit(source, static_cast<spdlog::level::level_enum>(header.level), std::string_view{name, header.name_length},
-                 time, std::string_view{name + header.name_length, header.text_length});
-            offset += size;
+        const bool valid = extract_log_records(source.pending, [&](const LogRecord& record) {
+            emit(source, record.level, record.logger_name, record.time, record.text);
+        });
+        if (!valid) {
+            emit(source, spdlog::level::err, {}, std::chrono::system_clock::now(),
+                 "sent a malformed log record; its log pipe is closed");
+            source.fd.reset();
         }
-        source.pending.erase(source.pending.begin(), source.pending.begin() + static_cast<std::ptrdiff_t>(offset));
     }
 
     void emit(const Source& source, spdlog::level::level_enum level, std::string_view logger_name,
