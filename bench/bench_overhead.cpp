@@ -25,23 +25,29 @@
 //       returns a std::string, so arguments and results go through Boost.Serialization.
 //   BM_RoundTripHot
 //       Latency of one add() + blocking pop_result() with 1 already-running worker, back to back,
-//       so the supervisor thread and the worker are still spinning (never asleep).
+//       so the supervisor thread and the worker are normally still spinning (not asleep).
+//       p50_us and p99_us are the median and 99th percentile of the per-call latency.
 //   BM_RoundTripIdle
 //       The same, but 5 ms (not timed) pass before each add(), so the supervisor and the worker
 //       have gone to sleep and must be woken through their eventfds.
 //   BM_StartToFirstResult
 //       Construct a Processor with 2 workers, add one task, start() and pop_result(): the latency
-//       to a first result, including the forks. Teardown is not timed; it is reported in the
-//       teardown_ms counter.
+//       to a first result, including the forks (fork server and workers). Teardown is not timed;
+//       its average is the teardown_ms counter.
 //   BM_LargeResult
-//       One already-running worker returns a 64 MiB std::vector<char> per iteration (through a
-//       1 MiB ring); bytes_per_second is the result bandwidth end to end (fill, encode, ring
-//       copy, decode).
+//       One already-running worker returns a 64 MiB std::vector<char> per iteration (through the
+//       default 1 MiB ring); bytes_per_second is the result bandwidth end to end (fill and encode
+//       in the worker, ring copy, decode in the parent).
 //   BM_CpuBoundScaling/<workers>
-//       200 tasks that each burn ~1 ms of CPU (calibrated at startup, see burn_loops_per_ms in
-//       the context), including construction, fork and teardown. workers = 0 runs in-process:
-//       the serial baseline. Speed-up = Time(0) / Time(2). The `efficiency` counter is the ideal
-//       time (200 ms / max(1, workers)) divided by the measured time: 1.0 is perfect scaling.
+//       200 tasks that each burn ~1 ms of CPU (a loop calibrated at startup, see
+//       burn_loops_per_ms in the context), including construction, fork and teardown.
+//       workers = 0 runs in-process: the serial baseline; speed-up = Time(0) / Time(2).
+//       task_ms is the mean duration of one task measured where it ran (it grows when the
+//       workers compete for the CPU with each other or with other load); utilization is the
+//       share of the workers' wall time spent in tasks (1.0: no dispatch overhead, no idling).
+//
+// Wall-clock figures on a shared or virtual machine vary a lot with other load; compare runs
+// made under the same conditions, and prefer the repetition aggregates (median) over one run.
 
 #include <benchmark/benchmark.h>
 
@@ -72,6 +78,65 @@ benchmark::Counter per_iteration(double total) {
     return benchmark::Counter(total, benchmark::Counter::kAvgIterations);
 }
 
+/// Per-phase wall times of batch jobs, summed over iterations and reported per iteration.
+struct Phases {
+    double add_ms = 0, start_ms = 0, run_ms = 0, collect_ms = 0, teardown_ms = 0;
+
+    void report(benchmark::State& state) const {
+        state.counters["add_ms"] = per_iteration(add_ms);
+        state.counters["start_ms"] = per_iteration(start_ms);
+        state.counters["run_ms"] = per_iteration(run_ms);
+        state.counters["collect_ms"] = per_iteration(collect_ms);
+        state.counters["teardown_ms"] = per_iteration(teardown_ms);
+    }
+};
+
+/// One whole batch job on a fresh Processor: construct, add every task (`add_all`), start(),
+/// wait(), get_results() (checked by `check`), destroy. With `start_first`, start() comes right
+/// after construction so that tasks are added to running workers. Returns `check`'s verdict.
+template <class P, class Object, class AddAll, class Check>
+bool timed_batch(Phases& phases, bool start_first, Object object, unsigned workers,
+                 AddAll&& add_all, Check&& check) {
+    bool ok = true;
+    Clock::time_point teardown_start;
+    {
+        P processor{std::move(object), mw::Options{.workers = workers}};
+        auto t = Clock::now();
+        if (start_first) {
+            processor.start();
+            phases.start_ms += ms_since(t);
+            t = Clock::now();
+            add_all(processor);
+            phases.add_ms += ms_since(t);
+        } else {
+            add_all(processor);
+            phases.add_ms += ms_since(t);
+            t = Clock::now();
+            processor.start();
+            phases.start_ms += ms_since(t);
+        }
+        t = Clock::now();
+        processor.wait();
+        phases.run_ms += ms_since(t);
+        t = Clock::now();
+        ok = check(processor.get_results());
+        phases.collect_ms += ms_since(t);
+        teardown_start = Clock::now();
+    }
+    phases.teardown_ms += ms_since(teardown_start);
+    return ok;
+}
+
+/// Skips the benchmark unless `results` holds `count` results; true when it does.
+template <class Results>
+bool check_count(benchmark::State& state, const Results& results, int count) {
+    if (results.size() == static_cast<std::size_t>(count)) return true;
+    state.SkipWithError(
+        ("expected " + std::to_string(count) + " results, got " + std::to_string(results.size()))
+            .c_str());
+    return false;
+}
+
 // ----- trivial tasks -----
 
 struct Inc {
@@ -79,15 +144,13 @@ struct Inc {
 };
 using IncProcessor = mw::Processor<Inc, &Inc::f>;
 
-/// Checks that `results` are the `count` results of f(0) ... f(count - 1), in any order.
-template <class Results>
-bool check_inc_results(benchmark::State& state, const Results& results, int count) {
-    if (results.size() != static_cast<std::size_t>(count)) {
-        state.SkipWithError(("expected " + std::to_string(count) + " results, got " +
-                             std::to_string(results.size()))
-                                .c_str());
-        return false;
-    }
+void add_inc_tasks(IncProcessor& processor) {
+    for (int i = 0; i < kTasks; ++i) processor.add(i);
+}
+
+/// Checks that `results` are the kTasks results of f(0) ... f(kTasks - 1), in any order.
+bool check_inc_results(benchmark::State& state, const std::vector<mw::Result<int>>& results) {
+    if (!check_count(state, results, kTasks)) return false;
     std::int64_t sum = 0;
     for (const auto& result : results) {
         if (!result.ok()) {
@@ -96,45 +159,28 @@ bool check_inc_results(benchmark::State& state, const Results& results, int coun
         }
         sum += result.value();
     }
-    const std::int64_t expected = std::int64_t{count} * (count + 1) / 2;
-    if (sum != expected) {
+    if (sum != std::int64_t{kTasks} * (kTasks + 1) / 2) {
         state.SkipWithError("results have wrong values");
         return false;
     }
     return true;
 }
 
-void BM_TrivialThroughput(benchmark::State& state) {
+void trivial_throughput(benchmark::State& state, bool start_first) {
     const auto workers = static_cast<unsigned>(state.range(0));
-    double add_ms = 0, start_ms = 0, run_ms = 0, collect_ms = 0, teardown_ms = 0;
+    Phases phases;
     for (auto _ : state) {
-        bool ok = true;
-        Clock::time_point teardown_start;
-        {
-            IncProcessor processor{Inc{}, mw::Options{.workers = workers}};
-            auto t = Clock::now();
-            for (int i = 0; i < kTasks; ++i) processor.add(i);
-            add_ms += ms_since(t);
-            t = Clock::now();
-            processor.start();
-            start_ms += ms_since(t);
-            t = Clock::now();
-            processor.wait();
-            run_ms += ms_since(t);
-            t = Clock::now();
-            ok = check_inc_results(state, processor.get_results(), kTasks);
-            collect_ms += ms_since(t);
-            teardown_start = Clock::now();
-        }
-        teardown_ms += ms_since(teardown_start);
+        const bool ok = timed_batch<IncProcessor>(
+            phases, start_first, Inc{}, workers, add_inc_tasks,
+            [&state](const auto& results) { return check_inc_results(state, results); });
         if (!ok) break;
     }
     state.SetItemsProcessed(state.iterations() * kTasks);
-    state.counters["add_ms"] = per_iteration(add_ms);
-    state.counters["start_ms"] = per_iteration(start_ms);
-    state.counters["run_ms"] = per_iteration(run_ms);
-    state.counters["collect_ms"] = per_iteration(collect_ms);
-    state.counters["teardown_ms"] = per_iteration(teardown_ms);
+    phases.report(state);
+}
+
+void BM_TrivialThroughput(benchmark::State& state) {
+    trivial_throughput(state, false);
 }
 BENCHMARK(BM_TrivialThroughput)
     ->Arg(1)
@@ -144,36 +190,7 @@ BENCHMARK(BM_TrivialThroughput)
     ->Unit(benchmark::kMillisecond);
 
 void BM_TrivialThroughputStartedFirst(benchmark::State& state) {
-    const auto workers = static_cast<unsigned>(state.range(0));
-    double add_ms = 0, start_ms = 0, run_ms = 0, collect_ms = 0, teardown_ms = 0;
-    for (auto _ : state) {
-        bool ok = true;
-        Clock::time_point teardown_start;
-        {
-            IncProcessor processor{Inc{}, mw::Options{.workers = workers}};
-            auto t = Clock::now();
-            processor.start();
-            start_ms += ms_since(t);
-            t = Clock::now();
-            for (int i = 0; i < kTasks; ++i) processor.add(i);
-            add_ms += ms_since(t);
-            t = Clock::now();
-            processor.wait();
-            run_ms += ms_since(t);
-            t = Clock::now();
-            ok = check_inc_results(state, processor.get_results(), kTasks);
-            collect_ms += ms_since(t);
-            teardown_start = Clock::now();
-        }
-        teardown_ms += ms_since(teardown_start);
-        if (!ok) break;
-    }
-    state.SetItemsProcessed(state.iterations() * kTasks);
-    state.counters["add_ms"] = per_iteration(add_ms);
-    state.counters["start_ms"] = per_iteration(start_ms);
-    state.counters["run_ms"] = per_iteration(run_ms);
-    state.counters["collect_ms"] = per_iteration(collect_ms);
-    state.counters["teardown_ms"] = per_iteration(teardown_ms);
+    trivial_throughput(state, true);
 }
 BENCHMARK(BM_TrivialThroughputStartedFirst)
     ->Arg(1)
@@ -187,9 +204,9 @@ void BM_TrivialThroughputSteady(benchmark::State& state) {
     IncProcessor processor{Inc{}, mw::Options{.workers = workers}};
     processor.start();
     for (auto _ : state) {
-        for (int i = 0; i < kTasks; ++i) processor.add(i);
+        add_inc_tasks(processor);
         processor.wait();
-        if (!check_inc_results(state, processor.get_results(), kTasks)) break;
+        if (!check_inc_results(state, processor.get_results())) break;
     }
     state.SetItemsProcessed(state.iterations() * kTasks);
 }
@@ -205,34 +222,61 @@ BENCHMARK(BM_TrivialThroughputSteady)
 struct Reverse {
     std::string f(const std::string& text) const { return std::string(text.rbegin(), text.rend()); }
 };
+using ReverseProcessor = mw::Processor<Reverse, &Reverse::f>;
 
 void BM_StringThroughput(benchmark::State& state) {
     const std::string text = "abcdefghijklmnopqrst";  // 20 chars
     const std::string expected(text.rbegin(), text.rend());
+    Phases phases;
     for (auto _ : state) {
-        mw::Processor<Reverse, &Reverse::f> processor{Reverse{}, mw::Options{.workers = 2}};
-        for (int i = 0; i < kTasks; ++i) processor.add(text);
-        processor.start();
-        processor.wait();
-        const auto results = processor.get_results();
-        if (results.size() != static_cast<std::size_t>(kTasks)) {
-            state.SkipWithError(("expected " + std::to_string(kTasks) + " results, got " +
-                                 std::to_string(results.size()))
-                                    .c_str());
-            break;
-        }
-        bool ok = true;
-        for (const auto& result : results) ok = ok && result.ok() && result.value() == expected;
-        if (!ok) {
-            state.SkipWithError("a string task failed or returned a wrong value");
-            break;
-        }
+        const bool ok = timed_batch<ReverseProcessor>(
+            phases, false, Reverse{}, 2,
+            [&text](ReverseProcessor& processor) {
+                for (int i = 0; i < kTasks; ++i) processor.add(text);
+            },
+            [&state, &expected](const auto& results) {
+                if (!check_count(state, results, kTasks)) return false;
+                for (const auto& result : results) {
+                    if (!result.ok() || result.value() != expected) {
+                        state.SkipWithError("a string task failed or returned a wrong value");
+                        return false;
+                    }
+                }
+                return true;
+            });
+        if (!ok) break;
     }
     state.SetItemsProcessed(state.iterations() * kTasks);
+    phases.report(state);
 }
 BENCHMARK(BM_StringThroughput)->Iterations(5)->UseRealTime()->Unit(benchmark::kMillisecond);
 
 // ----- latency -----
+
+/// Records one duration per iteration and reports the median and the 99th percentile, since
+/// wake-up latencies have long tails that the mean ("Time") hides.
+class Percentiles {
+public:
+    explicit Percentiles(benchmark::State& state) {
+        samples_.reserve(static_cast<std::size_t>(state.max_iterations));
+    }
+    void add(Clock::duration sample) {
+        samples_.push_back(std::chrono::duration<double, std::micro>(sample).count());
+    }
+    void report(benchmark::State& state) {
+        if (samples_.empty()) return;
+        std::sort(samples_.begin(), samples_.end());
+        const auto at = [this](double fraction) {
+            return samples_[static_cast<std::size_t>(fraction *
+                                                     static_cast<double>(samples_.size() - 1))];
+        };
+        state.counters["p50_us"] = at(0.50);
+        state.counters["p99_us"] = at(0.99);
+    }
+
+private:
+    std::vector<double> samples_;
+};
 
 /// One add() + blocking pop_result() on a running processor; false (and skip) on a wrong result.
 bool round_trip(benchmark::State& state, IncProcessor& processor, int value) {
@@ -248,14 +292,18 @@ bool round_trip(benchmark::State& state, IncProcessor& processor, int value) {
 void BM_RoundTripHot(benchmark::State& state) {
     IncProcessor processor{Inc{}, mw::Options{.workers = 1}};
     processor.start();
-    for (int i = 0; i < 100; ++i) {  // warm up: the worker's first task faults its pages in
+    for (int i = 0; i < 100; ++i) {  // warm up: the worker's first tasks fault its pages in
         if (!round_trip(state, processor, i)) return;
     }
+    Percentiles latency{state};
     int value = 0;
     for (auto _ : state) {
+        const auto start = Clock::now();
         if (!round_trip(state, processor, value++)) break;
+        latency.add(Clock::now() - start);
     }
     state.SetItemsProcessed(state.iterations());
+    latency.report(state);
 }
 BENCHMARK(BM_RoundTripHot)->Iterations(20000)->UseRealTime()->Unit(benchmark::kMicrosecond);
 
@@ -263,14 +311,18 @@ void BM_RoundTripIdle(benchmark::State& state) {
     IncProcessor processor{Inc{}, mw::Options{.workers = 1}};
     processor.start();
     if (!round_trip(state, processor, 0)) return;
+    Percentiles latency{state};
     int value = 0;
     for (auto _ : state) {
         state.PauseTiming();
         std::this_thread::sleep_for(std::chrono::milliseconds{5});
         state.ResumeTiming();
+        const auto start = Clock::now();
         if (!round_trip(state, processor, value++)) break;
+        latency.add(Clock::now() - start);
     }
     state.SetItemsProcessed(state.iterations());
+    latency.report(state);
 }
 BENCHMARK(BM_RoundTripIdle)->Iterations(200)->UseRealTime()->Unit(benchmark::kMicrosecond);
 
@@ -283,14 +335,15 @@ void BM_StartToFirstResult(benchmark::State& state) {
         processor->start();
         const auto result = processor->pop_result();
         state.PauseTiming();
+        const bool ok = result && result->ok() && result->value() == 42;
         const auto teardown_start = Clock::now();
         processor.reset();
         teardown_ms += ms_since(teardown_start);
-        if (!result || !result->ok() || result->value() != 42) {
+        state.ResumeTiming();
+        if (!ok) {
             state.SkipWithError("the first result is missing or wrong");
             break;
         }
-        state.ResumeTiming();
     }
     state.SetItemsProcessed(state.iterations());
     state.counters["teardown_ms"] = per_iteration(teardown_ms);
@@ -333,58 +386,72 @@ std::uint64_t burn(std::uint64_t loops) {
     return accumulator;
 }
 
-/// Loops of burn() per millisecond on this machine: the best of a few runs of >= 20 ms.
+/// Loops of burn() per millisecond on this machine: the median of 5 runs of >= 20 ms each.
 std::uint64_t calibrate_loops_per_ms() {
     std::uint64_t loops = std::uint64_t{1} << 16;
-    double elapsed_ms = 0;
-    while (true) {
+    for (;;) {
         const auto start = Clock::now();
         benchmark::DoNotOptimize(burn(loops));
-        elapsed_ms = ms_since(start);
-        if (elapsed_ms >= 20) break;
+        if (ms_since(start) >= 20) break;
         loops *= 2;
     }
-    for (int i = 0; i < 3; ++i) {
+    std::vector<double> rates;
+    for (int i = 0; i < 5; ++i) {
         const auto start = Clock::now();
         benchmark::DoNotOptimize(burn(loops));
-        elapsed_ms = std::min(elapsed_ms, ms_since(start));
+        rates.push_back(static_cast<double>(loops) / ms_since(start));
     }
-    return static_cast<std::uint64_t>(static_cast<double>(loops) / elapsed_ms);
+    std::sort(rates.begin(), rates.end());
+    return static_cast<std::uint64_t>(rates[rates.size() / 2]);
 }
 
 std::uint64_t loops_per_ms = 0;  // set in main()
 
+/// Burns ~1 ms of CPU per task and returns how long that took in nanoseconds, measured where the
+/// task ran, so that the benchmark can tell slower tasks (a busy machine) from idle workers.
 struct Burner {
     std::uint64_t loops = 0;
-    std::uint64_t f(int seed) const { return burn(loops) + static_cast<std::uint64_t>(seed); }
+    std::int64_t f(int seed) const {
+        const auto start = Clock::now();
+        benchmark::DoNotOptimize(burn(loops) + static_cast<std::uint64_t>(seed));
+        return std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - start).count();
+    }
 };
+using BurnerProcessor = mw::Processor<Burner, &Burner::f>;
 
 void BM_CpuBoundScaling(benchmark::State& state) {
     const auto workers = static_cast<unsigned>(state.range(0));
-    double total_ms = 0;
+    double elapsed_ms = 0;
+    double task_ms = 0;  // sum of the task durations measured inside the tasks
     for (auto _ : state) {
         const auto start = Clock::now();
         bool ok = true;
         {
-            mw::Processor<Burner, &Burner::f> processor{Burner{loops_per_ms},
-                                                        mw::Options{.workers = workers}};
+            BurnerProcessor processor{Burner{loops_per_ms}, mw::Options{.workers = workers}};
             for (int i = 0; i < kCpuTasks; ++i) processor.add(i);
             processor.start();
             processor.wait();
             const auto results = processor.get_results();
             ok = results.size() == static_cast<std::size_t>(kCpuTasks);
-            for (const auto& result : results) ok = ok && result.ok();
+            for (const auto& result : results) {
+                ok = ok && result.ok();
+                if (result.ok()) task_ms += static_cast<double>(result.value()) / 1e6;
+            }
         }
-        total_ms += ms_since(start);
+        elapsed_ms += ms_since(start);
         if (!ok) {
             state.SkipWithError("CPU-bound tasks failed or went missing");
             break;
         }
     }
     state.SetItemsProcessed(state.iterations() * kCpuTasks);
-    const double ideal_ms = static_cast<double>(state.iterations()) * kCpuTasks /
-                            static_cast<double>(std::max(1U, workers));
-    state.counters["efficiency"] = total_ms > 0 ? ideal_ms / total_ms : 0.0;
+    const double tasks = static_cast<double>(state.iterations()) * kCpuTasks;
+    // How long one task took where it ran: ~1 when the machine gives each worker a whole core.
+    state.counters["task_ms"] = tasks > 0 ? task_ms / tasks : 0.0;
+    // Share of the workers' wall time spent inside tasks: 1.0 means no dispatch, fork or
+    // teardown overhead and no idle worker.
+    state.counters["utilization"] =
+        elapsed_ms > 0 ? task_ms / (elapsed_ms * static_cast<double>(std::max(1U, workers))) : 0.0;
 }
 BENCHMARK(BM_CpuBoundScaling)
     ->Arg(0)

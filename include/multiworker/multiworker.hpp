@@ -6,6 +6,7 @@
 #include <multiworker/error.hpp>
 #include <multiworker/options.hpp>
 #include <multiworker/processor.hpp>
+#include <multiworker/progress.hpp>
 #include <multiworker/result.hpp>
 #include <multiworker/serialization.hpp>
 #include <multiworker/task_id.hpp>

@@ -3,11 +3,14 @@
 /// @file
 /// Options: how a Processor runs its tasks.
 
+#include <multiworker/progress.hpp>
+
 #include <spdlog/common.h>
 #include <spdlog/logger.h>
 
 #include <chrono>
 #include <cstddef>
+#include <functional>
 #include <memory>
 #include <string>
 #include <thread>
@@ -69,6 +72,23 @@ struct Options {
     /// How long stop() and the destructor let running tasks finish before the
     /// workers still alive are killed with SIGKILL.
     std::chrono::milliseconds stop_timeout{10'000};
+
+    /// Called in the parent, from a thread of its own, with the run's progress:
+    /// at most once per progress_interval, only when something changed, and
+    /// once more at stop(). Must not call back into the Processor's stop().
+    std::function<void(const Progress&)> on_progress{};
+
+    /// Draws a progress bar on stderr (a plain line every few seconds when
+    /// stderr is not a terminal).
+    bool progress_bar = false;
+
+    /// How often progress is reported at most.
+    std::chrono::milliseconds progress_interval{200};
+
+    /// Index of a worker that, right after it is forked, waits for a debugger
+    /// to attach (or for SIGCONT) before it takes any task; -1: none. The
+    /// environment variable MULTIWORKER_DEBUG_WORKER, if set, overrides it.
+    int debug_worker = -1;
 };
 
 }  // namespace multiworker

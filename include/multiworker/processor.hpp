@@ -8,6 +8,7 @@
 #include <multiworker/detail/forked_backend.hpp>
 #include <multiworker/detail/inprocess_backend.hpp>
 #include <multiworker/detail/method_traits.hpp>
+#include <multiworker/detail/progress_reporter.hpp>
 #include <multiworker/options.hpp>
 #include <multiworker/result.hpp>
 #include <multiworker/task_id.hpp>
@@ -16,6 +17,7 @@
 #include <spdlog/spdlog.h>
 
 #include <atomic>
+#include <cstdlib>
 #include <exception>
 #include <chrono>
 #include <functional>
@@ -123,10 +125,10 @@ private:
 public:
     /// Takes the object every worker will copy. Nothing runs until start().
     explicit Processor(T object, Options options = {})
-        : object_{std::move(object)}, options_{std::move(options)} {
+        : object_{std::move(object)}, options_{with_environment(std::move(options))} {
         detail::TaskRunner runner = [this](std::span<const char> arguments) { return run_task(arguments); };
         if (options_.workers == 0) {
-            backend_ = std::make_unique<detail::InProcessBackend>(mailbox_, std::move(runner));
+            backend_ = std::make_unique<detail::InProcessBackend>(mailbox_, std::move(runner), worker_hooks());
         } else {
             backend_ = std::make_unique<detail::ForkedBackend>(options_, mailbox_, std::move(runner), worker_hooks(),
                                                                detail::log_destinations(options_));
@@ -180,6 +182,7 @@ public:
         if (stopped_) throw std::logic_error{"multiworker::Processor::start() called after stop()"};
         started_ = true;
         backend_->start();
+        start_progress_reports();
     }
 
     /// True once every added task has a result (waiting or taken) or was
@@ -233,6 +236,7 @@ public:
         if (stopped_) return;
         stopped_ = true;
         backend_->stop(options_.stop_timeout);
+        if (progress_) progress_->stop();
     }
 
     /// Like stop(), but kills the workers at once: running tasks get
@@ -241,6 +245,7 @@ public:
         if (stopped_) return;
         stopped_ = true;
         backend_->stop(std::chrono::milliseconds{0});
+        if (progress_) progress_->stop();
     }
 
     /// The pids of the worker processes alive now (empty in-process, before
@@ -255,6 +260,24 @@ public:
     [[nodiscard]] const T& object() const noexcept { return object_; }
 
 private:
+    static Options with_environment(Options options) {
+        if (const char* debug = std::getenv("MULTIWORKER_DEBUG_WORKER"); debug != nullptr && *debug != '\0') {
+            options.debug_worker = std::atoi(debug);
+        }
+        return options;
+    }
+
+    void start_progress_reports() {
+        if (!options_.on_progress && !options_.progress_bar) return;
+        auto callback = [user = options_.on_progress, bar = options_.progress_bar ? std::optional<detail::ProgressBar>{std::in_place}
+                                                                                : std::nullopt](const Progress& progress) mutable {
+            if (user) user(progress);
+            if (bar) (*bar)(progress);
+        };
+        progress_ = std::make_unique<detail::ProgressReporter>(mailbox_, std::move(callback), options_.progress_interval);
+        progress_->start();
+    }
+
     // T's optional per-worker hooks, e.g. to open and close a connection.
     detail::WorkerHooks worker_hooks() {
         detail::WorkerHooks hooks;
@@ -324,6 +347,7 @@ private:
     Options options_;
     detail::ResultMailbox mailbox_;
     std::unique_ptr<detail::ExecutionBackend> backend_;
+    std::unique_ptr<detail::ProgressReporter> progress_;
     std::atomic<std::uint64_t> next_id_{1};
     bool started_ = false;
     bool stopped_ = false;

@@ -107,7 +107,11 @@ public:
         {
             std::lock_guard lock{mutex_};
             settled_ += results.size();
-            for (auto& result : results) results_.push_back(std::move(result));
+            delivered_ += results.size();
+            for (auto& result : results) {
+                if (result.outcome.index() != 0) ++failed_;
+                results_.push_back(std::move(result));
+            }
         }
         results.clear();
         changed_.notify_all();
@@ -119,8 +123,20 @@ public:
         {
             std::lock_guard lock{mutex_};
             settled_ += count;
+            cancelled_ += count;
         }
         changed_.notify_all();
+    }
+
+    /// Counts for progress reports: (added - cancelled, delivered, failed).
+    struct Counts {
+        std::uint64_t total;
+        std::uint64_t delivered;
+        std::uint64_t failed;
+    };
+    [[nodiscard]] Counts counts() const {
+        std::lock_guard lock{mutex_};
+        return Counts{added_ - cancelled_, delivered_, failed_};
     }
 
     [[nodiscard]] bool done() const {
@@ -162,7 +178,10 @@ private:
     std::condition_variable changed_;
     std::deque<RawResult> results_;
     std::uint64_t added_ = 0;
-    std::uint64_t settled_ = 0;
+    std::uint64_t settled_ = 0;  // delivered or cancelled
+    std::uint64_t delivered_ = 0;
+    std::uint64_t cancelled_ = 0;
+    std::uint64_t failed_ = 0;
 };
 
 /// An execution strategy. Calls come from user threads; implementations

@@ -215,6 +215,7 @@ private:
                 .claimed = &worker.slot->claimed,
                 .started_ns = &worker.slot->started_ns,
                 .max_message_bytes = options_.max_message_bytes,
+                .wait_for_debugger = options_.debug_worker == worker.index,
             };
             worker.receiving.emplace(options_.max_message_bytes);
         }

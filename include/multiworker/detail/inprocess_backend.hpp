@@ -2,7 +2,8 @@
 
 // In-process execution: every task runs in the calling thread, on the
 // Processor's own object. No fork, no shared memory, so the method can be
-// unit-tested and stepped through in a debugger. Arguments and results still
+// unit-tested and stepped through in a debugger. The worker hooks run too:
+// on_worker_start in start(), on_worker_exit in stop(). Arguments and results still
 // go through the same encoding as in worker processes, so a type that does not
 // serialize fails the same way in both modes.
 
@@ -17,10 +18,13 @@ namespace multiworker::detail {
 
 class InProcessBackend final : public ExecutionBackend {
 public:
-    InProcessBackend(ResultMailbox& mailbox, TaskRunner runner) : mailbox_{mailbox}, runner_{std::move(runner)} {}
+    InProcessBackend(ResultMailbox& mailbox, TaskRunner runner, WorkerHooks hooks)
+        : mailbox_{mailbox}, runner_{std::move(runner)}, hooks_{std::move(hooks)} {}
 
-    /// Runs the tasks added so far, in order.
+    /// Calls the start hook, then runs the tasks added so far, in order. A
+    /// start hook that throws fails start() itself: there is no other worker.
     void start() override {
+        if (hooks_.on_start) hooks_.on_start();
         started_ = true;
         while (!queued_.empty()) {
             auto [id, arguments] = std::move(queued_.front());
@@ -45,7 +49,11 @@ public:
         return count;
     }
 
-    void stop(std::chrono::milliseconds /*grace*/) override { cancel(); }
+    void stop(std::chrono::milliseconds /*grace*/) override {
+        cancel();
+        if (started_ && hooks_.on_exit) hooks_.on_exit();
+        started_ = false;
+    }
 
     [[nodiscard]] std::vector<pid_t> worker_pids() const override { return {}; }
 
@@ -65,6 +73,7 @@ private:
 
     ResultMailbox& mailbox_;
     TaskRunner runner_;
+    WorkerHooks hooks_;
     std::deque<std::pair<TaskId, Bytes>> queued_;
     bool started_ = false;
 };

@@ -28,6 +28,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <csignal>
 #include <cstdio>
 #include <memory>
 
@@ -92,6 +93,7 @@ struct WorkerEndpoints {
     std::atomic<std::uint64_t>* claimed = nullptr;
     std::atomic<std::int64_t>* started_ns = nullptr;
     std::size_t max_message_bytes = 0;
+    bool wait_for_debugger = false;  // Options::debug_worker names this worker
 };
 
 class WorkerLoop {
@@ -169,6 +171,41 @@ private:
     FrameReader reader_;
 };
 
+/// Set by SIGCONT while a worker waits for a debugger.
+inline volatile std::sig_atomic_t debugger_wait_released = 0;
+
+/// True once a debugger (any tracer) is attached to this process.
+inline bool debugger_attached() {
+    std::FILE* status = std::fopen("/proc/self/status", "r");
+    if (status == nullptr) return false;
+    char line[256];
+    long tracer = 0;
+    while (std::fgets(line, sizeof line, status) != nullptr) {
+        if (std::sscanf(line, "TracerPid: %ld", &tracer) == 1) break;
+    }
+    std::fclose(status);
+    return tracer != 0;
+}
+
+/// Parks a freshly forked worker until a debugger attaches or SIGCONT arrives.
+inline void wait_for_debugger(const WorkerEndpoints& endpoints) {
+    struct sigaction release{};
+    struct sigaction previous{};
+    release.sa_handler = [](int) { debugger_wait_released = 1; };
+    sigemptyset(&release.sa_mask);
+    ::sigaction(SIGCONT, &release, &previous);
+    const pid_t pid = ::getpid();
+    spdlog::warn("waiting for a debugger: gdb -p {} (or let it go on: kill -CONT {})", pid, pid);
+    std::fprintf(stderr, "multiworker: worker %d (pid %d) waiting for a debugger: gdb -p %d (or let it go on: kill -CONT %d)\n",
+                 endpoints.index, pid, pid, pid);
+    while (debugger_wait_released == 0 && !debugger_attached()) {
+        ::usleep(50'000);
+        if (::getppid() != endpoints.parent_pid) ::_exit(0);
+    }
+    ::sigaction(SIGCONT, &previous, nullptr);
+    spdlog::info("no longer waiting for a debugger");
+}
+
 /// Exit status of a worker that could not start (its on_worker_start threw, say).
 inline constexpr int worker_start_failed_status = 70;
 
@@ -189,6 +226,7 @@ inline constexpr int worker_start_failed_status = 70;
         install_worker_loggers(log_fd, log_level, inherited);
         logging_ready = true;
         install_crash_reporter(log_fd);
+        if (endpoints.wait_for_debugger) wait_for_debugger(endpoints);
         if (hooks.on_start) hooks.on_start();
         started = true;
         spdlog::debug("worker {} started", endpoints.index);

@@ -1,0 +1,101 @@
+#pragma once
+
+// Reports progress from a thread of its own, so that a slow callback or a
+// slow terminal never delays the supervisor or the caller.
+
+#include <multiworker/detail/backend.hpp>
+#include <multiworker/progress.hpp>
+
+#include <unistd.h>
+
+#include <chrono>
+#include <condition_variable>
+#include <cstdio>
+#include <functional>
+#include <mutex>
+#include <string>
+#include <thread>
+
+namespace multiworker::detail {
+
+/// Draws Options::progress_bar on stderr: a bar redrawn in place on a
+/// terminal, a plain line every few seconds otherwise (logs, CI).
+class ProgressBar {
+public:
+    ProgressBar() : terminal_{::isatty(STDERR_FILENO) == 1} {}
+
+    void operator()(const Progress& progress) {
+        const auto now = std::chrono::steady_clock::now();
+        if (terminal_) {
+            std::fprintf(stderr, "\r%s\033[K%s", format_progress(progress, 30).c_str(), progress.finished() ? "\n" : "");
+        } else if (progress.finished() || now - last_line_ >= std::chrono::seconds{2}) {
+            std::fprintf(stderr, "progress: %s\n", format_progress(progress, 0).c_str());
+            last_line_ = now;
+        }
+        std::fflush(stderr);
+    }
+
+private:
+    bool terminal_;
+    std::chrono::steady_clock::time_point last_line_{};
+};
+
+class ProgressReporter {
+public:
+    using Callback = std::function<void(const Progress&)>;
+
+    ProgressReporter(const ResultMailbox& mailbox, Callback callback, std::chrono::milliseconds interval)
+        : mailbox_{mailbox}, callback_{std::move(callback)}, interval_{interval} {}
+    ProgressReporter(const ProgressReporter&) = delete;
+    ProgressReporter& operator=(const ProgressReporter&) = delete;
+    ~ProgressReporter() { stop(); }
+
+    void start() {
+        started_at_ = std::chrono::steady_clock::now();
+        thread_ = std::thread{[this] { run(); }};
+    }
+
+    /// Sends a last report if anything changed since the previous one, and ends the thread.
+    void stop() {
+        if (!thread_.joinable()) return;
+        {
+            std::lock_guard lock{mutex_};
+            stopping_ = true;
+        }
+        wake_.notify_all();
+        thread_.join();
+    }
+
+private:
+    void run() {
+        std::unique_lock lock{mutex_};
+        for (;;) {
+            const bool stopping = wake_.wait_for(lock, interval_, [this] { return stopping_; });
+            lock.unlock();
+            report_if_changed();
+            lock.lock();
+            if (stopping) return;
+        }
+    }
+
+    void report_if_changed() {
+        const ResultMailbox::Counts counts = mailbox_.counts();
+        if (reported_ && counts.total == last_.total && counts.delivered == last_.delivered) return;
+        reported_ = true;
+        last_ = counts;
+        callback_(Progress{counts.total, counts.delivered, counts.failed, std::chrono::steady_clock::now() - started_at_});
+    }
+
+    const ResultMailbox& mailbox_;
+    Callback callback_;
+    std::chrono::milliseconds interval_;
+    std::chrono::steady_clock::time_point started_at_{};
+    std::mutex mutex_;
+    std::condition_variable wake_;
+    bool stopping_ = false;
+    bool reported_ = false;
+    ResultMailbox::Counts last_{};
+    std::thread thread_;
+};
+
+}  // namespace multiworker::detail
