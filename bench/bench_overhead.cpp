@@ -95,8 +95,7 @@ struct Phases {
 /// wait(), get_results() (checked by `check`), destroy. With `start_first`, start() comes right
 /// after construction so that tasks are added to running workers. Returns `check`'s verdict.
 template <class P, class Object, class AddAll, class Check>
-bool timed_batch(Phases& phases, bool start_first, Object object, unsigned workers,
-                 AddAll&& add_all, Check&& check) {
+bool timed_batch(Phases& phases, bool start_first, Object object, unsigned workers, AddAll&& add_all, Check&& check) {
     bool ok = true;
     Clock::time_point teardown_start;
     {
@@ -132,8 +131,7 @@ template <class Results>
 bool check_count(benchmark::State& state, const Results& results, int count) {
     if (results.size() == static_cast<std::size_t>(count)) return true;
     state.SkipWithError(
-        ("expected " + std::to_string(count) + " results, got " + std::to_string(results.size()))
-            .c_str());
+        ("expected " + std::to_string(count) + " results, got " + std::to_string(results.size())).c_str());
     return false;
 }
 
@@ -170,9 +168,9 @@ void trivial_throughput(benchmark::State& state, bool start_first) {
     const auto workers = static_cast<unsigned>(state.range(0));
     Phases phases;
     for (auto _ : state) {
-        const bool ok = timed_batch<IncProcessor>(
-            phases, start_first, Inc{}, workers, add_inc_tasks,
-            [&state](const auto& results) { return check_inc_results(state, results); });
+        const bool ok =
+            timed_batch<IncProcessor>(phases, start_first, Inc{}, workers, add_inc_tasks,
+                                      [&state](const auto& results) { return check_inc_results(state, results); });
         if (!ok) break;
     }
     state.SetItemsProcessed(state.iterations() * kTasks);
@@ -182,12 +180,7 @@ void trivial_throughput(benchmark::State& state, bool start_first) {
 void BM_TrivialThroughput(benchmark::State& state) {
     trivial_throughput(state, false);
 }
-BENCHMARK(BM_TrivialThroughput)
-    ->Arg(1)
-    ->Arg(2)
-    ->Iterations(5)
-    ->UseRealTime()
-    ->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_TrivialThroughput)->Arg(1)->Arg(2)->Iterations(5)->UseRealTime()->Unit(benchmark::kMillisecond);
 
 void BM_TrivialThroughputStartedFirst(benchmark::State& state) {
     trivial_throughput(state, true);
@@ -210,12 +203,7 @@ void BM_TrivialThroughputSteady(benchmark::State& state) {
     }
     state.SetItemsProcessed(state.iterations() * kTasks);
 }
-BENCHMARK(BM_TrivialThroughputSteady)
-    ->Arg(1)
-    ->Arg(2)
-    ->Iterations(5)
-    ->UseRealTime()
-    ->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_TrivialThroughputSteady)->Arg(1)->Arg(2)->Iterations(5)->UseRealTime()->Unit(benchmark::kMillisecond);
 
 // ----- strings -----
 
@@ -257,18 +245,13 @@ BENCHMARK(BM_StringThroughput)->Iterations(5)->UseRealTime()->Unit(benchmark::kM
 /// wake-up latencies have long tails that the mean ("Time") hides.
 class Percentiles {
 public:
-    explicit Percentiles(benchmark::State& state) {
-        samples_.reserve(static_cast<std::size_t>(state.max_iterations));
-    }
-    void add(Clock::duration sample) {
-        samples_.push_back(std::chrono::duration<double, std::micro>(sample).count());
-    }
+    explicit Percentiles(benchmark::State& state) { samples_.reserve(static_cast<std::size_t>(state.max_iterations)); }
+    void add(Clock::duration sample) { samples_.push_back(std::chrono::duration<double, std::micro>(sample).count()); }
     void report(benchmark::State& state) {
         if (samples_.empty()) return;
         std::sort(samples_.begin(), samples_.end());
         const auto at = [this](double fraction) {
-            return samples_[static_cast<std::size_t>(fraction *
-                                                     static_cast<double>(samples_.size() - 1))];
+            return samples_[static_cast<std::size_t>(fraction * static_cast<double>(samples_.size() - 1))];
         };
         state.counters["p50_us"] = at(0.50);
         state.counters["p99_us"] = at(0.99);
@@ -364,8 +347,7 @@ void BM_LargeResult(benchmark::State& state) {
     for (auto _ : state) {
         processor.add(kLargeBytes);
         const auto result = processor.pop_result();
-        if (!result || !result->ok() || result->value().size() != kLargeBytes ||
-            result->value().back() != 'x') {
+        if (!result || !result->ok() || result->value().size() != kLargeBytes || result->value().back() != 'x') {
             state.SkipWithError("the large result is missing or wrong");
             break;
         }
@@ -453,13 +435,7 @@ void BM_CpuBoundScaling(benchmark::State& state) {
     state.counters["utilization"] =
         elapsed_ms > 0 ? task_ms / (elapsed_ms * static_cast<double>(std::max(1U, workers))) : 0.0;
 }
-BENCHMARK(BM_CpuBoundScaling)
-    ->Arg(0)
-    ->Arg(1)
-    ->Arg(2)
-    ->Iterations(3)
-    ->UseRealTime()
-    ->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_CpuBoundScaling)->Arg(0)->Arg(1)->Arg(2)->Iterations(3)->UseRealTime()->Unit(benchmark::kMillisecond);
 
 }  // namespace
 

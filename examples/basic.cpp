@@ -26,8 +26,7 @@ public:
                                                     "film ",  "star ",  "blonde ",  "hollywood "};
             unsigned x = 1;  // a fixed-seed generator: every worker builds the same 30-word texts
             for (int i = 0; i < documents; ++i)
-                for (int w = 0; w < 30; ++w, x = x * 1103515245u + 12345u)
-                    corpus_[document(i)] += words[(x >> 16) % 8];
+                for (int w = 0; w < 30; ++w, x = x * 1103515245u + 12345u) corpus_[document(i)] += words[(x >> 16) % 8];
             spdlog::info("built a corpus of {} documents", corpus_.size());
         }
         const bool found = corpus_.at(name).find(phrase) != std::string::npos;
@@ -71,16 +70,14 @@ int main() {
     // The state persisted: at most one corpus build per worker, not one per call.
     std::ifstream log{log_file};
     int builds = 0;
-    for (std::string line; std::getline(log, line);)
-        builds += line.find("built a corpus") != std::string::npos;
+    for (std::string line; std::getline(log, line);) builds += line.find("built a corpus") != std::string::npos;
     std::filesystem::remove(log_file);
 
     std::sort(matches.begin(), matches.end());
     for (auto& m : matches) std::cout << m << ' ';
     std::cout << '\n'
-              << matches.size() << " of " << results.size() << " documents match; " << builds
-              << " corpus builds for " << names.size() << " calls\n";
-    const bool ok = results.size() == names.size() && failed == 0 && matches == expected &&
-                    builds >= 1 && builds <= 5;
+              << matches.size() << " of " << results.size() << " documents match; " << builds << " corpus builds for "
+              << names.size() << " calls\n";
+    const bool ok = results.size() == names.size() && failed == 0 && matches == expected && builds >= 1 && builds <= 5;
     return ok ? 0 : 1;
 }

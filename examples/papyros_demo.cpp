@@ -48,8 +48,7 @@ double seconds_since(std::chrono::steady_clock::time_point start) {
 // Runs Method over the inputs with a Processor of `workers` workers and returns the values in the
 // order of the inputs (results arrive in completion order, so they are placed by TaskId).
 template <auto Method, class Job, class Input>
-auto run_processor(const Job& job, const std::vector<Input>& inputs, unsigned workers,
-                   bool one_by_one) {
+auto run_processor(const Job& job, const std::vector<Input>& inputs, unsigned workers, bool one_by_one) {
     multiworker::Processor<Job, Method> p{job, {.workers = workers}};
     std::map<multiworker::TaskId, std::size_t> position;
     for (std::size_t i = 0; i < inputs.size(); ++i) position[p.add(inputs[i])] = i;
@@ -74,8 +73,7 @@ auto run_processor(const Job& job, const std::vector<Input>& inputs, unsigned wo
 // One line of the report; false when the results differ from the serial loop's. The serial loop
 // itself passes serial_seconds = 0.
 bool report(const std::string& how, double seconds, double serial_seconds = 0, bool same = true) {
-    std::cout << std::fixed << std::setprecision(3) << "  " << std::left << std::setw(24) << how
-              << seconds << " s";
+    std::cout << std::fixed << std::setprecision(3) << "  " << std::left << std::setw(24) << how << seconds << " s";
     if (serial_seconds > 0) {
         std::cout << "   speed-up " << std::setprecision(2) << serial_seconds / seconds << "x   "
                   << (same ? "same results as the serial loop" : "DIFFERENT RESULTS");
@@ -89,8 +87,7 @@ int main() try {
     // runs up to p, so the serial loop takes well under a second on one core.
     std::vector<std::uint64_t> numbers;
     for (std::uint64_t i = 0; i < 16; ++i)
-        numbers.push_back((i + 2) * next_prime(12'000'000 + i * 1'000'000) *
-                          next_prime(1'000'000'000 + i * 7'919));
+        numbers.push_back((i + 2) * next_prime(12'000'000 + i * 1'000'000) * next_prime(1'000'000'000 + i * 7'919));
     const PrimeFactors factors;
     for (std::uint64_t n : {numbers.front(), numbers.back()}) {
         std::cout << n << " =";
@@ -118,8 +115,7 @@ int main() try {
     // debugger), through the same encoding; it must give exactly what the workers gave.
     start = std::chrono::steady_clock::now();
     got_factors = run_processor<&PrimeFactors::factorize>(factors, numbers, 0, true);
-    ok &= report("in-process (workers=0)", seconds_since(start), serial_factor_s,
-                 got_factors == serial_factors);
+    ok &= report("in-process (workers=0)", seconds_since(start), serial_factor_s, got_factors == serial_factors);
 
     std::cout << "slow square root (sleeps 50 ms), " << squares.size() << " numbers:\n";
     const SlowSqrt slow_sqrt;

@@ -28,7 +28,7 @@ struct Point {
 
     template <class Archive>
     void serialize(Archive& archive, unsigned /*version*/) {
-        archive & x & label & weights;
+        archive& x& label& weights;
     }
 };
 
@@ -57,9 +57,8 @@ TEST_CASE("standard containers, tuples and user structs round-trip") {
     const std::tuple<int, std::string, double> tuple{3, "three", 3.5};
     const Point point{7, "seven", {0.5, 1.5}};
     const std::optional<std::string> maybe{"here"};
-    const auto [s, v, m, p, t, pt, o] =
-        round_trip(std::string{"hello"}, std::vector<int>{1, 2, 3}, counts,
-                   std::pair<std::string, bool>{"x", true}, tuple, point, maybe);
+    const auto [s, v, m, p, t, pt, o] = round_trip(std::string{"hello"}, std::vector<int>{1, 2, 3}, counts,
+                                                   std::pair<std::string, bool>{"x", true}, tuple, point, maybe);
     CHECK(s == "hello");
     CHECK(v == std::vector<int>{1, 2, 3});
     CHECK(m == counts);
@@ -96,8 +95,7 @@ TEST_CASE("truncated, padded and garbage archives are rejected") {
     SECTION("trailing bytes") {
         Bytes padded = bytes;
         padded.push_back('!');
-        CHECK_THROWS_WITH((decode_values<std::string, std::vector<int>>(padded)),
-                          Catch::Contains("trailing"));
+        CHECK_THROWS_WITH((decode_values<std::string, std::vector<int>>(padded)), Catch::Contains("trailing"));
     }
     SECTION("a length field claiming more than there is") {
         Bytes corrupt = bytes;

@@ -50,13 +50,19 @@ struct Task {
     enum Action { succeed, segfault, abort_process, exit_process, hang, throw_error };
     int run(int action, int value) const {
         switch (action) {
-            case segfault: std::raise(SIGSEGV); break;
-            case abort_process: std::abort();
-            case exit_process: std::exit(3);
+            case segfault:
+                std::raise(SIGSEGV);
+                break;
+            case abort_process:
+                std::abort();
+            case exit_process:
+                std::exit(3);
             case hang:
                 for (;;) std::this_thread::sleep_for(1s);
-            case throw_error: throw std::runtime_error{"thrown"};
-            default: break;
+            case throw_error:
+                throw std::runtime_error{"thrown"};
+            default:
+                break;
         }
         burn(100);
         return value;
@@ -120,7 +126,8 @@ private:
 /// A counter in shared memory that forked workers can increment.
 struct SharedCounter {
     SharedCounter() {
-        void* memory = ::mmap(nullptr, sizeof(std::atomic<int>), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+        void* memory =
+            ::mmap(nullptr, sizeof(std::atomic<int>), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
         REQUIRE(memory != MAP_FAILED);
         value = new (memory) std::atomic<int>{0};
     }
@@ -146,10 +153,11 @@ TEST_CASE("torture: workers SIGKILLed every few milliseconds lose no task") {
     const double seconds = std::chrono::duration<double>(Clock::now() - began).count();
     const auto results = processor.get_results();
     Tally counts = tally(results, added);
-    std::printf("torture (retries=%u): %zu kills, %d tasks, %zu results (%zu ok, %zu worker_died), %zu lost, "
-                "%zu duplicated, %.2f s\n",
-                retries, kills, tasks, results.size(), counts.ok, counts.errors[ErrorKind::worker_died], counts.lost,
-                counts.duplicated, seconds);
+    std::printf(
+        "torture (retries=%u): %zu kills, %d tasks, %zu results (%zu ok, %zu worker_died), %zu lost, "
+        "%zu duplicated, %.2f s\n",
+        retries, kills, tasks, results.size(), counts.ok, counts.errors[ErrorKind::worker_died], counts.lost,
+        counts.duplicated, seconds);
     CHECK(kills >= 100);
     CHECK(counts.lost == 0);
     CHECK(counts.duplicated == 0);
@@ -303,7 +311,8 @@ TEST_CASE("max_tasks_per_worker recycles after exactly that many tasks") {
 TEST_CASE("worker hooks run in every worker, a failing start hook fails tasks instead of hanging") {
     test_support::Watchdog watchdog{60s};
     std::ostringstream captured;
-    auto logger = std::make_shared<spdlog::logger>("capture", std::make_shared<spdlog::sinks::ostream_sink_mt>(captured));
+    auto logger =
+        std::make_shared<spdlog::logger>("capture", std::make_shared<spdlog::sinks::ostream_sink_mt>(captured));
     struct Connection {
         bool open = false;
         bool fail_start = false;
@@ -317,7 +326,7 @@ TEST_CASE("worker hooks run in every worker, a failing start hook fails tasks in
     SECTION("hooks") {
         {
             multiworker::Processor<Connection, &Connection::is_open> processor{Connection{},
-                                                                              {.workers = 3, .logger = logger}};
+                                                                               {.workers = 3, .logger = logger}};
             for (int i = 0; i < 30; ++i) processor.add(i);
             processor.start();
             processor.wait();
@@ -325,14 +334,15 @@ TEST_CASE("worker hooks run in every worker, a failing start hook fails tasks in
         }
         std::size_t closes = 0;
         const std::string text = captured.str();
-        for (auto at = text.find("closing connection"); at != std::string::npos; at = text.find("closing connection", at + 1)) {
+        for (auto at = text.find("closing connection"); at != std::string::npos;
+             at = text.find("closing connection", at + 1)) {
             ++closes;
         }
         CHECK(closes == 3);
     }
     SECTION("a start hook that throws") {
         multiworker::Processor<Connection, &Connection::is_open> processor{Connection{.fail_start = true},
-                                                                          {.workers = 2, .logger = logger}};
+                                                                           {.workers = 2, .logger = logger}};
         for (int i = 0; i < 5; ++i) processor.add(i);
         processor.start();
         processor.wait();
@@ -346,7 +356,8 @@ TEST_CASE("worker hooks run in every worker, a failing start hook fails tasks in
 TEST_CASE("a worker killed by a fatal signal logs its stack trace") {
     test_support::Watchdog watchdog{60s};
     std::ostringstream captured;
-    auto logger = std::make_shared<spdlog::logger>("capture", std::make_shared<spdlog::sinks::ostream_sink_mt>(captured));
+    auto logger =
+        std::make_shared<spdlog::logger>("capture", std::make_shared<spdlog::sinks::ostream_sink_mt>(captured));
     {
         TaskProcessor processor{Task{}, {.workers = 1, .logger = logger}};
         processor.add(Task::segfault, 0);
@@ -361,7 +372,8 @@ TEST_CASE("a worker killed by a fatal signal logs its stack trace") {
 
 TEST_CASE("a parent thread logging hard while workers die and respawn does not deadlock") {
     test_support::Watchdog watchdog{100s, "log while respawning"};
-    const auto path = std::filesystem::temp_directory_path() / ("multiworker-respawn-" + std::to_string(::getpid()) + ".log");
+    const auto path =
+        std::filesystem::temp_directory_path() / ("multiworker-respawn-" + std::to_string(::getpid()) + ".log");
     auto previous = spdlog::default_logger();
     spdlog::set_default_logger(
         std::make_shared<spdlog::logger>("parent", std::make_shared<spdlog::sinks::basic_file_sink_mt>(path.string())));
@@ -406,7 +418,8 @@ TEST_CASE("a parent killed with SIGKILL leaves no worker alive a second later") 
     std::vector<pid_t> workers(4);
     std::size_t got = 0;
     while (got < workers.size() * sizeof(pid_t)) {
-        const ssize_t n = ::read(report[0], reinterpret_cast<char*>(workers.data()) + got, workers.size() * sizeof(pid_t) - got);
+        const ssize_t n =
+            ::read(report[0], reinterpret_cast<char*>(workers.data()) + got, workers.size() * sizeof(pid_t) - got);
         REQUIRE(n > 0);
         got += static_cast<std::size_t>(n);
     }

@@ -35,13 +35,21 @@ struct Faulty {
 
     std::pair<int, int> act(int action, int value) const {
         switch (action) {
-            case throw_std: throw std::out_of_range{"value " + std::to_string(value) + " out of range"};
-            case throw_custom: throw ParseError{"cannot parse"};
-            case throw_int: throw 42;
-            case abort_process: std::abort();
-            case exit_process: std::exit(3);
-            case segfault: std::raise(SIGSEGV); break;
-            default: break;
+            case throw_std:
+                throw std::out_of_range{"value " + std::to_string(value) + " out of range"};
+            case throw_custom:
+                throw ParseError{"cannot parse"};
+            case throw_int:
+                throw 42;
+            case abort_process:
+                std::abort();
+            case exit_process:
+                std::exit(3);
+            case segfault:
+                std::raise(SIGSEGV);
+                break;
+            default:
+                break;
         }
         return {value, static_cast<int>(::getpid())};
     }
@@ -96,7 +104,8 @@ TEST_CASE("a throwing method yields an error naming the exception, and the worke
         CHECK(error.message() == "value 2 out of range");
         CHECK(error.worker_index() == 0);
         CHECK(error.worker_pid() == results[0].value().second);
-        CHECK_THAT(error.what(), Catch::Contains("threw std::out_of_range") && Catch::Contains("value 2 out of range") &&
+        CHECK_THAT(error.what(), Catch::Contains("threw std::out_of_range") &&
+                                     Catch::Contains("value 2 out of range") &&
                                      Catch::Contains("worker 0 (pid " + std::to_string(error.worker_pid()) + ")"));
         CHECK_THROWS_WITH(results[1].value(), Catch::Contains("value 2 out of range"));
 
@@ -162,13 +171,14 @@ TEST_CASE("a result that fails to decode becomes a bad_message error") {
     for (unsigned workers : {0u, 1u}) {
         test_support::Watchdog watchdog{60s};
         multiworker::Processor<MakesUnloadable, &MakesUnloadable::make> processor{MakesUnloadable{},
-                                                                                {.workers = workers}};
+                                                                                  {.workers = workers}};
         processor.add(1);
         processor.start();
         auto result = processor.pop_result(30s);
         REQUIRE(result);
         REQUIRE_FALSE(result->ok());
         CHECK(result->error().kind() == ErrorKind::bad_message);
-        CHECK_THAT(result->error().what(), Catch::Contains("could not be decoded") && Catch::Contains("refusing to load"));
+        CHECK_THAT(result->error().what(),
+                   Catch::Contains("could not be decoded") && Catch::Contains("refusing to load"));
     }
 }

@@ -38,8 +38,9 @@ struct Chatty {
 
 /// A file path unique to this test process, removed when the guard dies.
 struct TempFile {
-    std::filesystem::path path = std::filesystem::temp_directory_path() /
-                                 ("multiworker-test-" + std::to_string(::getpid()) + "-" + std::to_string(counter++) + ".log");
+    std::filesystem::path path =
+        std::filesystem::temp_directory_path() /
+        ("multiworker-test-" + std::to_string(::getpid()) + "-" + std::to_string(counter++) + ".log");
     ~TempFile() { std::filesystem::remove(path); }
     static inline int counter = 0;
 };
@@ -126,7 +127,8 @@ TEST_CASE("forking while parent threads log hard does not deadlock the workers")
         });
     }
     std::ostringstream captured;
-    auto logger = std::make_shared<spdlog::logger>("capture", std::make_shared<spdlog::sinks::ostream_sink_mt>(captured));
+    auto logger =
+        std::make_shared<spdlog::logger>("capture", std::make_shared<spdlog::sinks::ostream_sink_mt>(captured));
     constexpr int rounds = 20;
     int finished = 0;
     for (int round = 0; round < rounds; ++round) {

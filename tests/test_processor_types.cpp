@@ -60,9 +60,7 @@ enum class Parity { even, odd };
 
 struct Text {
     std::string prefix = ">";
-    std::string join(const std::string& a, std::string b) const {
-        return prefix + a + "+" + b;
-    }
+    std::string join(const std::string& a, std::string b) const { return prefix + a + "+" + b; }
     std::pair<std::string, bool> contains(const std::string& haystack, const std::string& needle) const {
         return {haystack, haystack.find(needle) != std::string::npos};
     }
@@ -89,7 +87,7 @@ struct Measurement {
     bool operator==(const Measurement&) const = default;
     template <class Archive>
     void serialize(Archive& archive, unsigned /*version*/) {
-        archive & name & samples;
+        archive& name& samples;
     }
 };
 
@@ -138,9 +136,8 @@ TEST_CASE("strings, pairs and enums") {
 TEST_CASE("the object's state travels with it") {
     Text text;
     text.prefix = "custom:";
-    check_both_modes<Text, &Text::join>(
-        text, std::vector<std::tuple<std::string, std::string>>{{"a", "b"}},
-        std::vector<std::string>{"custom:a+b"});
+    check_both_modes<Text, &Text::join>(text, std::vector<std::tuple<std::string, std::string>>{{"a", "b"}},
+                                        std::vector<std::string>{"custom:a+b"});
 }
 
 TEST_CASE("vectors, maps and tuples") {
@@ -172,15 +169,15 @@ TEST_CASE("rvalue-reference parameters receive the decoded value") {
 
 TEST_CASE("void methods report success and failure") {
     for (unsigned workers : {0u, 2u}) {
-        const auto recorded = run_tasks<Recorder, &Recorder::record>(Recorder{}, workers,
-                                                                     std::vector<std::tuple<int>>{{1}, {2}});
+        const auto recorded =
+            run_tasks<Recorder, &Recorder::record>(Recorder{}, workers, std::vector<std::tuple<int>>{{1}, {2}});
         REQUIRE(recorded.size() == 2);
         for (const auto& result : recorded) {
             CHECK(result.ok());
             CHECK_NOTHROW(result.value());
         }
-        const auto rejected = run_tasks<Recorder, &Recorder::reject>(Recorder{}, workers,
-                                                                     std::vector<std::tuple<int>>{{1}, {-1}});
+        const auto rejected =
+            run_tasks<Recorder, &Recorder::reject>(Recorder{}, workers, std::vector<std::tuple<int>>{{1}, {-1}});
         REQUIRE(rejected.size() == 2);
         CHECK(rejected[0].ok());
         REQUIRE_FALSE(rejected[1].ok());

@@ -31,19 +31,21 @@ TEST_CASE("the progress callback sees the counts grow to the total, at a bounded
     std::vector<multiworker::Progress> reports;
     const auto began = std::chrono::steady_clock::now();
     {
-        multiworker::Processor<Slow, &Slow::run> processor{
-            Slow{}, {.workers = workers,
-                     .on_progress = [&](const multiworker::Progress& progress) {
-                         std::lock_guard lock{mutex};
-                         reports.push_back(progress);
-                     },
-                     .progress_interval = 50ms}};
+        multiworker::Processor<Slow, &Slow::run> processor{Slow{},
+                                                           {.workers = workers,
+                                                            .on_progress =
+                                                                [&](const multiworker::Progress& progress) {
+                                                                    std::lock_guard lock{mutex};
+                                                                    reports.push_back(progress);
+                                                                },
+                                                            .progress_interval = 50ms}};
         for (int i = 0; i < 40; ++i) processor.add(10, i % 10 == 3);
         processor.start();
         processor.wait();
         std::this_thread::sleep_for(120ms);  // the reporter notices the last results
     }
-    const double elapsed_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - began).count();
+    const double elapsed_ms =
+        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - began).count();
     std::lock_guard lock{mutex};
     REQUIRE_FALSE(reports.empty());
     CHECK(reports.size() <= static_cast<std::size_t>(elapsed_ms / 50) + 2);

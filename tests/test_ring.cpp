@@ -144,9 +144,15 @@ TEST_CASE("invalid frame headers are protocol errors") {
     FrameHeader header{.kind = FrameKind::result, .sequence = 1, .task = 1, .length = 0};
     FrameReader reader{1000};
 
-    SECTION("bad magic") { header.magic = 0xdeadbeef; }
-    SECTION("bad kind") { header.kind = static_cast<FrameKind>(99); }
-    SECTION("length beyond the limit") { header.length = 1001; }
+    SECTION("bad magic") {
+        header.magic = 0xdeadbeef;
+    }
+    SECTION("bad kind") {
+        header.kind = static_cast<FrameKind>(99);
+    }
+    SECTION("length beyond the limit") {
+        header.length = 1001;
+    }
 
     const auto* raw = reinterpret_cast<const char*>(&header);
     REQUIRE(shared.ring.write_some(std::span{raw, sizeof header}) == sizeof header);

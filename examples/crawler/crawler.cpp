@@ -59,12 +59,18 @@ int main(int argc, char** argv) {
     int delay_ms = 80;
     for (int i = 1; i < argc; ++i) {
         const std::string arg = argv[i];
-        if (arg == "--base" && i + 1 < argc) base = argv[++i];
-        else if (arg == "--workers" && i + 1 < argc) workers = static_cast<unsigned>(std::stoul(argv[++i]));
-        else if (arg == "--delay-ms" && i + 1 < argc) delay_ms = std::stoi(argv[++i]);
-        else if (arg == "--serial") serial_only = true;
-        else if (arg == "--progress") progress = true;
-        else return std::fprintf(stderr, "unknown argument %s (see the top of crawler.cpp)\n", arg.c_str()), 2;
+        if (arg == "--base" && i + 1 < argc)
+            base = argv[++i];
+        else if (arg == "--workers" && i + 1 < argc)
+            workers = static_cast<unsigned>(std::stoul(argv[++i]));
+        else if (arg == "--delay-ms" && i + 1 < argc)
+            delay_ms = std::stoi(argv[++i]);
+        else if (arg == "--serial")
+            serial_only = true;
+        else if (arg == "--progress")
+            progress = true;
+        else
+            return std::fprintf(stderr, "unknown argument %s (see the top of crawler.cpp)\n", arg.c_str()), 2;
     }
     std::optional<crawler::YearServer> server;  // without --base: a local stand-in for Wikipedia
     if (base.empty()) base = server.emplace(std::chrono::milliseconds{delay_ms}).base();

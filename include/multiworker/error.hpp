@@ -15,11 +15,11 @@ namespace multiworker {
 
 /// What went wrong with a task.
 enum class ErrorKind {
-    exception,     ///< the method threw; type_name() and message() describe the exception
-    worker_died,   ///< the worker running the task exited or was killed
-    bad_message,   ///< the task's arguments or result could not be decoded
-    no_worker,     ///< the task could not run because no worker was left alive
-    timeout,       ///< the task ran longer than Options::task_timeout; its worker was killed
+    exception,    ///< the method threw; type_name() and message() describe the exception
+    worker_died,  ///< the worker running the task exited or was killed
+    bad_message,  ///< the task's arguments or result could not be decoded
+    no_worker,    ///< the task could not run because no worker was left alive
+    timeout,      ///< the task ran longer than Options::task_timeout; its worker was killed
 };
 
 /// The error a failed task's Result carries. It is an exception type, so
@@ -30,8 +30,8 @@ public:
     /// Index and pid used when no worker is involved.
     static constexpr int no_worker_index = -1;
 
-    TaskError(ErrorKind kind, TaskId task, std::string type_name, std::string message,
-              int worker_index, pid_t worker_pid)
+    TaskError(ErrorKind kind, TaskId task, std::string type_name, std::string message, int worker_index,
+              pid_t worker_pid)
         : std::runtime_error{describe(kind, task, type_name, message, worker_index, worker_pid)},
           kind_{kind},
           task_{task},
@@ -53,11 +53,11 @@ public:
     [[nodiscard]] pid_t worker_pid() const noexcept { return worker_pid_; }
 
 private:
-    static std::string describe(ErrorKind kind, TaskId task, const std::string& type_name,
-                                const std::string& message, int worker_index, pid_t worker_pid) {
+    static std::string describe(ErrorKind kind, TaskId task, const std::string& type_name, const std::string& message,
+                                int worker_index, pid_t worker_pid) {
         const std::string id = std::to_string(task.value());
-        const std::string worker = "worker " + std::to_string(worker_index) + " (pid " +
-                                   std::to_string(worker_pid) + ")";
+        const std::string worker =
+            "worker " + std::to_string(worker_index) + " (pid " + std::to_string(worker_pid) + ")";
         switch (kind) {
             case ErrorKind::exception:
                 return "task " + id + " threw " + type_name + " in " + worker + ": " + message;

@@ -17,9 +17,9 @@
 #include <spdlog/spdlog.h>
 
 #include <atomic>
+#include <chrono>
 #include <cstdlib>
 #include <exception>
-#include <chrono>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -269,12 +269,14 @@ private:
 
     void start_progress_reports() {
         if (!options_.on_progress && !options_.progress_bar) return;
-        auto callback = [user = options_.on_progress, bar = options_.progress_bar ? std::optional<detail::ProgressBar>{std::in_place}
-                                                                                : std::nullopt](const Progress& progress) mutable {
+        auto callback = [user = options_.on_progress, bar = options_.progress_bar
+                                                                ? std::optional<detail::ProgressBar>{std::in_place}
+                                                                : std::nullopt](const Progress& progress) mutable {
             if (user) user(progress);
             if (bar) (*bar)(progress);
         };
-        progress_ = std::make_unique<detail::ProgressReporter>(mailbox_, std::move(callback), options_.progress_interval);
+        progress_ =
+            std::make_unique<detail::ProgressReporter>(mailbox_, std::move(callback), options_.progress_interval);
         progress_->start();
     }
 

@@ -13,12 +13,14 @@ namespace multiworker {
 
 /// A snapshot of a run, passed to Options::on_progress.
 struct Progress {
-    std::uint64_t total = 0;   ///< tasks added and not cancelled
-    std::uint64_t done = 0;    ///< tasks with a result (successful or not)
-    std::uint64_t failed = 0;  ///< of those, results that are errors
+    std::uint64_t total = 0;                  ///< tasks added and not cancelled
+    std::uint64_t done = 0;                   ///< tasks with a result (successful or not)
+    std::uint64_t failed = 0;                 ///< of those, results that are errors
     std::chrono::duration<double> elapsed{};  ///< since start()
     /// Results per second since start().
-    [[nodiscard]] double rate() const noexcept { return elapsed.count() > 0 ? static_cast<double>(done) / elapsed.count() : 0.0; }
+    [[nodiscard]] double rate() const noexcept {
+        return elapsed.count() > 0 ? static_cast<double>(done) / elapsed.count() : 0.0;
+    }
     /// Estimated time to finish at the current rate; negative when unknown.
     [[nodiscard]] std::chrono::duration<double> eta() const noexcept {
         const double per_second = rate();
@@ -33,7 +35,8 @@ struct Progress {
 inline std::string format_progress(const Progress& progress, int bar_width) {
     std::string line;
     if (bar_width > 0) {
-        const double fraction = progress.total == 0 ? 1.0 : static_cast<double>(progress.done) / static_cast<double>(progress.total);
+        const double fraction =
+            progress.total == 0 ? 1.0 : static_cast<double>(progress.done) / static_cast<double>(progress.total);
         const int filled = static_cast<int>(fraction * bar_width);
         line += '[';
         line.append(static_cast<std::size_t>(filled), '=');

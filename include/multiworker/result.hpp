@@ -6,9 +6,9 @@
 #include <multiworker/error.hpp>
 #include <multiworker/task_id.hpp>
 
+#include <optional>
 #include <stdexcept>
 #include <utility>
-#include <optional>
 #include <variant>
 
 namespace multiworker {

@@ -32,7 +32,5 @@ private:
 
 template <>
 struct std::hash<multiworker::TaskId> {
-    std::size_t operator()(multiworker::TaskId id) const noexcept {
-        return std::hash<std::uint64_t>{}(id.value());
-    }
+    std::size_t operator()(multiworker::TaskId id) const noexcept { return std::hash<std::uint64_t>{}(id.value()); }
 };

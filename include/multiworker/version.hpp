@@ -12,6 +12,8 @@
 namespace multiworker {
 
 /// The version of these headers, e.g. "0.1.0".
-[[nodiscard]] constexpr std::string_view version_string() noexcept { return "0.1.0"; }
+[[nodiscard]] constexpr std::string_view version_string() noexcept {
+    return "0.1.0";
+}
 
 }  // namespace multiworker

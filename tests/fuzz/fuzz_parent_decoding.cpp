@@ -57,11 +57,21 @@ void decode_payload(const FrameHeader& header, const Bytes& payload) {
         return;
     }
     switch (header.sequence % 5) {
-        case 0: try_decode<std::string>(payload); break;
-        case 1: try_decode<std::vector<int>>(payload); break;
-        case 2: try_decode<std::map<std::string, std::vector<double>>>(payload); break;
-        case 3: try_decode<std::pair<std::string, bool>, std::uint64_t>(payload); break;
-        default: try_decode<int, double>(payload); break;
+        case 0:
+            try_decode<std::string>(payload);
+            break;
+        case 1:
+            try_decode<std::vector<int>>(payload);
+            break;
+        case 2:
+            try_decode<std::map<std::string, std::vector<double>>>(payload);
+            break;
+        case 3:
+            try_decode<std::pair<std::string, bool>, std::uint64_t>(payload);
+            break;
+        default:
+            try_decode<int, double>(payload);
+            break;
     }
 }
 
@@ -112,9 +122,8 @@ void fuzz_log_records(std::span<const char> stream, std::size_t step) {
         const std::size_t count = std::min(step, stream.size() - offset);
         pending.insert(pending.end(), stream.data() + offset, stream.data() + offset + count);
         offset += count;
-        const bool valid = extract_log_records(pending, [&total](const LogRecord& record) {
-            total += record.text.size() + record.logger_name.size();
-        });
+        const bool valid = extract_log_records(
+            pending, [&total](const LogRecord& record) { total += record.text.size() + record.logger_name.size(); });
         if (!valid) return;
     }
 }
@@ -126,9 +135,15 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     const std::span<const char> stream{reinterpret_cast<const char*>(data) + 2, size - 2};
     const std::size_t step = 1 + data[1];
     switch (data[0] % 3) {
-        case 0: fuzz_frames(stream, step); break;
-        case 1: fuzz_ring(stream); break;
-        default: fuzz_log_records(stream, step); break;
+        case 0:
+            fuzz_frames(stream, step);
+            break;
+        case 1:
+            fuzz_ring(stream);
+            break;
+        default:
+            fuzz_log_records(stream, step);
+            break;
     }
     return 0;
 }

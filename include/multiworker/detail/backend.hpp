@@ -17,10 +17,10 @@
 
 #include <sys/types.h>
 
+#include <cxxabi.h>
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
-#include <cxxabi.h>
 #include <deque>
 #include <functional>
 #include <mutex>
@@ -84,11 +84,12 @@ inline TaskError error_from_report(TaskId id, std::span<const char> report, int 
             failure.kind != static_cast<std::uint32_t>(ErrorKind::bad_message)) {
             throw DecodeError{"unknown error kind " + std::to_string(failure.kind)};
         }
-        return TaskError{static_cast<ErrorKind>(failure.kind), id, std::move(failure.type_name),
-                         std::move(failure.message), worker_index, worker_pid};
+        return TaskError{static_cast<ErrorKind>(failure.kind), id,           std::move(failure.type_name),
+                         std::move(failure.message),           worker_index, worker_pid};
     } catch (const DecodeError& e) {
-        return TaskError{ErrorKind::bad_message, id, "", std::string{"failure report could not be decoded: "} + e.what(),
-                         worker_index, worker_pid};
+        return TaskError{
+            ErrorKind::bad_message, id,        "", std::string{"failure report could not be decoded: "} + e.what(),
+            worker_index,           worker_pid};
     }
 }
 
@@ -168,7 +169,8 @@ public:
 
     std::vector<RawResult> take_all() {
         std::lock_guard lock{mutex_};
-        std::vector<RawResult> taken(std::make_move_iterator(results_.begin()), std::make_move_iterator(results_.end()));
+        std::vector<RawResult> taken(std::make_move_iterator(results_.begin()),
+                                     std::make_move_iterator(results_.end()));
         results_.clear();
         return taken;
     }

@@ -85,8 +85,8 @@ private:
     void require_available(std::size_t claimed, const char* what) const {
         const auto left = static_cast<std::size_t>(buffer_.in_avail() < 0 ? 0 : buffer_.in_avail());
         if (claimed > left) {
-            throw LengthExceedsMessage{std::string{what} + " of " + std::to_string(claimed) +
-                                       " claimed with only " + std::to_string(left) + " bytes left"};
+            throw LengthExceedsMessage{std::string{what} + " of " + std::to_string(claimed) + " claimed with only " +
+                                       std::to_string(left) + " bytes left"};
         }
     }
 

@@ -91,8 +91,7 @@ std::tuple<Ts...> decode_values(std::span<const char> in) {
     if constexpr ((bitwise_copyable<Ts> && ...)) {
         constexpr std::size_t expected = (std::size_t{0} + ... + sizeof(Ts));
         if (in.size() != expected) {
-            throw DecodeError{"expected " + std::to_string(expected) + " bytes, got " +
-                              std::to_string(in.size())};
+            throw DecodeError{"expected " + std::to_string(expected) + " bytes, got " + std::to_string(in.size())};
         }
         std::size_t offset = 0;
         const auto copy_out = [&in, &offset](auto& value) {
@@ -113,8 +112,7 @@ std::tuple<Ts...> decode_values(std::span<const char> in) {
             throw DecodeError{std::string{"malformed message: "} + e.what()};
         }
         if (buffer.remaining() != 0) {
-            throw DecodeError{"malformed message: " + std::to_string(buffer.remaining()) +
-                              " trailing bytes"};
+            throw DecodeError{"malformed message: " + std::to_string(buffer.remaining()) + " trailing bytes"};
         }
     }
     return values;

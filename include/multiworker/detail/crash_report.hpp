@@ -102,7 +102,7 @@ inline void install_crash_reporter(int log_fd) {
     stack.ss_size = alternate_stack_size;
     ::sigaltstack(&stack, nullptr);
 
-    struct sigaction action{};
+    struct sigaction action {};
     action.sa_sigaction = report_crash;
     action.sa_flags = SA_SIGINFO | SA_ONSTACK | SA_RESETHAND;
     sigemptyset(&action.sa_mask);

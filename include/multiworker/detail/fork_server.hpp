@@ -100,7 +100,8 @@ inline std::optional<ReceivedMessage> receive_message(int socket) {
             received.fds.emplace_back(fd);
         }
     }
-    if (got != static_cast<ssize_t>(sizeof received.message) || (header.msg_flags & MSG_CTRUNC) != 0) return std::nullopt;
+    if (got != static_cast<ssize_t>(sizeof received.message) || (header.msg_flags & MSG_CTRUNC) != 0)
+        return std::nullopt;
     return received;
 }
 

@@ -60,7 +60,8 @@ inline std::string describe_exit_status(int status) {
     if (WIFEXITED(status)) return "exited with status " + std::to_string(WEXITSTATUS(status));
     if (WIFSIGNALED(status)) {
         const char* name = ::sigabbrev_np(WTERMSIG(status));
-        std::string text = "was killed by " + (name ? "SIG" + std::string{name} : "signal " + std::to_string(WTERMSIG(status)));
+        std::string text =
+            "was killed by " + (name ? "SIG" + std::string{name} : "signal " + std::to_string(WTERMSIG(status)));
         if (is_reported_signal(WTERMSIG(status))) text += " (its stack trace is in the log)";
         return text;
     }
@@ -431,7 +432,8 @@ private:
     void update_task_duration(Worker& worker, std::size_t results) {
         const auto now = Clock::now();
         if (worker.last_collect != Clock::time_point{}) {
-            const double sample = static_cast<double>((now - worker.last_collect).count()) / static_cast<double>(results);
+            const double sample =
+                static_cast<double>((now - worker.last_collect).count()) / static_cast<double>(results);
             worker.task_ns = worker.task_ns == 0 ? sample : 0.8 * worker.task_ns + 0.2 * sample;
         }
         // Only an interval during which the worker had work measures its speed.
@@ -443,8 +445,8 @@ private:
     std::size_t window(const Worker& worker) const {
         std::size_t tasks = 2;
         if (worker.task_ns > 0) {
-            tasks = static_cast<std::size_t>(std::clamp(static_cast<double>(window_target.count()) / worker.task_ns, 2.0,
-                                                        static_cast<double>(max_window)));
+            tasks = static_cast<std::size_t>(std::clamp(static_cast<double>(window_target.count()) / worker.task_ns,
+                                                        2.0, static_cast<double>(max_window)));
         }
         if (options_.task_timeout.count() > 0) tasks = 1;  // a queued task must not wait behind one being killed
         if (options_.max_tasks_per_worker > 0) {
@@ -464,8 +466,8 @@ private:
             backlog_.pop_front();
             const std::uint64_t sequence = ++target->last_sequence;
             ++target->dispatched;
-            target->sending.emplace(
-                FrameHeader{.kind = FrameKind::task, .sequence = sequence, .task = task.id.value()}, task.arguments);
+            target->sending.emplace(FrameHeader{.kind = FrameKind::task, .sequence = sequence, .task = task.id.value()},
+                                    task.arguments);
             target->in_flight.push_back(InFlight{sequence, std::move(task)});
             if (target->last_collect == Clock::time_point{}) target->last_collect = Clock::now();
             continue_sending(*target);
@@ -478,8 +480,8 @@ private:
     /// Ends a worker at stop(), or when it has served max_tasks_per_worker.
     bool send_shutdown_if_due(Worker& worker) {
         if (!worker.alive || worker.shutdown_sent || worker.sending || !worker.fault.empty()) return false;
-        const bool recycle = options_.max_tasks_per_worker > 0 &&
-                             worker.dispatched >= options_.max_tasks_per_worker && worker.in_flight.empty();
+        const bool recycle = options_.max_tasks_per_worker > 0 && worker.dispatched >= options_.max_tasks_per_worker &&
+                             worker.in_flight.empty();
         if (!stopping_ && !recycle) return false;
         worker.sending.emplace(FrameHeader{.kind = FrameKind::shutdown}, nullptr);
         worker.shutdown_sent = true;
@@ -613,7 +615,8 @@ private:
         const ForkServerMessage& message = received.message;
         if (message.kind == ForkServerMessage::Kind::exited) {
             for (Worker& worker : workers_) {
-                if (worker.pid == message.pid && worker.pid != 0) on_worker_exit(worker, describe_exit_status(message.value), message.value);
+                if (worker.pid == message.pid && worker.pid != 0)
+                    on_worker_exit(worker, describe_exit_status(message.value), message.value);
             }
             return;
         }
@@ -702,8 +705,8 @@ private:
         if (any) return;
         const std::string why = "all " + std::to_string(workers_.size()) + " workers have exited";
         for (QueuedTask& task : backlog_) {
-            finished_.push_back(RawResult{task.id, TaskError{ErrorKind::no_worker, task.id, "", why,
-                                                             TaskError::no_worker_index, 0}});
+            finished_.push_back(
+                RawResult{task.id, TaskError{ErrorKind::no_worker, task.id, "", why, TaskError::no_worker_index, 0}});
         }
         backlog_.clear();
     }

@@ -27,7 +27,8 @@ public:
     void operator()(const Progress& progress) {
         const auto now = std::chrono::steady_clock::now();
         if (terminal_) {
-            std::fprintf(stderr, "\r%s\033[K%s", format_progress(progress, 30).c_str(), progress.finished() ? "\n" : "");
+            std::fprintf(stderr, "\r%s\033[K%s", format_progress(progress, 30).c_str(),
+                         progress.finished() ? "\n" : "");
         } else if (progress.finished() || now - last_line_ >= std::chrono::seconds{2}) {
             std::fprintf(stderr, "progress: %s\n", format_progress(progress, 0).c_str());
             last_line_ = now;
@@ -83,7 +84,8 @@ private:
         if (reported_ && counts.total == last_.total && counts.delivered == last_.delivered) return;
         reported_ = true;
         last_ = counts;
-        callback_(Progress{counts.total, counts.delivered, counts.failed, std::chrono::steady_clock::now() - started_at_});
+        callback_(
+            Progress{counts.total, counts.delivered, counts.failed, std::chrono::steady_clock::now() - started_at_});
     }
 
     const ResultMailbox& mailbox_;

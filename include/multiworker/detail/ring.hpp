@@ -35,8 +35,7 @@ struct RingCounters {
     alignas(64) std::atomic<std::uint64_t> head{0};  // bytes consumed; written by the consumer only
     alignas(64) std::atomic<std::uint64_t> tail{0};  // bytes published; written by the producer only
 };
-static_assert(std::atomic<std::uint64_t>::is_always_lock_free,
-              "shared-memory rings need lock-free 64-bit atomics");
+static_assert(std::atomic<std::uint64_t>::is_always_lock_free, "shared-memory rings need lock-free 64-bit atomics");
 
 /// A view of one ring; each process holds its own view of the same memory.
 class ByteRing {
@@ -64,8 +63,8 @@ public:
     /// True when a write could make progress, or when the counters are
     /// corrupt (so that the caller's next write reports it).
     [[nodiscard]] bool has_space() const noexcept {
-        const std::uint64_t used = counters_->tail.load(std::memory_order_relaxed) -
-                                   counters_->head.load(std::memory_order_acquire);
+        const std::uint64_t used =
+            counters_->tail.load(std::memory_order_relaxed) - counters_->head.load(std::memory_order_acquire);
         return used != capacity_;
     }
 
@@ -81,8 +80,7 @@ public:
 
     /// True when a read could make progress, or when the counters are corrupt.
     [[nodiscard]] bool has_readable() const noexcept {
-        return counters_->tail.load(std::memory_order_acquire) !=
-               counters_->head.load(std::memory_order_relaxed);
+        return counters_->tail.load(std::memory_order_acquire) != counters_->head.load(std::memory_order_relaxed);
     }
 
     /// Copies up to `out.size()` published bytes out and consumes them.

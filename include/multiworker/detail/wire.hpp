@@ -113,9 +113,8 @@ private:
             throw ProtocolError{"bad frame kind " + std::to_string(kind)};
         }
         if (header.length > max_length_) {
-            throw ProtocolError{"frame of " + std::to_string(header.length) +
-                                " bytes exceeds max_message_bytes (" + std::to_string(max_length_) +
-                                ")"};
+            throw ProtocolError{"frame of " + std::to_string(header.length) + " bytes exceeds max_message_bytes (" +
+                                std::to_string(max_length_) + ")"};
         }
     }
 
@@ -133,8 +132,7 @@ private:
 /// requeue it if its worker dies) while the frame streams out.
 class FrameWriter {
 public:
-    FrameWriter(FrameHeader header, std::shared_ptr<const Bytes> payload) noexcept
-        : payload_{std::move(payload)} {
+    FrameWriter(FrameHeader header, std::shared_ptr<const Bytes> payload) noexcept : payload_{std::move(payload)} {
         header.length = payload_ ? payload_->size() : 0;
         std::memcpy(header_bytes_.data(), &header, sizeof header);
     }

@@ -58,8 +58,10 @@ protected:
         LogRecordHeader header;
         header.level = static_cast<std::uint32_t>(msg.level);
         header.time_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(msg.time.time_since_epoch()).count();
-        header.name_length = static_cast<std::uint32_t>(std::min<std::size_t>(msg.logger_name.size(), LogRecordHeader::max_name));
-        header.text_length = static_cast<std::uint32_t>(std::min<std::size_t>(msg.payload.size(), LogRecordHeader::max_text));
+        header.name_length =
+            static_cast<std::uint32_t>(std::min<std::size_t>(msg.logger_name.size(), LogRecordHeader::max_name));
+        header.text_length =
+            static_cast<std::uint32_t>(std::min<std::size_t>(msg.payload.size(), LogRecordHeader::max_text));
         record_.resize(sizeof header + header.name_length + header.text_length);
         std::memcpy(record_.data(), &header, sizeof header);
         std::memcpy(record_.data() + sizeof header, msg.logger_name.data(), header.name_length);
@@ -132,8 +134,8 @@ bool extract_log_records(std::vector<char>& pending, Emit&& emit) {
         const std::size_t size = sizeof header + header.name_length + header.text_length;
         if (pending.size() - offset < size) break;
         const char* name = pending.data() + offset + sizeof header;
-        const auto since_epoch = std::chrono::duration_cast<std::chrono::system_clock::duration>(
-            std::chrono::nanoseconds{header.time_ns});
+        const auto since_epoch =
+            std::chrono::duration_cast<std::chrono::system_clock::duration>(std::chrono::nanoseconds{header.time_ns});
         emit(LogRecord{static_cast<spdlog::level::level_enum>(header.level),
                        std::chrono::system_clock::time_point{since_epoch}, std::string_view{name, header.name_length},
                        std::string_view{name + header.name_length, header.text_length}});
@@ -161,7 +163,9 @@ public:
         [[maybe_unused]] const ssize_t ignored = ::write(wake_.get(), &one, sizeof one);
     }
 
-    void start() { thread_ = std::thread{[this] { run(); }}; }
+    void start() {
+        thread_ = std::thread{[this] { run(); }};
+    }
 
     /// Writes a record of the parent's own (a worker died, was replaced, ...)
     /// to the same destinations, filtered by the same level. Thread-safe.
@@ -248,7 +252,8 @@ private:
     void emit(const Source& source, spdlog::level::level_enum level, std::string_view logger_name,
               std::chrono::system_clock::time_point time, std::string_view text) {
         if (level < level_) return;
-        std::string line = "worker " + std::to_string(source.worker_index) + " (pid " + std::to_string(source.pid) + ")";
+        std::string line =
+            "worker " + std::to_string(source.worker_index) + " (pid " + std::to_string(source.pid) + ")";
         if (!logger_name.empty()) line.append(" [").append(logger_name).append("]");
         line.append(": ").append(text);
         for (const auto& destination : destinations_) {

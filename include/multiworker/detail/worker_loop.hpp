@@ -27,8 +27,8 @@
 
 #include <atomic>
 #include <chrono>
-#include <cstdint>
 #include <csignal>
+#include <cstdint>
 #include <cstdio>
 #include <memory>
 
@@ -75,11 +75,11 @@ private:
 
 /// The shared-memory state of one worker slot.
 struct WorkerSlotState {
-    DoorbellFlag doorbell;                         // the worker sleeps on this
+    DoorbellFlag doorbell;                              // the worker sleeps on this
     alignas(64) std::atomic<std::uint64_t> claimed{0};  // last task sequence claimed (see above)
     std::atomic<std::int64_t> started_ns{0};            // steady-clock time the claimed task started
-    RingCounters tasks;                            // parent -> worker
-    RingCounters results;                          // worker -> parent
+    RingCounters tasks;                                 // parent -> worker
+    RingCounters results;                               // worker -> parent
 };
 
 /// Everything a worker process needs, as seen from inside it.
@@ -144,8 +144,7 @@ private:
     void send_frame(const FrameHeader& header, std::shared_ptr<const Bytes> payload) {
         FrameWriter writer{header, std::move(payload)};
         while (!writer.poll(output_)) {
-            endpoints_.own.wait([this] { return endpoints_.results.has_space(); }, spins_before_sleep,
-                                worker_sleep_ms);
+            endpoints_.own.wait([this] { return endpoints_.results.has_space(); }, spins_before_sleep, worker_sleep_ms);
             exit_if_orphaned();
         }
     }
@@ -189,14 +188,15 @@ inline bool debugger_attached() {
 
 /// Parks a freshly forked worker until a debugger attaches or SIGCONT arrives.
 inline void wait_for_debugger(const WorkerEndpoints& endpoints) {
-    struct sigaction release{};
-    struct sigaction previous{};
+    struct sigaction release {};
+    struct sigaction previous {};
     release.sa_handler = [](int) { debugger_wait_released = 1; };
     sigemptyset(&release.sa_mask);
     ::sigaction(SIGCONT, &release, &previous);
     const pid_t pid = ::getpid();
     spdlog::warn("waiting for a debugger: gdb -p {} (or let it go on: kill -CONT {})", pid, pid);
-    std::fprintf(stderr, "multiworker: worker %d (pid %d) waiting for a debugger: gdb -p %d (or let it go on: kill -CONT %d)\n",
+    std::fprintf(stderr,
+                 "multiworker: worker %d (pid %d) waiting for a debugger: gdb -p %d (or let it go on: kill -CONT %d)\n",
                  endpoints.index, pid, pid, pid);
     while (debugger_wait_released == 0 && !debugger_attached()) {
         ::usleep(50'000);
