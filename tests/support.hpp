@@ -54,6 +54,15 @@ private:
     std::thread thread_;
 };
 
+/// A worker method that sleeps `ms` milliseconds and returns `ms`: a task of
+/// known, adjustable duration.
+struct Sleeper {
+    int sleep_ms(int ms) const {
+        std::this_thread::sleep_for(std::chrono::milliseconds{ms});
+        return ms;
+    }
+};
+
 /// Direct children of this process, alive or zombie (from /proc).
 inline std::vector<pid_t> child_pids() {
     std::vector<pid_t> children;

@@ -27,12 +27,7 @@ struct Counter {
     }
 };
 
-struct Sleeper {
-    int sleep_ms(int ms) const {
-        std::this_thread::sleep_for(std::chrono::milliseconds{ms});
-        return ms;
-    }
-};
+using test_support::Sleeper;
 
 }  // namespace
 

@@ -15,12 +15,7 @@ namespace {
 using namespace std::chrono_literals;
 using Clock = std::chrono::steady_clock;
 
-struct Sleeper {
-    int sleep_ms(int ms) const {
-        std::this_thread::sleep_for(std::chrono::milliseconds{ms});
-        return ms;
-    }
-};
+using test_support::Sleeper;
 
 using SleepProcessor = multiworker::Processor<Sleeper, &Sleeper::sleep_ms>;
 
