@@ -50,12 +50,12 @@
 // made under the same conditions, and prefer the repetition aggregates (median) over one run.
 
 #include <benchmark/benchmark.h>
+#include <multiworker/processor.hpp>
 
 #include <algorithm>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
-#include <multiworker/processor.hpp>
 #include <optional>
 #include <string>
 #include <thread>

@@ -52,7 +52,7 @@ TEST_CASE("arithmetic and enum values are copied bit for bit") {
     CHECK(u == std::uint64_t{1} << 60);
 }
 
-TEST_CASE("standard containers, tuples and user structs round-trip") {
+TEST_CASE("standard containers - tuples and user structs round-trip") {
     const std::map<std::string, int> counts{{"a", 1}, {"b", 2}};
     const std::tuple<int, std::string, double> tuple{3, "three", 3.5};
     const Point point{7, "seven", {0.5, 1.5}};
@@ -82,7 +82,7 @@ TEST_CASE("bitwise values of the wrong size are rejected") {
     CHECK_THROWS_AS((decode_values<int, int, int>(bytes)), DecodeError);
 }
 
-TEST_CASE("truncated, padded and garbage archives are rejected") {
+TEST_CASE("truncated - padded and garbage archives are rejected") {
     Bytes bytes;
     encode_values(bytes, std::string(100, 'x'), std::vector<int>{1, 2, 3});
 

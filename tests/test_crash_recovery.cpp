@@ -173,7 +173,7 @@ TEST_CASE("torture: workers SIGKILLed every few milliseconds lose no task") {
     CHECK(test_support::shm_entries() == shm_before);
 }
 
-TEST_CASE("torture: crashing, exiting and hanging tasks each end with one result") {
+TEST_CASE("torture: crashing - exiting and hanging tasks each end with one result") {
     test_support::Watchdog watchdog{110s, "crash mix"};
     const auto [action, kind, text] = GENERATE(table<int, ErrorKind, std::string>({
         {Task::segfault, ErrorKind::worker_died, "was killed by SIGSEGV (its stack trace is in the log)"},
@@ -206,7 +206,7 @@ TEST_CASE("torture: crashing, exiting and hanging tasks each end with one result
     }
 }
 
-TEST_CASE("a task that outlives task_timeout gets a timeout error, the others run on") {
+TEST_CASE("a task that outlives task_timeout gets a timeout error - the others run on") {
     test_support::Watchdog watchdog{60s};
     TaskProcessor processor{Task{}, {.workers = 2, .task_timeout = 200ms}};
     const auto hung = processor.add(Task::hang, 0);
@@ -232,7 +232,7 @@ TEST_CASE("a task that outlives task_timeout gets a timeout error, the others ru
     CHECK(processor.worker_pids().size() == 2);  // the killed worker was replaced
 }
 
-TEST_CASE("retries: at least once for deaths, and exceptions only when asked") {
+TEST_CASE("retries: at least once for deaths - and exceptions only when asked") {
     test_support::Watchdog watchdog{60s};
     SharedCounter runs;
     struct Crasher {
@@ -308,7 +308,7 @@ TEST_CASE("max_tasks_per_worker recycles after exactly that many tasks") {
     CHECK(tasks_per_pid.size() >= 100);
 }
 
-TEST_CASE("worker hooks run in every worker, a failing start hook fails tasks instead of hanging") {
+TEST_CASE("worker hooks run in every worker - a failing start hook fails tasks instead of hanging") {
     test_support::Watchdog watchdog{60s};
     std::ostringstream captured;
     auto logger =

@@ -37,7 +37,7 @@ std::string refused_url() {
 
 }  // namespace
 
-TEST_CASE("Checker::check called directly finds the text, ignoring case") {
+TEST_CASE("Checker::check called directly finds the text - ignoring case") {
     test_support::Watchdog watchdog{60s};
     crawler::YearServer server{0ms};
     crawler::Checker checker;
@@ -62,7 +62,7 @@ TEST_CASE("in-process mode runs the crawler's Checker with no fork") {
     CHECK(test_support::child_pids().size() == 1);  // only the server: no worker was forked
 }
 
-TEST_CASE("a 404, a refused connection and a timeout are error results") {
+TEST_CASE("a 404 - a refused connection and a timeout are error results") {
     test_support::Watchdog watchdog{60s};
     crawler::YearServer slow{3000ms};
     crawler::YearServer fast{0ms};

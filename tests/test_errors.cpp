@@ -83,7 +83,7 @@ struct MakesUnloadable {
 
 }  // namespace
 
-TEST_CASE("a throwing method yields an error naming the exception, and the worker serves on") {
+TEST_CASE("a throwing method yields an error naming the exception - and the worker serves on") {
     for (unsigned workers : {0u, 1u}) {
         test_support::Watchdog watchdog{60s};
         FaultyProcessor processor{Faulty{}, {.workers = workers}};
@@ -117,7 +117,7 @@ TEST_CASE("a throwing method yields an error naming the exception, and the worke
     }
 }
 
-TEST_CASE("a worker that dies yields an error for its task, the others finish the rest") {
+TEST_CASE("a worker that dies yields an error for its task - the others finish the rest") {
     test_support::Watchdog watchdog{60s};
     const auto [action, description] = GENERATE(table<int, std::string>({
         {Faulty::abort_process, "was killed by SIGABRT"},

@@ -56,7 +56,7 @@ TEST_CASE("a 100 MiB argument arrives intact") {
     CHECK(results[1].value().first == 0);
 }
 
-TEST_CASE("a 100 MiB result arrives intact, also through a tiny ring") {
+TEST_CASE("a 100 MiB result arrives intact - also through a tiny ring") {
     test_support::Watchdog watchdog{110s};
     const std::size_t ring_bytes = GENERATE(std::size_t{1} << 20, std::size_t{64} << 10);
     multiworker::Processor<Blobs, &Blobs::make> processor{Blobs{}, {.workers = 2, .ring_bytes = ring_bytes}};
@@ -71,7 +71,7 @@ TEST_CASE("a 100 MiB result arrives intact, also through a tiny ring") {
     CHECK(results[1].value() == pattern(1000, 12));
 }
 
-TEST_CASE("a message above max_message_bytes is refused as corrupt, not allocated") {
+TEST_CASE("a message above max_message_bytes is refused as corrupt - not allocated") {
     test_support::Watchdog watchdog{60s};
     multiworker::Processor<Blobs, &Blobs::make> processor{Blobs{}, {.workers = 1, .max_message_bytes = 1 << 20}};
     processor.add(std::size_t{2} << 20, 1u);

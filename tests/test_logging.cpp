@@ -54,7 +54,7 @@ std::vector<std::string> read_lines(const std::filesystem::path& path) {
 
 }  // namespace
 
-TEST_CASE("every worker's records reach the log file, tagged and whole") {
+TEST_CASE("every worker's records reach the log file - tagged and whole") {
     test_support::Watchdog watchdog{60s};
     TempFile log;
     constexpr int tasks = 200;
@@ -84,7 +84,7 @@ TEST_CASE("every worker's records reach the log file, tagged and whole") {
     CHECK(logged_pids == pids);
 }
 
-TEST_CASE("records go to the user's logger, at the chosen level, named loggers included") {
+TEST_CASE("records go to the user's logger - at the chosen level - named loggers included") {
     test_support::Watchdog watchdog{60s};
     std::ostringstream captured;
     auto sink = std::make_shared<spdlog::sinks::ostream_sink_mt>(captured);

@@ -51,7 +51,7 @@ TEST_CASE("every TaskId gets exactly one result") {
     CHECK(processor.get_results().empty());  // each result is taken once
 }
 
-TEST_CASE("work is spread over N distinct worker processes, each keeping its state") {
+TEST_CASE("work is spread over N distinct worker processes - each keeping its state") {
     test_support::Watchdog watchdog{60s};
     constexpr unsigned workers = 4;
     multiworker::Processor<Counter, &Counter::next> processor{Counter{}, {.workers = workers}};
@@ -117,7 +117,7 @@ TEST_CASE("stop() lets running tasks finish and discards queued ones") {
     CHECK(test_support::child_pids().empty());
 }
 
-TEST_CASE("stop() kills workers that outlive stop_timeout, and says so") {
+TEST_CASE("stop() kills workers that outlive stop_timeout - and says so") {
     test_support::Watchdog watchdog{60s};
     multiworker::Processor<Sleeper, &Sleeper::sleep_ms> processor{
         Sleeper{}, {.workers = 1, .stop_timeout = std::chrono::milliseconds{100}}};
@@ -135,7 +135,7 @@ TEST_CASE("stop() kills workers that outlive stop_timeout, and says so") {
     CHECK(test_support::child_pids().empty());
 }
 
-TEST_CASE("misuse is reported, not hung on") {
+TEST_CASE("misuse is reported - not hung on") {
     test_support::Watchdog watchdog{60s};
     multiworker::Processor<Counter, &Counter::next> processor{Counter{}, {.workers = 1}};
     CHECK(processor.done());  // nothing added yet

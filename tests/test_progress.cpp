@@ -24,7 +24,7 @@ struct Slow {
 
 }  // namespace
 
-TEST_CASE("the progress callback sees the counts grow to the total, at a bounded rate") {
+TEST_CASE("the progress callback sees the counts grow to the total - at a bounded rate") {
     test_support::Watchdog watchdog{60s};
     const unsigned workers = GENERATE(0u, 2u);
     std::mutex mutex;
@@ -77,7 +77,7 @@ TEST_CASE("cancelled tasks leave the total") {
     CHECK(last.done == 1);
 }
 
-TEST_CASE("the progress line says what is done, failed, how fast and how long to go") {
+TEST_CASE("the progress line says what is done - failed - how fast and how long to go") {
     multiworker::Progress progress{.total = 50, .done = 10, .failed = 2, .elapsed = std::chrono::seconds{2}};
     CHECK(progress.rate() == Approx(5.0));
     CHECK(progress.eta().count() == Approx(8.0));

@@ -58,7 +58,7 @@ TEST_CASE("pop_result(bound) returns as soon as a result arrives") {
     CHECK(result->value() == 50);
 }
 
-TEST_CASE("pop_result() blocks for each result, then reports that none is left") {
+TEST_CASE("pop_result() blocks for each result - then reports that none is left") {
     test_support::Watchdog watchdog{60s};
     SleepProcessor processor{Sleeper{}, {.workers = 2}};
     std::set<multiworker::TaskId> ids;

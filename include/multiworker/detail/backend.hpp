@@ -9,7 +9,6 @@
 // the same code path and a new backend needs no templates.
 
 #include <multiworker/detail/codec.hpp>
-#include <multiworker/detail/doorbell.hpp>
 #include <multiworker/detail/wire.hpp>
 #include <multiworker/error.hpp>
 #include <multiworker/task_id.hpp>
@@ -115,7 +114,6 @@ public:
                 if (result.outcome.index() != 0) ++failed_;
                 results_.push_back(std::move(result));
             }
-            waiting_.store(results_.size(), std::memory_order_release);
         }
         results.clear();
         changed_.notify_all();
@@ -157,11 +155,6 @@ public:
     /// one to arrive. Empty when the deadline passes or when every task is
     /// settled and nothing is left to take.
     std::optional<RawResult> pop(std::optional<std::chrono::steady_clock::time_point> deadline) {
-        // A result due within microseconds is caught by a short spin; sleeping on
-        // the condition variable would add a wake-up of 10 us or more.
-        if (!deadline || *deadline > std::chrono::steady_clock::now()) {
-            for (int i = 0; i < pop_spins && waiting_.load(std::memory_order_acquire) == 0; ++i) cpu_relax();
-        }
         std::unique_lock lock{mutex_};
         const auto ready = [this] { return !results_.empty() || settled_ == added_; };
         if (deadline) {
@@ -172,7 +165,6 @@ public:
         if (results_.empty()) return std::nullopt;
         RawResult result = std::move(results_.front());
         results_.pop_front();
-        waiting_.store(results_.size(), std::memory_order_release);
         return result;
     }
 
@@ -181,16 +173,12 @@ public:
         std::vector<RawResult> taken(std::make_move_iterator(results_.begin()),
                                      std::make_move_iterator(results_.end()));
         results_.clear();
-        waiting_.store(0, std::memory_order_release);
         return taken;
     }
 
 private:
-    static constexpr int pop_spins = 4000;  // a few tens of microseconds
-
     mutable std::mutex mutex_;
     std::condition_variable changed_;
-    std::atomic<std::size_t> waiting_{0};  // results_.size(), readable without the lock
     std::deque<RawResult> results_;
     std::uint64_t added_ = 0;
     std::uint64_t settled_ = 0;  // delivered or cancelled

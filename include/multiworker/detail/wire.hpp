@@ -68,6 +68,8 @@ inline FailureReport decode_failure(std::span<const char> payload) {
 /// Reassembles frames from a byte source with `std::size_t read_some(std::span<char>)`.
 class FrameReader {
 public:
+    static constexpr std::size_t retained_capacity = 64 * 1024;
+
     explicit FrameReader(std::size_t max_length) noexcept : max_length_{max_length} {}
 
     /// Pulls what is available; true once a whole frame is held (see header()
@@ -97,9 +99,19 @@ public:
     Bytes take_payload() noexcept {
         Bytes payload = std::move(payload_);
         payload_ = Bytes{};
+        next();
+        return payload;
+    }
+
+    /// The payload of the complete frame, valid until next().
+    [[nodiscard]] std::span<const char> payload() const noexcept { return payload_; }
+
+    /// Readies for the next frame, keeping a small buffer for reuse (no
+    /// allocation per frame) but not a large one (a worker's memory stays small).
+    void next() noexcept {
+        if (payload_.capacity() > retained_capacity) Bytes{}.swap(payload_);
         header_filled_ = 0;
         complete_ = false;
-        return payload;
     }
 
 private:
@@ -132,10 +144,13 @@ private:
 /// requeue it if its worker dies) while the frame streams out.
 class FrameWriter {
 public:
-    FrameWriter(FrameHeader header, std::shared_ptr<const Bytes> payload) noexcept : payload_{std::move(payload)} {
-        header.length = payload_ ? payload_->size() : 0;
-        std::memcpy(header_bytes_.data(), &header, sizeof header);
+    FrameWriter(FrameHeader header, std::shared_ptr<const Bytes> payload) noexcept
+        : owner_{std::move(payload)}, payload_{owner_ ? std::span<const char>{*owner_} : std::span<const char>{}} {
+        set_header(header);
     }
+
+    /// A frame whose payload the caller keeps alive until the frame is written.
+    FrameWriter(FrameHeader header, std::span<const char> borrowed) noexcept : payload_{borrowed} { set_header(header); }
 
     /// Writes what fits; true once the whole frame is out.
     template <class Sink>
@@ -145,20 +160,24 @@ public:
             if (written_ < header_bytes_.size()) return false;
         }
         const std::size_t payload_written = written_ - header_bytes_.size();
-        if (payload_) written_ += sink.write_some(std::span<const char>{*payload_}.subspan(payload_written));
+        if (!payload_.empty()) written_ += sink.write_some(payload_.subspan(payload_written));
         return done();
     }
 
     /// Bytes of the frame written so far.
     [[nodiscard]] std::size_t written() const noexcept { return written_; }
 
-    [[nodiscard]] bool done() const noexcept {
-        return written_ == header_bytes_.size() + (payload_ ? payload_->size() : 0);
-    }
+    [[nodiscard]] bool done() const noexcept { return written_ == header_bytes_.size() + payload_.size(); }
 
 private:
+    void set_header(FrameHeader header) noexcept {
+        header.length = payload_.size();
+        std::memcpy(header_bytes_.data(), &header, sizeof header);
+    }
+
     std::array<char, sizeof(FrameHeader)> header_bytes_{};
-    std::shared_ptr<const Bytes> payload_;
+    std::shared_ptr<const Bytes> owner_;
+    std::span<const char> payload_;
     std::size_t written_ = 0;
 };
 

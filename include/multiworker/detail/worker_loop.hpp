@@ -110,17 +110,19 @@ public:
         for (;;) {
             receive_frame();
             const FrameHeader header = reader_.header();
-            Bytes arguments = reader_.take_payload();
             if (header.kind == FrameKind::shutdown) return;
             if (header.kind != FrameKind::task) throw ProtocolError{"worker received a non-task frame"};
-            if (!claim(header.sequence)) continue;  // the parent took it back
-            TaskOutcome outcome = execute_task(runner_, arguments);
-            arguments = Bytes{};
+            if (!claim(header.sequence)) {  // the parent took it back
+                reader_.next();
+                continue;
+            }
+            TaskOutcome outcome = execute_task(runner_, reader_.payload());
+            reader_.next();
             if (outcome.payload.size() > endpoints_.max_message_bytes) outcome = oversized(outcome.payload.size());
             send_frame(FrameHeader{.kind = outcome.ok ? FrameKind::result : FrameKind::failure,
                                    .sequence = header.sequence,
                                    .task = header.task},
-                       std::make_shared<const Bytes>(std::move(outcome.payload)));
+                       outcome.payload);
         }
     }
 
@@ -141,8 +143,8 @@ private:
         }
     }
 
-    void send_frame(const FrameHeader& header, std::shared_ptr<const Bytes> payload) {
-        FrameWriter writer{header, std::move(payload)};
+    void send_frame(const FrameHeader& header, std::span<const char> payload) {
+        FrameWriter writer{header, payload};
         while (!writer.poll(output_)) {
             endpoints_.own.wait([this] { return endpoints_.results.has_space(); }, spins_before_sleep, worker_sleep_ms);
             exit_if_orphaned();
