@@ -38,8 +38,8 @@ std::string refused_url() {
 }  // namespace
 
 TEST_CASE("Checker::check called directly finds the text - ignoring case") {
+    crawler::YearServer server{0ms};  // forked before the watchdog's thread exists
     test_support::Watchdog watchdog{60s};
-    crawler::YearServer server{0ms};
     crawler::Checker checker;
     CHECK(checker.check(page(server, "1954"), "marilyn monroe") == std::pair<std::string, bool>{"1954", true});
     CHECK(checker.check(page(server, "1970"), "MARILYN MONROE") == std::pair<std::string, bool>{"1970", false});
@@ -47,8 +47,8 @@ TEST_CASE("Checker::check called directly finds the text - ignoring case") {
 }
 
 TEST_CASE("in-process mode runs the crawler's Checker with no fork") {
+    crawler::YearServer server{0ms};  // forked before the watchdog's thread exists
     test_support::Watchdog watchdog{60s};
-    crawler::YearServer server{0ms};
     multiworker::Processor<crawler::Checker, &crawler::Checker::check> processor{crawler::Checker{}, {.workers = 0}};
     for (int year = 1950; year < 2000; ++year) processor.add(page(server, std::to_string(year)), "marilyn monroe");
     processor.start();
@@ -63,9 +63,9 @@ TEST_CASE("in-process mode runs the crawler's Checker with no fork") {
 }
 
 TEST_CASE("a 404 - a refused connection and a timeout are error results") {
-    test_support::Watchdog watchdog{60s};
-    crawler::YearServer slow{3000ms};
+    crawler::YearServer slow{3000ms};  // forked before the watchdog's thread exists
     crawler::YearServer fast{0ms};
+    test_support::Watchdog watchdog{60s};
     crawler::Checker impatient;
     impatient.timeout_seconds = 1;
     multiworker::Processor<crawler::Checker, &crawler::Checker::check> processor{impatient, {.workers = 2}};

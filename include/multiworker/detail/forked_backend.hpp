@@ -44,6 +44,7 @@
 #include <atomic>
 #include <bit>
 #include <chrono>
+#include <cstdio>
 #include <deque>
 #include <future>
 #include <memory>
@@ -232,6 +233,8 @@ private:
         FileDescriptor theirs{ends[1]};
         const auto inherited = loggers_to_inherit();
         const pid_t parent = ::getpid();
+        // Output buffered but not yet written would otherwise be written again by every worker.
+        std::fflush(nullptr);
         const pid_t pid = ::fork();
         if (pid < 0) throw_errno("fork of the fork server");
         if (pid == 0) {

@@ -150,7 +150,9 @@ public:
     }
 
     /// A frame whose payload the caller keeps alive until the frame is written.
-    FrameWriter(FrameHeader header, std::span<const char> borrowed) noexcept : payload_{borrowed} { set_header(header); }
+    FrameWriter(FrameHeader header, std::span<const char> borrowed) noexcept : payload_{borrowed} {
+        set_header(header);
+    }
 
     /// Writes what fits; true once the whole frame is out.
     template <class Sink>

@@ -30,6 +30,7 @@
 #include <csignal>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <memory>
 
 namespace multiworker::detail {
@@ -208,6 +209,19 @@ inline void wait_for_debugger(const WorkerEndpoints& endpoints) {
     spdlog::info("no longer waiting for a debugger");
 }
 
+/// If user code in a worker calls exit(), end the process right there with its
+/// status: the atexit handlers and static destructors registered by the parent
+/// (test frameworks, loggers with threads, leak checkers) belong to the parent
+/// and must not run in a copy of it.
+inline void end_worker_on_exit() {
+    ::on_exit(
+        [](int status, void*) {
+            std::fflush(nullptr);
+            ::_exit(status);
+        },
+        nullptr);
+}
+
 /// Exit status of a worker that could not start (its on_worker_start threw, say).
 inline constexpr int worker_start_failed_status = 70;
 
@@ -228,6 +242,7 @@ inline constexpr int worker_start_failed_status = 70;
         install_worker_loggers(log_fd, log_level, inherited);
         logging_ready = true;
         install_crash_reporter(log_fd);
+        end_worker_on_exit();
         if (endpoints.wait_for_debugger) wait_for_debugger(endpoints);
         if (hooks.on_start) hooks.on_start();
         started = true;
