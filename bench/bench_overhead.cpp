@@ -38,6 +38,9 @@
 //       One already-running worker returns a 64 MiB std::vector<char> per iteration (through the
 //       default 1 MiB ring); bytes_per_second is the result bandwidth end to end (fill and encode
 //       in the worker, ring copy, decode in the parent).
+//   BM_IdleCpu
+//       4 workers that have nothing to do, and the parent's threads, over 10 s: the CPU they use,
+//       as a percentage of one core (user + system time from /proc).
 //   BM_CpuBoundScaling/<workers>
 //       200 tasks that each burn ~1 ms of CPU (a loop calibrated at startup, see
 //       burn_loops_per_ms in the context), including construction, fork and teardown.
@@ -50,12 +53,15 @@
 // made under the same conditions, and prefer the repetition aggregates (median) over one run.
 
 #include <benchmark/benchmark.h>
+#include <unistd.h>
 #include <multiworker/processor.hpp>
 
 #include <algorithm>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <cstdio>
+#include <cstring>
 #include <optional>
 #include <string>
 #include <thread>
@@ -448,3 +454,49 @@ int main(int argc, char** argv) {
     benchmark::Shutdown();
     return 0;
 }
+
+// ----- idle cost -----
+
+/// CPU seconds (user + system) a process or thread has used, from /proc.
+double cpu_seconds(const std::string& stat_path) {
+    std::FILE* file = std::fopen(stat_path.c_str(), "r");
+    if (file == nullptr) return 0;
+    char line[1024] = {};
+    const bool read = std::fgets(line, sizeof line, file) != nullptr;
+    std::fclose(file);
+    if (!read) return 0;
+    const char* after_name = std::strrchr(line, ')');
+    if (after_name == nullptr) return 0;
+    unsigned long user = 0;
+    unsigned long system = 0;
+    // Fields after the name: state(3) ... utime(14) stime(15).
+    if (std::sscanf(after_name + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &user, &system) != 2)
+        return 0;
+    return static_cast<double>(user + system) / static_cast<double>(::sysconf(_SC_CLK_TCK));
+}
+
+/// CPU used by 4 idle workers and by the parent's threads over 10 s, as a percentage of one core.
+void BM_IdleCpu(benchmark::State& state) {
+    IncProcessor processor{Inc{}, mw::Options{.workers = 4}};
+    processor.add(1);
+    processor.start();
+    processor.wait();
+    const auto pids = processor.worker_pids();
+    const auto total = [&pids] {
+        double seconds = cpu_seconds("/proc/self/stat");
+        for (pid_t pid : pids) seconds += cpu_seconds("/proc/" + std::to_string(pid) + "/stat");
+        return seconds;
+    };
+    double used = 0;
+    double wall = 0;
+    for (auto _ : state) {
+        std::this_thread::sleep_for(std::chrono::milliseconds{500});  // let every spin phase end
+        const double before = total();
+        const auto start = Clock::now();
+        std::this_thread::sleep_for(std::chrono::seconds{10});
+        used += total() - before;
+        wall += std::chrono::duration<double>(Clock::now() - start).count();
+    }
+    state.counters["idle_cpu_percent_of_a_core"] = 100.0 * used / wall;
+}
+BENCHMARK(BM_IdleCpu)->Iterations(1)->UseRealTime()->Unit(benchmark::kSecond);

@@ -131,3 +131,19 @@ TEST_CASE("a bool that is neither 0 nor 1 is rejected") {
     archived.back() = 5;
     CHECK_THROWS_AS((decode_values<std::string, bool>(archived)), DecodeError);
 }
+
+TEST_CASE("strings and numbers alone skip the archive and still reject lies") {
+    Bytes bytes;
+    encode_values(bytes, std::string{"marilyn"}, 1954, std::string{});
+    CHECK(bytes.size() == 8 + 7 + sizeof(int) + 8);  // lengths, bytes and the int: no archive header
+    const auto [name, year, empty] = decode_values<std::string, int, std::string>(bytes);
+    CHECK(name == "marilyn");
+    CHECK(year == 1954);
+    CHECK(empty.empty());
+
+    Bytes lying = bytes;
+    lying[0] = 100;  // the first string claims 100 bytes
+    CHECK_THROWS_WITH((decode_values<std::string, int, std::string>(lying)), Catch::Contains("claimed"));
+    const Bytes truncated(bytes.begin(), bytes.end() - 3);
+    CHECK_THROWS_AS((decode_values<std::string, int, std::string>(truncated)), DecodeError);
+}

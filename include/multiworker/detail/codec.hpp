@@ -3,8 +3,9 @@
 // Encoding of argument tuples and results into bytes and back.
 //
 // Arithmetic and enum values are copied bit for bit (both ends are the same
-// program on the same machine); everything else goes through one Boost binary
-// archive per message. Decoding treats its input as untrusted: any mismatch
+// program on the same machine) and strings as length and bytes; a message of
+// only such values needs no archive. Everything else goes through one Boost
+// binary archive per message. Decoding treats its input as untrusted: any mismatch
 // throws DecodeError, never reads out of bounds or allocates more than the
 // message could hold (see bounded_archive.hpp).
 
@@ -13,6 +14,7 @@
 
 #include <boost/archive/binary_oarchive.hpp>
 
+#include <cstdint>
 #include <cstring>
 #include <span>
 #include <stdexcept>
@@ -68,13 +70,71 @@ inline constexpr unsigned archive_flags = boost::archive::no_header | boost::arc
 template <class T>
 inline constexpr bool bitwise_copyable = std::is_arithmetic_v<T> || std::is_enum_v<T>;
 
+/// Types with a direct encoding, no archive: bitwise values, and std::string as
+/// an 8-byte length and its bytes. A message of only such values skips Boost,
+/// whose archive costs far more than the copy itself.
+template <class T>
+inline constexpr bool plain_codable = bitwise_copyable<T> || std::is_same_v<T, std::string>;
+
+/// Reads plain values from a span, checking every length against what is left.
+class PlainReader {
+public:
+    explicit PlainReader(std::span<const char> in) noexcept : in_{in} {}
+
+    template <class T>
+    void read(T& value) {
+        if constexpr (std::is_same_v<T, std::string>) {
+            std::uint64_t length = 0;
+            take(&length, sizeof length);
+            if (length > in_.size() - offset_) {
+                throw DecodeError{"malformed message: string of " + std::to_string(length) + " claimed with only " +
+                                  std::to_string(in_.size() - offset_) + " bytes left"};
+            }
+            value.assign(in_.data() + offset_, static_cast<std::size_t>(length));
+            offset_ += static_cast<std::size_t>(length);
+        } else {
+            if constexpr (std::is_same_v<T, bool>) {
+                // Reading a bool whose byte is neither 0 nor 1 is undefined behaviour.
+                if (offset_ < in_.size() && static_cast<unsigned char>(in_[offset_]) > 1) {
+                    throw DecodeError{"malformed message: invalid bool"};
+                }
+            }
+            take(&value, sizeof value);
+        }
+    }
+
+    [[nodiscard]] std::size_t remaining() const noexcept { return in_.size() - offset_; }
+
+private:
+    void take(void* to, std::size_t count) {
+        if (count > in_.size() - offset_) {
+            throw DecodeError{"malformed message: " + std::to_string(count) + " bytes wanted, " +
+                              std::to_string(in_.size() - offset_) + " left"};
+        }
+        std::memcpy(to, in_.data() + offset_, count);
+        offset_ += count;
+    }
+
+    std::span<const char> in_;
+    std::size_t offset_ = 0;
+};
+
 /// Appends the encoding of `values` to `out`.
 template <class... Ts>
 void encode_values(Bytes& out, const Ts&... values) {
-    if constexpr ((bitwise_copyable<Ts> && ...)) {
-        const auto append = [&out](const auto& value) {
-            const char* raw = reinterpret_cast<const char*>(&value);
-            out.insert(out.end(), raw, raw + sizeof value);
+    if constexpr ((plain_codable<Ts> && ...)) {
+        const auto append_raw = [&out](const void* data, std::size_t size) {
+            const char* raw = static_cast<const char*>(data);
+            out.insert(out.end(), raw, raw + size);
+        };
+        const auto append = [&append_raw](const auto& value) {
+            if constexpr (std::is_same_v<std::remove_cvref_t<decltype(value)>, std::string>) {
+                const std::uint64_t length = value.size();
+                append_raw(&length, sizeof length);
+                append_raw(value.data(), value.size());
+            } else {
+                append_raw(&value, sizeof value);
+            }
         };
         (append(values), ...);
     } else {
@@ -88,21 +148,12 @@ void encode_values(Bytes& out, const Ts&... values) {
 template <class... Ts>
 std::tuple<Ts...> decode_values(std::span<const char> in) {
     std::tuple<Ts...> values;
-    if constexpr ((bitwise_copyable<Ts> && ...)) {
-        constexpr std::size_t expected = (std::size_t{0} + ... + sizeof(Ts));
-        if (in.size() != expected) {
-            throw DecodeError{"expected " + std::to_string(expected) + " bytes, got " + std::to_string(in.size())};
+    if constexpr ((plain_codable<Ts> && ...)) {
+        PlainReader reader{in};
+        std::apply([&reader](auto&... value) { (reader.read(value), ...); }, values);
+        if (reader.remaining() != 0) {
+            throw DecodeError{"malformed message: " + std::to_string(reader.remaining()) + " trailing bytes"};
         }
-        std::size_t offset = 0;
-        const auto copy_out = [&in, &offset](auto& value) {
-            if constexpr (std::is_same_v<std::remove_cvref_t<decltype(value)>, bool>) {
-                // Reading a bool whose byte is neither 0 nor 1 is undefined behaviour.
-                if (static_cast<unsigned char>(in[offset]) > 1) throw DecodeError{"malformed message: invalid bool"};
-            }
-            std::memcpy(&value, in.data() + offset, sizeof value);
-            offset += sizeof value;
-        };
-        std::apply([&copy_out](auto&... value) { (copy_out(value), ...); }, values);
     } else {
         SpanReadBuffer buffer{in};
         try {
