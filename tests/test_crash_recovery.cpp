@@ -22,6 +22,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <map>
+#include <memory>
 #include <random>
 #include <set>
 #include <sstream>
@@ -404,7 +405,7 @@ TEST_CASE("a parent killed with SIGKILL leaves no worker alive a second later") 
     test_support::Watchdog watchdog{60s};
     int report[2];
     REQUIRE(::pipe(report) == 0);
-    const pid_t parent = ::fork();
+    pid_t parent = ::fork();
     REQUIRE(parent >= 0);
     if (parent == 0) {
         ::close(report[0]);
@@ -419,6 +420,12 @@ TEST_CASE("a parent killed with SIGKILL leaves no worker alive a second later") 
         for (;;) ::pause();
     }
     ::close(report[1]);
+    // Reaps the child whatever happens below, so a failure here leaves no zombie for later tests.
+    const std::unique_ptr<pid_t, void (*)(pid_t*)> reaper{&parent, [](pid_t* pid) {
+                                                              if (*pid <= 0) return;
+                                                              ::kill(*pid, SIGKILL);
+                                                              ::waitpid(*pid, nullptr, 0);
+                                                          }};
     std::vector<pid_t> workers(4);
     std::size_t got = 0;
     while (got < workers.size() * sizeof(pid_t)) {
@@ -431,6 +438,7 @@ TEST_CASE("a parent killed with SIGKILL leaves no worker alive a second later") 
     for (pid_t pid : workers) REQUIRE(test_support::process_alive(pid));
     REQUIRE(::kill(parent, SIGKILL) == 0);
     REQUIRE(::waitpid(parent, nullptr, 0) == parent);
+    parent = 0;
     const auto killed = Clock::now();
     std::this_thread::sleep_for(1s);
     for (pid_t pid : workers) CHECK_FALSE(test_support::process_alive(pid));
