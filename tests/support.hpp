@@ -3,6 +3,9 @@
 // Helpers shared by the tests: a watchdog that turns a hang into a failure,
 // and probes for leftover child processes and shared-memory files.
 
+#include <spdlog/logger.h>
+#include <spdlog/sinks/base_sink.h>
+
 #include <dirent.h>
 #include <signal.h>
 #include <sys/wait.h>
@@ -14,6 +17,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <memory>
 #include <mutex>
 #include <set>
 #include <string>
@@ -62,6 +66,33 @@ struct Sleeper {
         return ms;
     }
 };
+
+/// An spdlog sink that keeps every record, readable while others still log.
+class CapturingSink final : public spdlog::sinks::base_sink<std::mutex> {
+public:
+    /// Everything logged so far, one formatted record per line.
+    std::string text() {
+        std::lock_guard lock{mutex_};
+        return text_;
+    }
+
+protected:
+    void sink_it_(const spdlog::details::log_msg& msg) override {
+        spdlog::memory_buf_t formatted;
+        formatter_->format(msg, formatted);
+        text_.append(formatted.data(), formatted.size());
+    }
+    void flush_() override {}
+
+private:
+    std::string text_;
+};
+
+/// A logger writing to a new CapturingSink; returns both.
+inline std::pair<std::shared_ptr<spdlog::logger>, std::shared_ptr<CapturingSink>> capturing_logger() {
+    auto sink = std::make_shared<CapturingSink>();
+    return {std::make_shared<spdlog::logger>("capture", sink), sink};
+}
 
 /// Direct children of this process, alive or zombie (from /proc).
 inline std::vector<pid_t> child_pids() {

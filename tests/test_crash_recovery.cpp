@@ -315,9 +315,7 @@ TEST_CASE("max_tasks_per_worker recycles after exactly that many tasks") {
 
 TEST_CASE("worker hooks run in every worker - a failing start hook fails tasks instead of hanging") {
     test_support::Watchdog watchdog{60s};
-    std::ostringstream captured;
-    auto logger =
-        std::make_shared<spdlog::logger>("capture", std::make_shared<spdlog::sinks::ostream_sink_mt>(captured));
+    auto [logger, captured] = test_support::capturing_logger();
     struct Connection {
         bool open = false;
         bool fail_start = false;
@@ -338,7 +336,7 @@ TEST_CASE("worker hooks run in every worker - a failing start hook fails tasks i
             for (const auto& result : processor.get_results()) CHECK(result.value());
         }
         std::size_t closes = 0;
-        const std::string text = captured.str();
+        const std::string text = captured->text();
         for (auto at = text.find("closing connection"); at != std::string::npos;
              at = text.find("closing connection", at + 1)) {
             ++closes;
@@ -354,15 +352,13 @@ TEST_CASE("worker hooks run in every worker - a failing start hook fails tasks i
         const auto results = processor.get_results();
         REQUIRE(results.size() == 5);
         for (const auto& result : results) CHECK(result.error().kind() == ErrorKind::no_worker);
-        CHECK_THAT(captured.str(), Catch::Contains("failed to start: cannot connect"));
+        CHECK_THAT(captured->text(), Catch::Contains("failed to start: cannot connect"));
     }
 }
 
 TEST_CASE("a worker killed by a fatal signal logs its stack trace") {
     test_support::Watchdog watchdog{60s};
-    std::ostringstream captured;
-    auto logger =
-        std::make_shared<spdlog::logger>("capture", std::make_shared<spdlog::sinks::ostream_sink_mt>(captured));
+    auto [logger, captured] = test_support::capturing_logger();
     {
         TaskProcessor processor{Task{}, {.workers = 1, .logger = logger}};
         processor.add(Task::segfault, 0);
@@ -372,7 +368,7 @@ TEST_CASE("a worker killed by a fatal signal logs its stack trace") {
         REQUIRE(results.size() == 1);
         CHECK_THAT(results[0].error().what(), Catch::Contains("its stack trace is in the log"));
     }
-    CHECK_THAT(captured.str(), Catch::Contains("fatal signal SIGSEGV; stack trace of the worker:"));
+    CHECK_THAT(captured->text(), Catch::Contains("fatal signal SIGSEGV; stack trace of the worker:"));
 }
 
 TEST_CASE("a parent thread logging hard while workers die and respawn does not deadlock") {

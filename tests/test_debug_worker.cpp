@@ -7,11 +7,8 @@
 
 #include <catch2/catch.hpp>
 
-#include <spdlog/sinks/ostream_sink.h>
-
 #include <csignal>
 #include <cstdlib>
-#include <sstream>
 #include <thread>
 
 namespace {
@@ -22,13 +19,14 @@ struct Echo {
     int echo(int x) const { return x; }
 };
 
-void check_waits_then_continues(multiworker::Processor<Echo, &Echo::echo>& processor, const std::ostringstream& log) {
+void check_waits_then_continues(multiworker::Processor<Echo, &Echo::echo>& processor,
+                                test_support::CapturingSink& log) {
     processor.add(42);
     processor.start();
     CHECK_FALSE(processor.pop_result(500ms).has_value());  // the only worker is waiting
     const auto pids = processor.worker_pids();
     REQUIRE(pids.size() == 1);
-    CHECK_THAT(log.str(), Catch::Contains("waiting for a debugger: gdb -p " + std::to_string(pids[0])));
+    CHECK_THAT(log.text(), Catch::Contains("waiting for a debugger: gdb -p " + std::to_string(pids[0])));
     REQUIRE(::kill(pids[0], SIGCONT) == 0);
     auto result = processor.pop_result(30s);
     REQUIRE(result.has_value());
@@ -39,29 +37,34 @@ void check_waits_then_continues(multiworker::Processor<Echo, &Echo::echo>& proce
 
 TEST_CASE("Options::debug_worker parks that worker until SIGCONT") {
     test_support::Watchdog watchdog{60s};
-    std::ostringstream log;
-    auto logger = std::make_shared<spdlog::logger>("capture", std::make_shared<spdlog::sinks::ostream_sink_mt>(log));
+    auto [logger, log] = test_support::capturing_logger();
     multiworker::Processor<Echo, &Echo::echo> processor{Echo{}, {.workers = 1, .logger = logger, .debug_worker = 0}};
-    check_waits_then_continues(processor, log);
+    check_waits_then_continues(processor, *log);
 }
 
 TEST_CASE("MULTIWORKER_DEBUG_WORKER selects the worker from the environment") {
     test_support::Watchdog watchdog{60s};
-    std::ostringstream log;
-    auto logger = std::make_shared<spdlog::logger>("capture", std::make_shared<spdlog::sinks::ostream_sink_mt>(log));
+    auto [logger, log] = test_support::capturing_logger();
     ::setenv("MULTIWORKER_DEBUG_WORKER", "0", 1);
     multiworker::Processor<Echo, &Echo::echo> processor{Echo{}, {.workers = 1, .logger = logger}};
     ::unsetenv("MULTIWORKER_DEBUG_WORKER");
-    check_waits_then_continues(processor, log);
+    check_waits_then_continues(processor, *log);
 }
 
 TEST_CASE("workers not chosen do not wait") {
     test_support::Watchdog watchdog{60s};
-    multiworker::Processor<Echo, &Echo::echo> processor{Echo{}, {.workers = 2, .debug_worker = 1}};
+    auto [logger, log] = test_support::capturing_logger();
+    multiworker::Processor<Echo, &Echo::echo> processor{Echo{}, {.workers = 2, .logger = logger, .debug_worker = 1}};
     for (int i = 0; i < 10; ++i) processor.add(i);
     processor.start();
     // Worker 0 serves while worker 1 waits: results arrive without any signal.
     CHECK(processor.pop_result(20s).has_value());
+    // Release worker 1 once it says it waits (a SIGCONT before that would be lost, as for a user).
+    const auto deadline = std::chrono::steady_clock::now() + 20s;
+    while (log->text().find("waiting for a debugger") == std::string::npos &&
+           std::chrono::steady_clock::now() < deadline) {
+        std::this_thread::sleep_for(10ms);
+    }
     for (pid_t pid : processor.worker_pids()) ::kill(pid, SIGCONT);
     processor.wait();
     CHECK(processor.get_results().size() == 9);
