@@ -9,6 +9,8 @@
 
 #include <unistd.h>
 
+#include <atomic>
+#include <memory>
 #include <thread>
 
 namespace {
@@ -95,4 +97,29 @@ TEST_CASE("in-process and worker processes give identical results and errors") {
         }
     }
     CHECK(in_process[1].error().message() == "empty text");
+}
+
+TEST_CASE("in-process tasks added from several threads run one at a time") {
+    test_support::Watchdog watchdog{60s};
+    struct Exclusive {
+        std::shared_ptr<std::atomic<int>> inside = std::make_shared<std::atomic<int>>(0);
+        int enter(int x) const {
+            const int others = inside->fetch_add(1);
+            std::this_thread::sleep_for(std::chrono::microseconds{200});
+            inside->fetch_sub(1);
+            return others == 0 ? x : -1;  // -1: another call ran at the same time
+        }
+    };
+    multiworker::Processor<Exclusive, &Exclusive::enter> processor{Exclusive{}, {.workers = 0}};
+    processor.start();
+    std::vector<std::thread> adders;
+    for (int t = 0; t < 4; ++t) {
+        adders.emplace_back([&processor] {
+            for (int i = 0; i < 50; ++i) processor.add(i);
+        });
+    }
+    for (auto& adder : adders) adder.join();
+    const auto results = processor.get_results();
+    REQUIRE(results.size() == 200);
+    for (const auto& result : results) CHECK(result.value() >= 0);
 }

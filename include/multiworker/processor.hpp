@@ -162,8 +162,12 @@ public:
                       "multiworker::Processor::add() arguments: cannot convert to the method's parameter types");
         if (stopped_) throw std::logic_error{"multiworker::Processor::add() called after stop()"};
         detail::Bytes encoded;
-        std::apply([&encoded](const auto&... values) { detail::encode_values(encoded, values...); },
-                   arguments_type{std::forward<Args>(args)...});
+        if constexpr (std::is_same_v<std::tuple<std::remove_cvref_t<Args>...>, arguments_type>) {
+            detail::encode_values(encoded, args...);  // already the parameter types: no copy first
+        } else {
+            std::apply([&encoded](const auto&... values) { detail::encode_values(encoded, values...); },
+                       arguments_type{std::forward<Args>(args)...});
+        }
         if (encoded.size() > options_.max_message_bytes) {
             throw std::length_error{"multiworker::Processor::add(): the arguments encode to " +
                                     std::to_string(encoded.size()) + " bytes, more than max_message_bytes (" +

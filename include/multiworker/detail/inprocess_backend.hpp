@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include <deque>
+#include <mutex>
 #include <utility>
 
 namespace multiworker::detail {
@@ -24,6 +25,7 @@ public:
     /// Calls the start hook, then runs the tasks added so far, in order. A
     /// start hook that throws fails start() itself: there is no other worker.
     void start() override {
+        std::lock_guard lock{mutex_};
         if (hooks_.on_start) hooks_.on_start();
         started_ = true;
         while (!queued_.empty()) {
@@ -35,6 +37,7 @@ public:
 
     /// Before start(): queues. After: runs the task now, before returning.
     void submit(TaskId id, Bytes arguments) override {
+        std::lock_guard lock{mutex_};
         if (started_) {
             run(id, arguments);
         } else {
@@ -43,14 +46,13 @@ public:
     }
 
     std::size_t cancel() override {
-        const std::size_t count = queued_.size();
-        queued_.clear();
-        mailbox_.forget(count);
-        return count;
+        std::lock_guard lock{mutex_};
+        return cancel_queued();
     }
 
     void stop(std::chrono::milliseconds /*grace*/) override {
-        cancel();
+        std::lock_guard lock{mutex_};
+        cancel_queued();
         if (started_ && hooks_.on_exit) hooks_.on_exit();
         started_ = false;
     }
@@ -58,6 +60,13 @@ public:
     [[nodiscard]] std::vector<pid_t> worker_pids() const override { return {}; }
 
 private:
+    std::size_t cancel_queued() {
+        const std::size_t count = queued_.size();
+        queued_.clear();
+        mailbox_.forget(count);
+        return count;
+    }
+
     void run(TaskId id, const Bytes& arguments) {
         TaskOutcome outcome = execute_task(runner_, arguments);
         RawResult result{id, Bytes{}, 0, ::getpid()};
@@ -74,6 +83,9 @@ private:
     ResultMailbox& mailbox_;
     TaskRunner runner_;
     WorkerHooks hooks_;
+    // Calls from several threads run one task at a time: the object is the
+    // user's single-threaded code.
+    std::mutex mutex_;
     std::deque<std::pair<TaskId, Bytes>> queued_;
     bool started_ = false;
 };
