@@ -44,8 +44,6 @@ public:
     ByteRing(RingCounters* counters, char* data, std::uint64_t capacity) noexcept
         : counters_{counters}, data_{data}, capacity_{capacity} {}
 
-    [[nodiscard]] std::uint64_t capacity() const noexcept { return capacity_; }
-
     // --- producer side ---
 
     /// Copies as much of `bytes` as fits and publishes it; returns the count.

@@ -90,9 +90,6 @@ public:
         return complete_;
     }
 
-    /// True while part of a frame has been read but not all of it.
-    [[nodiscard]] bool in_frame() const noexcept { return header_filled_ > 0 && !complete_; }
-
     [[nodiscard]] const FrameHeader& header() const noexcept { return header_; }
 
     /// Hands over the payload of the complete frame and readies for the next.

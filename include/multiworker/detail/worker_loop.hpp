@@ -51,7 +51,6 @@ public:
         if (count != 0) producer_.ring();
         return count;
     }
-    [[nodiscard]] const ByteRing& ring() const noexcept { return ring_; }
 
 private:
     ByteRing ring_;
@@ -67,7 +66,6 @@ public:
         if (count != 0) consumer_.ring();
         return count;
     }
-    [[nodiscard]] const ByteRing& ring() const noexcept { return ring_; }
 
 private:
     ByteRing ring_;
