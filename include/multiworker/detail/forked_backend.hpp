@@ -170,7 +170,6 @@ private:
     struct Worker {
         int index = 0;
         pid_t pid = 0;          // 0: no process in this slot
-        bool alive = false;     // a process is running and may be given tasks
         bool spawning = false;  // the fork server was asked for a process
         bool disabled = false;  // its worker failed to start: not replaced again
         FileDescriptor pidfd;   // exactly this process, for signals
@@ -188,6 +187,9 @@ private:
         ErrorKind fault_kind = ErrorKind::worker_died;
         double task_ns = 0;  // moving average of task duration; 0 = unknown
         Clock::time_point last_collect{};
+
+        /// A process runs in this slot (it may be faulted and about to die).
+        [[nodiscard]] bool alive() const noexcept { return pid != 0; }
     };
 
     // ----- set-up -----
@@ -358,7 +360,7 @@ private:
         std::size_t count = backlog_.size();
         backlog_.clear();
         for (Worker& worker : workers_) {
-            if (worker.alive) count += take_back_unclaimed(worker).size();
+            if (worker.alive()) count += take_back_unclaimed(worker).size();
         }
         mailbox_.forget(count);
         return count;
@@ -383,7 +385,7 @@ private:
     // ----- results -----
 
     bool collect(Worker& worker) {
-        if (!worker.alive || !worker.fault.empty()) return false;
+        if (!worker.alive() || !worker.fault.empty()) return false;
         std::size_t count = 0;
         try {
             RingReader source{worker.endpoints.results, worker.endpoints.own};
@@ -482,7 +484,7 @@ private:
 
     /// Ends a worker at stop(), or when it has served max_tasks_per_worker.
     bool send_shutdown_if_due(Worker& worker) {
-        if (!worker.alive || worker.shutdown_sent || worker.sending || !worker.fault.empty()) return false;
+        if (!worker.alive() || worker.shutdown_sent || worker.sending || !worker.fault.empty()) return false;
         const bool recycle = options_.max_tasks_per_worker > 0 && worker.dispatched >= options_.max_tasks_per_worker &&
                              worker.in_flight.empty();
         if (!stopping_ && !recycle) return false;
@@ -495,7 +497,7 @@ private:
     Worker* least_loaded_ready_worker() {
         Worker* best = nullptr;
         for (Worker& worker : workers_) {
-            if (!worker.alive || !worker.fault.empty() || worker.sending || worker.shutdown_sent) continue;
+            if (!worker.alive() || !worker.fault.empty() || worker.sending || worker.shutdown_sent) continue;
             if (worker.in_flight.size() >= window(worker)) continue;
             if (best == nullptr || worker.in_flight.size() < best->in_flight.size()) best = &worker;
         }
@@ -503,7 +505,7 @@ private:
     }
 
     bool continue_sending(Worker& worker) {
-        if (!worker.sending || !worker.alive || !worker.fault.empty()) return false;
+        if (!worker.sending || !worker.alive() || !worker.fault.empty()) return false;
         try {
             RingWriter sink{worker.endpoints.tasks, worker.endpoints.own};
             const std::size_t before = worker.sending->written();
@@ -526,7 +528,7 @@ private:
         if (stopping_ && !stop_killed_ && Clock::now() >= stop_deadline_) {
             stop_killed_ = true;
             for (Worker& worker : workers_) {
-                if (worker.alive && worker.fault.empty()) {
+                if (worker.alive() && worker.fault.empty()) {
                     fault(worker, ErrorKind::worker_died,
                           "was still running when stop()'s grace period (stop_timeout, " +
                               std::to_string(stop_grace_ms_) + " ms) ended");
@@ -546,7 +548,7 @@ private:
 
     /// When the worker's running task times out; empty if it runs none.
     std::optional<Clock::time_point> task_deadline(const Worker& worker) const {
-        if (!worker.alive || !worker.fault.empty() || worker.in_flight.empty()) return std::nullopt;
+        if (!worker.alive() || !worker.fault.empty() || worker.in_flight.empty()) return std::nullopt;
         const std::uint64_t claimed = worker.slot->claimed.load(std::memory_order_acquire);
         if (claimed < worker.in_flight.front().sequence) return std::nullopt;
         const Clock::time_point started{Clock::duration{worker.slot->started_ns.load(std::memory_order_relaxed)}};
@@ -559,7 +561,7 @@ private:
         if (stopping_ && !stop_killed_) wake = std::min(wake, stop_deadline_);
         if (options_.task_timeout.count() > 0) {
             for (const Worker& worker : workers_) {
-                if (!worker.alive || worker.in_flight.empty()) continue;
+                if (!worker.alive() || worker.in_flight.empty()) continue;
                 // A task not started yet cannot time out before a full timeout from now.
                 wake = std::min(wake, task_deadline(worker).value_or(Clock::now() + options_.task_timeout));
             }
@@ -574,7 +576,7 @@ private:
     bool work_ready() const noexcept {
         if (requests_pending_.load(std::memory_order_acquire)) return true;
         for (const Worker& worker : workers_) {
-            if (!worker.alive || !worker.fault.empty()) continue;
+            if (!worker.alive() || !worker.fault.empty()) continue;
             if (worker.endpoints.results.has_readable()) return true;
             if (worker.sending && worker.endpoints.tasks.has_space()) return true;
         }
@@ -635,7 +637,6 @@ private:
             return;
         }
         worker.pid = message.pid;
-        worker.alive = true;
         worker.pidfd = std::move(received.fds[1]);
         log_collector_.add_source(worker.index, worker.pid, std::move(received.fds[0]));
         publish_pids();
@@ -666,7 +667,6 @@ private:
                                                            std::to_string(worker.pid) + ") " + reason);
         }
         worker.in_flight.clear();
-        worker.alive = false;
         worker.pid = 0;
         worker.pidfd.reset();
         const bool failed_to_start = WIFEXITED(status) && WEXITSTATUS(status) == worker_start_failed_status &&
@@ -704,7 +704,7 @@ private:
     void fail_backlog_if_no_worker() {
         if (stopping_) return;
         const bool any = std::any_of(workers_.begin(), workers_.end(),
-                                     [](const Worker& w) { return w.alive || w.spawning || !w.disabled; });
+                                     [](const Worker& w) { return w.alive() || w.spawning || !w.disabled; });
         if (any) return;
         const std::string why = "all " + std::to_string(workers_.size()) + " workers have exited";
         for (QueuedTask& task : backlog_) {
@@ -718,7 +718,7 @@ private:
         log_collector_.report(spdlog::level::err, why);
         for (Worker& worker : workers_) {
             worker.disabled = true;
-            if (worker.alive && worker.fault.empty()) fault(worker, ErrorKind::worker_died, why);
+            if (worker.alive() && worker.fault.empty()) fault(worker, ErrorKind::worker_died, why);
         }
         const auto deadline = Clock::now() + std::chrono::seconds{5};
         while (!no_processes() && fork_server_.valid() && Clock::now() < deadline) wait_for_events(100, false);
@@ -748,7 +748,7 @@ private:
     void publish_pids() {
         std::vector<pid_t> pids;
         for (const Worker& worker : workers_) {
-            if (worker.alive) pids.push_back(worker.pid);
+            if (worker.alive()) pids.push_back(worker.pid);
         }
         std::lock_guard lock{requests_mutex_};
         live_pids_ = std::move(pids);
