@@ -12,6 +12,7 @@
 #include <spdlog/sinks/ostream_sink.h>
 
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -405,16 +406,27 @@ TEST_CASE("a parent killed by a signal leaves no worker alive a second later") {
     pid_t parent = ::fork();
     REQUIRE(parent >= 0);
     if (parent == 0) {
+        // This process stands in for a user's program; it must not outlive the
+        // test, nor return into the test framework, whatever goes wrong.
+        ::prctl(PR_SET_PDEATHSIG, SIGKILL);
         ::close(report[0]);
-        TaskProcessor processor{Task{}, {.workers = 4}};
-        processor.add(Task::hang, 0);
-        processor.start();
-        while (processor.worker_pids().size() < 4) std::this_thread::sleep_for(1ms);
-        for (pid_t pid : processor.worker_pids()) {
-            [[maybe_unused]] const ssize_t written = ::write(report[1], &pid, sizeof pid);
+        try {
+            TaskProcessor processor{Task{}, {.workers = 4}};
+            processor.add(Task::hang, 0);
+            processor.start();
+            const auto deadline = Clock::now() + 20s;
+            while (processor.worker_pids().size() < 4) {
+                if (Clock::now() > deadline) ::_exit(3);
+                std::this_thread::sleep_for(1ms);
+            }
+            for (pid_t pid : processor.worker_pids()) {
+                [[maybe_unused]] const ssize_t written = ::write(report[1], &pid, sizeof pid);
+            }
+            ::close(report[1]);
+            for (;;) ::pause();
+        } catch (...) {
+            ::_exit(4);
         }
-        ::close(report[1]);
-        for (;;) ::pause();
     }
     ::close(report[1]);
     // Reaps the child whatever happens below, so a failure here leaves no zombie for later tests.

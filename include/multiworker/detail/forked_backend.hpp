@@ -87,7 +87,6 @@ public:
 
     void start() override {
         map_shared_state();
-        log_collector_.start();
         std::promise<void> started;
         std::future<void> ready = started.get_future();
         supervisor_ = std::thread{[this, promise = std::move(started)]() mutable { supervise(std::move(promise)); }};
@@ -281,6 +280,10 @@ private:
     void supervise(std::promise<void> started) {
         try {
             start_fork_server();
+            // Only now: a thread of ours running during the fork could hold a
+            // lock (the allocator's, a logger's) that the fork server would
+            // inherit, locked, forever.
+            log_collector_.start();
             for (Worker& worker : workers_) request_worker(worker);
             const auto deadline = Clock::now() + start_timeout;
             while (std::any_of(workers_.begin(), workers_.end(), [](const Worker& w) { return w.spawning; })) {
