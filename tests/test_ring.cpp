@@ -112,14 +112,51 @@ TEST_CASE("a forked child and its parent share the ring") {
     CHECK(received == data);
 }
 
-TEST_CASE("impossible counters are reported as corruption") {
+TEST_CASE("a consumer reports a producer's impossible tail as corruption") {
     SharedRing shared{4096};
     auto* counters = reinterpret_cast<RingCounters*>(shared.mapping.data());
     counters->tail.store(5000);  // more than a capacity ahead of head
     CHECK_THROWS_AS(shared.ring.readable(), RingCorrupted);
     std::vector<char> out(10);
     CHECK_THROWS_AS(shared.ring.read_some(out), RingCorrupted);
-    CHECK_THROWS_AS(shared.ring.write_some(out), RingCorrupted);
+}
+
+TEST_CASE("a producer reports a consumer's impossible head as corruption") {
+    SharedRing shared{4096};
+    auto* counters = reinterpret_cast<RingCounters*>(shared.mapping.data());
+    const std::vector<char> full(4096, 'x');
+    REQUIRE(shared.ring.write_some(full) == full.size());
+    counters->head.store(5000);  // ahead of everything written
+    const std::vector<char> more(1, 'y');
+    CHECK_THROWS_AS(shared.ring.write_some(more), RingCorrupted);
+}
+
+TEST_CASE("a head that moves backwards is reported as corruption") {
+    SharedRing shared{4096};
+    auto* counters = reinterpret_cast<RingCounters*>(shared.mapping.data());
+    const std::vector<char> full(4096, 'x');
+    REQUIRE(shared.ring.write_some(full) == full.size());
+    std::vector<char> out(100);
+    REQUIRE(shared.ring.read_some(out) == out.size());
+    REQUIRE(shared.ring.write_some(std::span{full}.first(100)) == 100);  // the producer saw head at 100
+    counters->head.store(50);
+    CHECK_THROWS_AS(shared.ring.write_some(std::span{full}.first(1)), RingCorrupted);
+}
+
+TEST_CASE("staged bytes stay invisible until published and taken bytes stay unfree until released") {
+    SharedRing shared{4096};
+    auto* counters = reinterpret_cast<RingCounters*>(shared.mapping.data());
+    const std::vector<char> data(100, 'z');
+    REQUIRE(shared.ring.stage(data) == data.size());
+    CHECK(counters->tail.load() == 0);
+    CHECK(shared.ring.publish());
+    CHECK(counters->tail.load() == 100);
+    CHECK_FALSE(shared.ring.publish());
+    std::vector<char> out(60);
+    REQUIRE(shared.ring.take(out) == out.size());
+    CHECK(counters->head.load() == 0);
+    CHECK(shared.ring.release());
+    CHECK(counters->head.load() == 60);
 }
 
 TEST_CASE("frames larger than the ring stream through it") {

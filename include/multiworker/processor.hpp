@@ -126,7 +126,9 @@ public:
     /// Takes the object every worker will copy. Nothing runs until start().
     explicit Processor(T object, Options options = {})
         : object_{std::move(object)}, options_{with_environment(std::move(options))} {
-        detail::TaskRunner runner = [this](std::span<const char> arguments) { return run_task(arguments); };
+        detail::TaskRunner runner = [this](std::span<const char> arguments, detail::Bytes& result) {
+            run_task(arguments, result);
+        };
         if (options_.workers == 0) {
             backend_ = std::make_unique<detail::InProcessBackend>(mailbox_, std::move(runner), worker_hooks());
         } else {
@@ -297,19 +299,17 @@ private:
     }
 
     // Runs in the worker (or in-process): decode, call, encode.
-    detail::Bytes run_task(std::span<const char> encoded_arguments) {
+    void run_task(std::span<const char> encoded_arguments, detail::Bytes& encoded_result) {
         auto arguments = detail::tuple_decoder<arguments_type>::decode(encoded_arguments);
         const auto call = [this](auto&... values) -> decltype(auto) {
             return std::invoke(Method, object_, std::move(values)...);
         };
-        detail::Bytes encoded;
         if constexpr (std::is_void_v<result_type>) {
             std::apply(call, arguments);
         } else {
             const result_type& value = std::apply(call, arguments);
-            detail::encode_values(encoded, value);
+            detail::encode_values(encoded_result, value);
         }
-        return encoded;
     }
 
     Result<result_type> convert(detail::RawResult raw) {

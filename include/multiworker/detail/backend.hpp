@@ -34,8 +34,9 @@
 namespace multiworker::detail {
 
 /// Runs one task on the executing process's object: decodes the arguments,
-/// calls the method, returns the encoded result. Throws what the method throws.
-using TaskRunner = std::function<Bytes(std::span<const char> arguments)>;
+/// calls the method, appends the encoded result to `result`. Throws what the
+/// method throws. The caller reuses `result`, so a stream of tasks allocates nothing.
+using TaskRunner = std::function<void(std::span<const char> arguments, Bytes& result)>;
 
 /// Calls made in each worker process around its tasks (not in-process).
 struct WorkerHooks {
@@ -51,28 +52,26 @@ struct RawResult {
     pid_t worker_pid = 0;
 };
 
-/// The outcome of executing a task where it runs: ok with the encoded value,
-/// or not ok with an encoded FailureReport.
-struct TaskOutcome {
-    bool ok = false;
-    Bytes payload;
-};
-
-/// Runs `runner` and turns any exception into a FailureReport naming its type.
-inline TaskOutcome execute_task(const TaskRunner& runner, std::span<const char> arguments) {
+/// Runs `runner` into `out` (cleared first). True when the method returned:
+/// `out` holds the encoded value. False when it threw: `out` holds an encoded
+/// FailureReport naming the exception's type.
+inline bool execute_task(const TaskRunner& runner, std::span<const char> arguments, Bytes& out) {
+    const auto fail = [&out](ErrorKind kind, std::string type_name, std::string message) {
+        out = encode_failure({static_cast<std::uint32_t>(kind), std::move(type_name), std::move(message)});
+        return false;
+    };
+    out.clear();
     try {
-        return TaskOutcome{true, runner(arguments)};
+        runner(arguments, out);
+        return true;
     } catch (const DecodeError& e) {
-        return TaskOutcome{false, encode_failure({static_cast<std::uint32_t>(ErrorKind::bad_message), "",
-                                                  std::string{"arguments could not be decoded: "} + e.what()})};
+        return fail(ErrorKind::bad_message, "", std::string{"arguments could not be decoded: "} + e.what());
     } catch (const std::exception& e) {
-        return TaskOutcome{false, encode_failure({static_cast<std::uint32_t>(ErrorKind::exception),
-                                                  boost::core::demangle(typeid(e).name()), e.what()})};
+        return fail(ErrorKind::exception, boost::core::demangle(typeid(e).name()), e.what());
     } catch (...) {
         const std::type_info* type = abi::__cxa_current_exception_type();
-        return TaskOutcome{false, encode_failure({static_cast<std::uint32_t>(ErrorKind::exception),
-                                                  type ? boost::core::demangle(type->name()) : "unknown",
-                                                  "(an exception not derived from std::exception)"})};
+        return fail(ErrorKind::exception, type ? boost::core::demangle(type->name()) : "unknown",
+                    "(an exception not derived from std::exception)");
     }
 }
 

@@ -218,6 +218,7 @@ private:
                 .claimed = &worker.slot->claimed,
                 .started_ns = &worker.slot->started_ns,
                 .max_message_bytes = options_.max_message_bytes,
+                .track_start_times = options_.task_timeout.count() > 0,
                 .wait_for_debugger = options_.debug_worker == worker.index,
             };
             worker.receiving.emplace(options_.max_message_bytes);
@@ -391,11 +392,14 @@ private:
         if (!worker.alive() || !worker.fault.empty()) return false;
         std::size_t count = 0;
         try {
-            RingReader source{worker.endpoints.results, worker.endpoints.own};
+            TakingSource source{worker.endpoints.results};
             while (worker.receiving->poll(source)) {
                 accept_result(worker, worker.receiving->header(), worker.receiving->take_payload());
                 ++count;
             }
+            // Space for the worker's next results: freed in one store, and
+            // the worker woken if it waits for it.
+            if (worker.endpoints.results.release()) worker.endpoints.own.ring();
         } catch (const std::exception& e) {
             fault(worker, ErrorKind::worker_died, std::string{"sent corrupt data ("} + e.what() + ")");
             return true;
@@ -481,7 +485,12 @@ private:
             continue_sending(*target);
             progress = true;
         }
-        for (Worker& worker : workers_) progress |= send_shutdown_if_due(worker);
+        for (Worker& worker : workers_) {
+            progress |= send_shutdown_if_due(worker);
+            // Everything staged for this worker in this pass becomes visible
+            // at once, with one doorbell check.
+            if (worker.alive() && worker.endpoints.tasks.publish()) worker.endpoints.own.ring();
+        }
         return progress;
     }
 
@@ -510,7 +519,7 @@ private:
     bool continue_sending(Worker& worker) {
         if (!worker.sending || !worker.alive() || !worker.fault.empty()) return false;
         try {
-            RingWriter sink{worker.endpoints.tasks, worker.endpoints.own};
+            StagingSink sink{worker.endpoints.tasks};
             const std::size_t before = worker.sending->written();
             if (worker.sending->poll(sink)) {
                 worker.sending.reset();

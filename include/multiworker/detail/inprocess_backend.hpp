@@ -68,12 +68,13 @@ private:
     }
 
     void run(TaskId id, const Bytes& arguments) {
-        TaskOutcome outcome = execute_task(runner_, arguments);
+        Bytes payload;
+        const bool ok = execute_task(runner_, arguments, payload);
         RawResult result{id, Bytes{}, 0, ::getpid()};
-        if (outcome.ok) {
-            result.outcome = std::move(outcome.payload);
+        if (ok) {
+            result.outcome = std::move(payload);
         } else {
-            result.outcome = error_from_report(id, outcome.payload, 0, ::getpid());
+            result.outcome = error_from_report(id, payload, 0, ::getpid());
         }
         std::vector<RawResult> batch;
         batch.push_back(std::move(result));

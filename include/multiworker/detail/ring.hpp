@@ -37,57 +37,90 @@ struct RingCounters {
 };
 static_assert(std::atomic<std::uint64_t>::is_always_lock_free, "shared-memory rings need lock-free 64-bit atomics");
 
-/// A view of one ring; each process holds its own view of the same memory.
+/// One process's view of a ring. Each side keeps its own position and a
+/// cached copy of the peer's counter, so that a stream of small frames costs
+/// no cache-line transfer per frame: the producer stages bytes and publishes
+/// them in one store (publish()), the consumer takes bytes and frees their
+/// space in one store (release()), and each reloads the peer's counter only
+/// when its cached copy says the ring is full or empty.
 class ByteRing {
 public:
     ByteRing() noexcept = default;
+    /// A view of `counters`, which must already hold the ring's current state.
     ByteRing(RingCounters* counters, char* data, std::uint64_t capacity) noexcept
-        : counters_{counters}, data_{data}, capacity_{capacity} {}
+        : counters_{counters}, data_{data}, capacity_{capacity} {
+        resync();
+    }
 
     // --- producer side ---
 
-    /// Copies as much of `bytes` as fits and publishes it; returns the count.
-    std::size_t write_some(std::span<const char> bytes) {
-        const std::uint64_t tail = counters_->tail.load(std::memory_order_relaxed);
-        const std::uint64_t used = tail - counters_->head.load(std::memory_order_acquire);
-        if (used > capacity_) throw RingCorrupted{"ring head is ahead of its tail"};
-        const std::size_t count = static_cast<std::size_t>(std::min<std::uint64_t>(capacity_ - used, bytes.size()));
+    /// Copies as much of `bytes` as fits, without publishing it yet; returns the count.
+    std::size_t stage(std::span<const char> bytes) {
+        if (staged_tail_ - cached_head_ > capacity_ - bytes.size() || bytes.size() > capacity_) reload_head();
+        const std::size_t count = std::min<std::uint64_t>(capacity_ - (staged_tail_ - cached_head_), bytes.size());
         if (count == 0) return 0;
-        copy_in(tail, bytes.data(), count);
-        counters_->tail.store(tail + count, std::memory_order_release);
+        copy_in(staged_tail_, bytes.data(), count);
+        staged_tail_ += count;
+        return count;
+    }
+
+    /// Makes every staged byte visible to the consumer; true if there were any.
+    bool publish() noexcept {
+        if (staged_tail_ == published_tail_) return false;
+        counters_->tail.store(staged_tail_, std::memory_order_release);
+        published_tail_ = staged_tail_;
+        return true;
+    }
+
+    /// stage() and publish() in one.
+    std::size_t write_some(std::span<const char> bytes) {
+        const std::size_t count = stage(bytes);
+        publish();
         return count;
     }
 
     /// True when a write could make progress, or when the counters are
     /// corrupt (so that the caller's next write reports it).
     [[nodiscard]] bool has_space() const noexcept {
-        const std::uint64_t used =
-            counters_->tail.load(std::memory_order_relaxed) - counters_->head.load(std::memory_order_acquire);
-        return used != capacity_;
+        return staged_tail_ - counters_->head.load(std::memory_order_acquire) != capacity_;
     }
 
     // --- consumer side ---
 
-    /// Bytes published and not yet consumed.
-    [[nodiscard]] std::size_t readable() const {
-        const std::uint64_t head = counters_->head.load(std::memory_order_relaxed);
-        const std::uint64_t available = counters_->tail.load(std::memory_order_acquire) - head;
-        if (available > capacity_) throw RingCorrupted{"ring tail is more than a capacity ahead"};
-        return static_cast<std::size_t>(available);
+    /// Bytes published and not yet taken. Throws RingCorrupted on impossible counters.
+    [[nodiscard]] std::size_t readable() {
+        reload_tail();
+        return static_cast<std::size_t>(cached_tail_ - taken_head_);
     }
 
     /// True when a read could make progress, or when the counters are corrupt.
     [[nodiscard]] bool has_readable() const noexcept {
-        return counters_->tail.load(std::memory_order_acquire) != counters_->head.load(std::memory_order_relaxed);
+        return cached_tail_ != taken_head_ || counters_->tail.load(std::memory_order_acquire) != taken_head_;
     }
 
-    /// Copies up to `out.size()` published bytes out and consumes them.
-    std::size_t read_some(std::span<char> out) {
-        const std::size_t count = std::min(readable(), out.size());
+    /// Copies up to `out.size()` published bytes out, without freeing their
+    /// space yet; returns the count.
+    std::size_t take(std::span<char> out) {
+        if (cached_tail_ - taken_head_ < out.size()) reload_tail();
+        const std::size_t count = std::min<std::uint64_t>(cached_tail_ - taken_head_, out.size());
         if (count == 0) return 0;
-        const std::uint64_t head = counters_->head.load(std::memory_order_relaxed);
-        copy_out(head, out.data(), count);
-        counters_->head.store(head + count, std::memory_order_release);
+        copy_out(taken_head_, out.data(), count);
+        taken_head_ += count;
+        return count;
+    }
+
+    /// Gives the space of every taken byte back to the producer; true if there was any.
+    bool release() noexcept {
+        if (taken_head_ == released_head_) return false;
+        counters_->head.store(taken_head_, std::memory_order_release);
+        released_head_ = taken_head_;
+        return true;
+    }
+
+    /// take() and release() in one.
+    std::size_t read_some(std::span<char> out) {
+        const std::size_t count = take(out);
+        release();
         return count;
     }
 
@@ -95,9 +128,33 @@ public:
     void reset() noexcept {
         counters_->head.store(0, std::memory_order_relaxed);
         counters_->tail.store(0, std::memory_order_release);
+        resync();
+    }
+
+    /// Forgets every cached position and reads them from the shared counters.
+    void resync() noexcept {
+        const std::uint64_t head = counters_->head.load(std::memory_order_acquire);
+        const std::uint64_t tail = counters_->tail.load(std::memory_order_acquire);
+        staged_tail_ = published_tail_ = tail;
+        cached_head_ = head;
+        taken_head_ = released_head_ = cached_tail_ = head;
     }
 
 private:
+    // The peer's counter is untrusted: it must only move forward, and never
+    // claim more than a capacity of bytes between the two positions.
+    void reload_head() {
+        const std::uint64_t head = counters_->head.load(std::memory_order_acquire);
+        if (head - cached_head_ > staged_tail_ - cached_head_) throw RingCorrupted{"ring head is ahead of its tail"};
+        if (staged_tail_ - head > capacity_) throw RingCorrupted{"ring tail is more than a capacity ahead of its head"};
+        cached_head_ = head;
+    }
+    void reload_tail() {
+        const std::uint64_t tail = counters_->tail.load(std::memory_order_acquire);
+        if (tail - taken_head_ > capacity_) throw RingCorrupted{"ring tail is more than a capacity ahead"};
+        cached_tail_ = tail;
+    }
+
     void copy_in(std::uint64_t position, const char* from, std::size_t count) noexcept {
         const std::size_t offset = static_cast<std::size_t>(position & (capacity_ - 1));
         const std::size_t first = std::min<std::size_t>(count, capacity_ - offset);
@@ -114,6 +171,14 @@ private:
     RingCounters* counters_ = nullptr;
     char* data_ = nullptr;
     std::uint64_t capacity_ = 0;
+    // Producer side.
+    std::uint64_t staged_tail_ = 0;     // end of the bytes written, published or not
+    std::uint64_t published_tail_ = 0;  // what the consumer has been shown
+    std::uint64_t cached_head_ = 0;     // the consumer's head, last time we looked
+    // Consumer side.
+    std::uint64_t taken_head_ = 0;     // end of the bytes read
+    std::uint64_t released_head_ = 0;  // what the producer has been given back
+    std::uint64_t cached_tail_ = 0;    // the producer's tail, last time we looked
 };
 
 }  // namespace multiworker::detail

@@ -42,34 +42,18 @@ inline constexpr int spins_before_sleep = 2000;
 /// Longest sleep before a waiting worker re-checks that its parent lives.
 inline constexpr int worker_sleep_ms = 200;
 
-/// A ring's consumer end that rings the producer's doorbell when it frees space.
-class RingReader {
-public:
-    RingReader(ByteRing ring, Doorbell producer) noexcept : ring_{ring}, producer_{producer} {}
-    std::size_t read_some(std::span<char> out) {
-        const std::size_t count = ring_.read_some(out);
-        if (count != 0) producer_.ring();
-        return count;
-    }
-
-private:
-    ByteRing ring_;
-    Doorbell producer_;
+/// Adapts a ring's consumer side to FrameReader: takes bytes without freeing
+/// their space; the owner releases them in one store when it is ready.
+struct TakingSource {
+    ByteRing& ring;
+    std::size_t read_some(std::span<char> out) { return ring.take(out); }
 };
 
-/// A ring's producer end that rings the consumer's doorbell when it publishes.
-class RingWriter {
-public:
-    RingWriter(ByteRing ring, Doorbell consumer) noexcept : ring_{ring}, consumer_{consumer} {}
-    std::size_t write_some(std::span<const char> bytes) {
-        const std::size_t count = ring_.write_some(bytes);
-        if (count != 0) consumer_.ring();
-        return count;
-    }
-
-private:
-    ByteRing ring_;
-    Doorbell consumer_;
+/// Adapts a ring's producer side to FrameWriter: stages bytes without
+/// publishing them; the owner publishes them in one store when it is ready.
+struct StagingSink {
+    ByteRing& ring;
+    std::size_t write_some(std::span<const char> bytes) { return ring.stage(bytes); }
 };
 
 /// The shared-memory state of one worker slot.
@@ -92,17 +76,19 @@ struct WorkerEndpoints {
     std::atomic<std::uint64_t>* claimed = nullptr;
     std::atomic<std::int64_t>* started_ns = nullptr;
     std::size_t max_message_bytes = 0;
+    bool track_start_times = false;  // for task_timeout: record when each task starts
     bool wait_for_debugger = false;  // Options::debug_worker names this worker
 };
 
 class WorkerLoop {
 public:
     WorkerLoop(const WorkerEndpoints& endpoints, const TaskRunner& runner)
-        : endpoints_{endpoints},
-          runner_{runner},
-          input_{endpoints.tasks, endpoints.parent},
-          output_{endpoints.results, endpoints.parent},
-          reader_{endpoints.max_message_bytes} {}
+        : endpoints_{endpoints}, runner_{runner}, reader_{endpoints.max_message_bytes} {
+        // This process's views start from the rings' shared state, whatever
+        // the views it inherited had cached.
+        endpoints_.tasks.resync();
+        endpoints_.results.resync();
+    }
 
     /// Serves tasks until told to shut down.
     void run() {
@@ -115,27 +101,45 @@ public:
                 reader_.next();
                 continue;
             }
-            TaskOutcome outcome = execute_task(runner_, reader_.payload());
+            output_.clear();
+            const bool ok = execute_task(runner_, reader_.payload(), output_);
             reader_.next();
-            if (outcome.payload.size() > endpoints_.max_message_bytes) outcome = oversized(outcome.payload.size());
-            send_frame(FrameHeader{.kind = outcome.ok ? FrameKind::result : FrameKind::failure,
+            if (output_.size() > endpoints_.max_message_bytes) report_oversized();
+            send_frame(FrameHeader{.kind = ok && !oversized_ ? FrameKind::result : FrameKind::failure,
                                    .sequence = header.sequence,
                                    .task = header.task},
-                       outcome.payload);
+                       output_);
+            oversized_ = false;
+            if (output_.capacity() > FrameReader::retained_capacity) Bytes{}.swap(output_);  // keep the worker small
+            // One result per publication: the parent sees each result as soon
+            // as it exists, even when the next task runs for a long time.
+            publish();
         }
     }
 
 private:
     // The parent would reject the frame as corrupt; report the real cause instead.
-    TaskOutcome oversized(std::size_t size) const {
-        return TaskOutcome{false, encode_failure({static_cast<std::uint32_t>(ErrorKind::bad_message), "",
-                                                  "the result encodes to " + std::to_string(size) +
-                                                      " bytes, more than max_message_bytes (" +
-                                                      std::to_string(endpoints_.max_message_bytes) + ")"})};
+    void report_oversized() {
+        const std::size_t size = output_.size();
+        output_ =
+            encode_failure({static_cast<std::uint32_t>(ErrorKind::bad_message), "",
+                            "the result encodes to " + std::to_string(size) + " bytes, more than max_message_bytes (" +
+                                std::to_string(endpoints_.max_message_bytes) + ")"});
+        oversized_ = true;
+    }
+
+    /// Shows the parent every staged result and frees every task byte taken,
+    /// then wakes the parent if it sleeps: one doorbell check for both.
+    void publish() {
+        const bool published = endpoints_.results.publish();
+        const bool released = endpoints_.tasks.release();
+        if (published || released) endpoints_.parent.ring();
     }
 
     void receive_frame() {
-        while (!reader_.poll(input_)) {
+        TakingSource input{endpoints_.tasks};
+        while (!reader_.poll(input)) {
+            publish();  // a large frame in pieces: the parent waits for the space we took
             endpoints_.own.wait([this] { return endpoints_.tasks.has_readable(); }, spins_before_sleep,
                                 worker_sleep_ms);
             exit_if_orphaned();
@@ -143,8 +147,10 @@ private:
     }
 
     void send_frame(const FrameHeader& header, std::span<const char> payload) {
+        StagingSink output{endpoints_.results};
         FrameWriter writer{header, payload};
-        while (!writer.poll(output_)) {
+        while (!writer.poll(output)) {
+            publish();
             endpoints_.own.wait([this] { return endpoints_.results.has_space(); }, spins_before_sleep, worker_sleep_ms);
             exit_if_orphaned();
         }
@@ -152,8 +158,10 @@ private:
 
     bool claim(std::uint64_t sequence) {
         // Written before the claim, so that whoever sees the claim sees this time or a later one.
-        endpoints_.started_ns->store(std::chrono::steady_clock::now().time_since_epoch().count(),
-                                     std::memory_order_relaxed);
+        if (endpoints_.track_start_times) {
+            endpoints_.started_ns->store(std::chrono::steady_clock::now().time_since_epoch().count(),
+                                         std::memory_order_relaxed);
+        }
         std::uint64_t expected = sequence - 1;
         if (endpoints_.claimed->compare_exchange_strong(expected, sequence, std::memory_order_acq_rel)) return true;
         if (expected >= sequence) return false;
@@ -164,11 +172,11 @@ private:
         if (::getppid() != endpoints_.parent_pid) ::_exit(0);
     }
 
-    const WorkerEndpoints& endpoints_;
+    WorkerEndpoints endpoints_;
     const TaskRunner& runner_;
-    RingReader input_;
-    RingWriter output_;
     FrameReader reader_;
+    Bytes output_;  // reused for every result: no allocation per task
+    bool oversized_ = false;
 };
 
 /// Set by SIGCONT while a worker waits for a debugger.
