@@ -13,6 +13,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <memory>
 #include <new>
 #include <numeric>
@@ -161,7 +162,7 @@ TEST_CASE("staged bytes stay invisible until published and taken bytes stay unfr
 
 TEST_CASE("frames larger than the ring stream through it") {
     SharedRing shared{4096};
-    auto payload = std::make_shared<const Bytes>(pattern(100'000, 6));
+    const std::vector<char> payload = pattern(100'000, 6);
     FrameWriter writer{FrameHeader{.kind = FrameKind::result, .sequence = 3, .task = 9}, payload};
     FrameReader reader{1 << 20};
     bool received = false;
@@ -173,7 +174,25 @@ TEST_CASE("frames larger than the ring stream through it") {
     CHECK(reader.header().kind == FrameKind::result);
     CHECK(reader.header().sequence == 3);
     CHECK(reader.header().task == 9);
-    CHECK(reader.take_payload() == *payload);
+    CHECK(std::ranges::equal(reader.take_payload(), payload));
+}
+
+TEST_CASE("a frame writer that kept its payload finishes after the caller's copy is gone") {
+    SharedRing shared{4096};
+    auto payload = std::make_unique<std::vector<char>>(pattern(10'000, 7));
+    const std::vector<char> expected = *payload;
+    FrameWriter writer{FrameHeader{.kind = FrameKind::task, .sequence = 1, .task = 1}, *payload};
+    REQUIRE_FALSE(writer.poll(shared.ring));  // part of it is out
+    writer.keep_payload();
+    std::fill(payload->begin(), payload->end(), '\0');
+    payload.reset();
+    FrameReader reader{1 << 20};
+    bool received = false;
+    while (!received) {
+        writer.poll(shared.ring);
+        received = reader.poll(shared.ring);
+    }
+    CHECK(std::ranges::equal(reader.take_payload(), expected));
 }
 
 TEST_CASE("invalid frame headers are protocol errors") {

@@ -13,6 +13,7 @@
 #include <multiworker/serialization.hpp>
 
 #include <boost/archive/binary_oarchive.hpp>
+#include <boost/container/small_vector.hpp>
 
 #include <cstdint>
 #include <cstring>
@@ -26,7 +27,15 @@
 
 namespace multiworker::detail {
 
-using Bytes = std::vector<char>;
+/// An encoded message. Most messages (an int, a short string) fit in the
+/// inline buffer, so a task or result costs no heap allocation; larger ones
+/// spill to the heap and then move without copying. Views as a span.
+class Bytes : public boost::container::small_vector<char, 48> {
+public:
+    using small_vector::small_vector;
+    operator std::span<const char>() const noexcept { return {data(), size()}; }
+    operator std::span<char>() noexcept { return {data(), size()}; }
+};
 
 /// Thrown when bytes do not decode into the expected types.
 class DecodeError : public std::runtime_error {

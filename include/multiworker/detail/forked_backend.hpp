@@ -156,8 +156,8 @@ private:
 
     struct QueuedTask {
         TaskId id;
-        std::shared_ptr<const Bytes> arguments;  // kept until the result, to run the task again if need be
-        unsigned failures = 0;                   // runs that ended in a worker death (or a retried exception)
+        Bytes arguments;        // kept until the result, to run the task again if need be
+        unsigned failures = 0;  // runs that ended in a worker death (or a retried exception)
     };
 
     struct InFlight {
@@ -351,7 +351,7 @@ private:
             grace = stop_grace_;
         }
         for (auto& [id, arguments] : arrived) {
-            backlog_.push_back(QueuedTask{id, std::make_shared<const Bytes>(std::move(arguments)), 0});
+            backlog_.push_back(QueuedTask{id, std::move(arguments), 0});
         }
         fail_backlog_if_no_worker();
         for (auto& request : cancels) request.set_value(cancel_unstarted());
@@ -377,6 +377,7 @@ private:
         while (claimed < worker.last_sequence &&
                !worker.slot->claimed.compare_exchange_weak(claimed, worker.last_sequence, std::memory_order_acq_rel)) {
         }
+        if (worker.sending) worker.sending->keep_payload();  // its frame may borrow from a task taken here
         std::vector<QueuedTask> unclaimed;
         while (!worker.in_flight.empty() && worker.in_flight.back().sequence > claimed) {
             unclaimed.push_back(std::move(worker.in_flight.back().task));
@@ -478,9 +479,10 @@ private:
             backlog_.pop_front();
             const std::uint64_t sequence = ++target->last_sequence;
             ++target->dispatched;
-            target->sending.emplace(FrameHeader{.kind = FrameKind::task, .sequence = sequence, .task = task.id.value()},
-                                    task.arguments);
+            const FrameHeader header{.kind = FrameKind::task, .sequence = sequence, .task = task.id.value()};
+            // Borrows the arguments from in_flight, whose elements stay in place until they leave it.
             target->in_flight.push_back(InFlight{sequence, std::move(task)});
+            target->sending.emplace(header, target->in_flight.back().task.arguments);
             if (target->last_collect == Clock::time_point{}) target->last_collect = Clock::now();
             continue_sending(*target);
             progress = true;
@@ -500,7 +502,7 @@ private:
         const bool recycle = options_.max_tasks_per_worker > 0 && worker.dispatched >= options_.max_tasks_per_worker &&
                              worker.in_flight.empty();
         if (!stopping_ && !recycle) return false;
-        worker.sending.emplace(FrameHeader{.kind = FrameKind::shutdown}, nullptr);
+        worker.sending.emplace(FrameHeader{.kind = FrameKind::shutdown}, std::span<const char>{});
         worker.shutdown_sent = true;
         continue_sending(worker);
         return true;
@@ -679,6 +681,7 @@ private:
                                                            std::to_string(worker.pid) + ") " + reason);
         }
         worker.in_flight.clear();
+        worker.sending.reset();
         worker.pid = 0;
         worker.pidfd.reset();
         const bool failed_to_start = WIFEXITED(status) && WEXITSTATUS(status) == worker_start_failed_status &&

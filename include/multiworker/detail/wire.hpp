@@ -14,12 +14,12 @@
 #include <array>
 #include <cstdint>
 #include <cstring>
-#include <memory>
 #include <span>
 #include <stdexcept>
 #include <string>
 #include <type_traits>
 #include <utility>
+#include <vector>
 
 namespace multiworker::detail {
 
@@ -82,10 +82,11 @@ public:
             if (header_filled_ < header_bytes_.size()) return false;
             std::memcpy(&header_, header_bytes_.data(), sizeof header_);
             validate(header_);
-            payload_.resize(static_cast<std::size_t>(header_.length));
+            payload_.resize(static_cast<std::size_t>(header_.length),
+                            boost::container::default_init);  // no zero-fill: every byte is read into
             payload_filled_ = 0;
         }
-        payload_filled_ += source.read_some(std::span{payload_}.subspan(payload_filled_));
+        payload_filled_ += source.read_some(std::span<char>{payload_}.subspan(payload_filled_));
         complete_ = payload_filled_ == payload_.size();
         return complete_;
     }
@@ -137,18 +138,13 @@ private:
 };
 
 /// Streams one frame into a sink with `std::size_t write_some(std::span<const char>)`.
-/// The payload is shared so that the parent can keep a task's arguments (to
-/// requeue it if its worker dies) while the frame streams out.
+/// The payload is borrowed: the caller keeps it alive until the frame is
+/// written, or calls keep_payload() before it lets its own copy go.
 class FrameWriter {
 public:
-    FrameWriter(FrameHeader header, std::shared_ptr<const Bytes> payload) noexcept
-        : owner_{std::move(payload)}, payload_{owner_ ? std::span<const char>{*owner_} : std::span<const char>{}} {
-        set_header(header);
-    }
-
-    /// A frame whose payload the caller keeps alive until the frame is written.
-    FrameWriter(FrameHeader header, std::span<const char> borrowed) noexcept : payload_{borrowed} {
-        set_header(header);
+    FrameWriter(FrameHeader header, std::span<const char> payload) noexcept : payload_{payload} {
+        header.length = payload_.size();
+        std::memcpy(header_bytes_.data(), &header, sizeof header);
     }
 
     /// Writes what fits; true once the whole frame is out.
@@ -163,19 +159,20 @@ public:
         return done();
     }
 
+    /// Copies the payload into the writer, so that the caller may drop its own.
+    void keep_payload() {
+        kept_.assign(payload_.begin(), payload_.end());
+        payload_ = kept_;
+    }
+
     /// Bytes of the frame written so far.
     [[nodiscard]] std::size_t written() const noexcept { return written_; }
 
     [[nodiscard]] bool done() const noexcept { return written_ == header_bytes_.size() + payload_.size(); }
 
 private:
-    void set_header(FrameHeader header) noexcept {
-        header.length = payload_.size();
-        std::memcpy(header_bytes_.data(), &header, sizeof header);
-    }
-
     std::array<char, sizeof(FrameHeader)> header_bytes_{};
-    std::shared_ptr<const Bytes> owner_;
+    std::vector<char> kept_;  // a heap buffer: the writer may move, the span stays valid
     std::span<const char> payload_;
     std::size_t written_ = 0;
 };
