@@ -22,7 +22,6 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
-#include <deque>
 #include <functional>
 #include <mutex>
 #include <optional>
@@ -98,20 +97,25 @@ inline TaskError error_from_report(TaskId id, std::span<const char> report, int 
 /// so that "done" and "no more results can arrive" are exact.
 class ResultMailbox {
 public:
-    void expect_one() {
-        std::lock_guard lock{mutex_};
-        ++added_;
-    }
+    /// Counts one more task; called by add() before the task is submitted.
+    void expect_one() noexcept { added_.fetch_add(1, std::memory_order_release); }
 
+    /// Takes the results out of `results` (left empty, its capacity reusable).
     void deliver(std::vector<RawResult>&& results) {
         if (results.empty()) return;
         {
             std::lock_guard lock{mutex_};
             settled_ += results.size();
             delivered_ += results.size();
-            for (auto& result : results) {
-                if (result.outcome.index() != 0) ++failed_;
-                results_.push_back(std::move(result));
+            for (const auto& result : results) failed_ += result.outcome.index() != 0 ? 1 : 0;
+            if (front_ == results_.size()) {
+                // Nothing waiting: hand over the whole batch without moving a result.
+                results_.clear();
+                front_ = 0;
+                results_.swap(results);
+            } else {
+                results_.insert(results_.end(), std::make_move_iterator(results.begin()),
+                                std::make_move_iterator(results.end()));
             }
         }
         results.clear();
@@ -137,17 +141,17 @@ public:
     };
     [[nodiscard]] Counts counts() const {
         std::lock_guard lock{mutex_};
-        return Counts{added_ - cancelled_, delivered_, failed_};
+        return Counts{added() - cancelled_, delivered_, failed_};
     }
 
     [[nodiscard]] bool done() const {
         std::lock_guard lock{mutex_};
-        return settled_ == added_;
+        return settled_ == added();
     }
 
     void wait() {
         std::unique_lock lock{mutex_};
-        changed_.wait(lock, [this] { return settled_ == added_; });
+        changed_.wait(lock, [this] { return settled_ == added(); });
     }
 
     /// Takes the oldest result, waiting until `deadline` (none: forever) for
@@ -155,31 +159,46 @@ public:
     /// settled and nothing is left to take.
     std::optional<RawResult> pop(std::optional<std::chrono::steady_clock::time_point> deadline) {
         std::unique_lock lock{mutex_};
-        const auto ready = [this] { return !results_.empty() || settled_ == added_; };
+        const auto ready = [this] { return front_ != results_.size() || settled_ == added(); };
         if (deadline) {
             changed_.wait_until(lock, *deadline, ready);
         } else {
             changed_.wait(lock, ready);
         }
-        if (results_.empty()) return std::nullopt;
-        RawResult result = std::move(results_.front());
-        results_.pop_front();
+        if (front_ == results_.size()) return std::nullopt;
+        RawResult result = std::move(results_[front_++]);
+        if (front_ == results_.size()) {
+            results_.clear();
+            front_ = 0;
+        }
         return result;
     }
 
     std::vector<RawResult> take_all() {
         std::lock_guard lock{mutex_};
-        std::vector<RawResult> taken(std::make_move_iterator(results_.begin()),
-                                     std::make_move_iterator(results_.end()));
-        results_.clear();
+        std::vector<RawResult> taken;
+        if (front_ == 0) {
+            taken.swap(results_);
+        } else {
+            taken.assign(std::make_move_iterator(results_.begin() + static_cast<std::ptrdiff_t>(front_)),
+                         std::make_move_iterator(results_.end()));
+            results_.clear();
+            front_ = 0;
+        }
         return taken;
     }
 
 private:
+    [[nodiscard]] std::uint64_t added() const noexcept { return added_.load(std::memory_order_acquire); }
+
     mutable std::mutex mutex_;
     std::condition_variable changed_;
-    std::deque<RawResult> results_;
-    std::uint64_t added_ = 0;
+    std::vector<RawResult> results_;  // waiting to be taken from index front_ on
+    std::size_t front_ = 0;
+    // Counted without the lock: add() is the hot path. Whoever reads it under
+    // the lock after a result of a task sees that task counted, since add()
+    // counts before it hands the task over.
+    std::atomic<std::uint64_t> added_{0};
     std::uint64_t settled_ = 0;  // delivered or cancelled
     std::uint64_t delivered_ = 0;
     std::uint64_t cancelled_ = 0;

@@ -32,6 +32,9 @@
 #include <multiworker/detail/worker_loop.hpp>
 #include <multiworker/options.hpp>
 
+#include <boost/container/deque.hpp>
+#include <boost/container/options.hpp>
+
 #include <poll.h>
 #include <signal.h>
 #include <string.h>
@@ -45,7 +48,6 @@
 #include <bit>
 #include <chrono>
 #include <cstdio>
-#include <deque>
 #include <future>
 #include <memory>
 #include <mutex>
@@ -154,6 +156,12 @@ private:
 
     using Clock = std::chrono::steady_clock;
 
+    // A FIFO whose elements stay in place (frames borrow their bytes) and
+    // which allocates once per few dozen tasks, not once per few.
+    template <class T>
+    using BlockDeque =
+        boost::container::deque<T, void, boost::container::deque_options_t<boost::container::block_bytes<8192>>>;
+
     struct QueuedTask {
         TaskId id;
         Bytes arguments;        // kept until the result, to run the task again if need be
@@ -175,7 +183,7 @@ private:
         FileDescriptor doorbell_fd;
         WorkerSlotState* slot = nullptr;
         WorkerEndpoints endpoints;
-        std::deque<InFlight> in_flight;  // sent, no result yet; oldest first
+        BlockDeque<InFlight> in_flight;  // sent, no result yet; oldest first
         std::optional<FrameWriter> sending;
         std::optional<FrameReader> receiving;
         std::uint64_t last_sequence = 0;
@@ -333,26 +341,26 @@ private:
     }
 
     void notify_supervisor() {
-        requests_pending_.store(true, std::memory_order_release);
+        // Only the caller that raised the flag rings: until the supervisor
+        // lowers it, it has yet to look at the inbox and will see every request.
+        if (requests_pending_.exchange(true, std::memory_order_acq_rel)) return;
         if (parent_doorbell_.fd() >= 0) parent_doorbell_.ring();
     }
 
     bool accept_requests() {
         if (!requests_pending_.exchange(false, std::memory_order_acq_rel)) return false;
-        std::deque<std::pair<TaskId, Bytes>> arrived;
         std::vector<std::promise<std::size_t>> cancels;
         bool stop = false;
         std::chrono::milliseconds grace{};
         {
             std::lock_guard lock{requests_mutex_};
-            arrived.swap(inbox_);
+            arrived_.swap(inbox_);
             cancels.swap(cancel_requests_);
             stop = stop_requested_;
             grace = stop_grace_;
         }
-        for (auto& [id, arguments] : arrived) {
-            backlog_.push_back(QueuedTask{id, std::move(arguments), 0});
-        }
+        for (auto& [id, arguments] : arrived_) backlog_.push_back(QueuedTask{id, std::move(arguments), 0});
+        arrived_.clear();  // keeps its capacity for the next swap
         fail_backlog_if_no_worker();
         for (auto& request : cancels) request.set_value(cancel_unstarted());
         if (stop && !stopping_) begin_stop(grace);
@@ -785,7 +793,7 @@ private:
 
     // Shared between user threads and the supervisor, under requests_mutex_.
     mutable std::mutex requests_mutex_;
-    std::deque<std::pair<TaskId, Bytes>> inbox_;
+    std::vector<std::pair<TaskId, Bytes>> inbox_;
     std::vector<std::promise<std::size_t>> cancel_requests_;
     bool stop_requested_ = false;
     std::chrono::milliseconds stop_grace_{};
@@ -794,9 +802,10 @@ private:
     std::atomic<bool> requests_pending_{false};
 
     // Owned by the supervisor thread.
+    std::vector<std::pair<TaskId, Bytes>> arrived_;  // its side of the inbox swap
     std::thread supervisor_;
     std::vector<Worker> workers_;
-    std::deque<QueuedTask> backlog_;
+    BlockDeque<QueuedTask> backlog_;
     std::vector<RawResult> finished_;
     int start_error_ = 0;
     bool stopping_ = false;
