@@ -10,6 +10,7 @@
 // message could hold (see bounded_archive.hpp).
 
 #include <multiworker/detail/bounded_archive.hpp>
+#include <multiworker/detail/system.hpp>
 #include <multiworker/serialization.hpp>
 
 #include <boost/archive/binary_oarchive.hpp>
@@ -79,11 +80,28 @@ inline constexpr unsigned archive_flags = boost::archive::no_header | boost::arc
 template <class T>
 inline constexpr bool bitwise_copyable = std::is_arithmetic_v<T> || std::is_enum_v<T>;
 
-/// Types with a direct encoding, no archive: bitwise values, and std::string as
-/// an 8-byte length and its bytes. A message of only such values skips Boost,
-/// whose archive costs far more than the copy itself.
+/// A std::vector of bitwise values (not std::vector<bool>, which packs bits).
 template <class T>
-inline constexpr bool plain_codable = bitwise_copyable<T> || std::is_same_v<T, std::string>;
+inline constexpr bool is_bitwise_vector = false;
+template <class T>
+inline constexpr bool is_bitwise_vector<std::vector<T>> = bitwise_copyable<T> && !std::is_same_v<T, bool>;
+
+/// Types with a direct encoding, no archive: bitwise values; std::string and
+/// vectors of bitwise values as an 8-byte element count and their bytes. A
+/// message of only such values skips Boost, whose archive costs far more than
+/// the copy itself for small values, and a large buffer is copied once.
+template <class T>
+inline constexpr bool plain_codable = bitwise_copyable<T> || std::is_same_v<T, std::string> || is_bitwise_vector<T>;
+
+/// Bytes of the plain encoding of `value`.
+template <class T>
+std::size_t plain_size(const T& value) noexcept {
+    if constexpr (std::is_same_v<T, std::string> || is_bitwise_vector<T>) {
+        return sizeof(std::uint64_t) + value.size() * sizeof(typename T::value_type);
+    } else {
+        return sizeof value;
+    }
+}
 
 /// Reads plain values from a span, checking every length against what is left.
 class PlainReader {
@@ -92,15 +110,25 @@ public:
 
     template <class T>
     void read(T& value) {
-        if constexpr (std::is_same_v<T, std::string>) {
-            std::uint64_t length = 0;
-            take(&length, sizeof length);
-            if (length > in_.size() - offset_) {
-                throw DecodeError{"malformed message: string of " + std::to_string(length) + " claimed with only " +
+        if constexpr (std::is_same_v<T, std::string> || is_bitwise_vector<T>) {
+            using Element = typename T::value_type;
+            std::uint64_t count = 0;
+            take(&count, sizeof count);
+            if (count > (in_.size() - offset_) / sizeof(Element)) {
+                throw DecodeError{"malformed message: " + std::to_string(count) + " elements claimed with only " +
                                   std::to_string(in_.size() - offset_) + " bytes left"};
             }
-            value.assign(in_.data() + offset_, static_cast<std::size_t>(length));
-            offset_ += static_cast<std::size_t>(length);
+            const auto size = static_cast<std::size_t>(count);
+            value.reserve(size);
+            advise_huge_pages(value.data(), size * sizeof(Element));
+            if constexpr (std::is_same_v<Element, char> || std::is_same_v<Element, unsigned char>) {
+                const auto* first = reinterpret_cast<const Element*>(in_.data() + offset_);
+                value.assign(first, first + size);  // one copy, no zero-fill first
+                offset_ += size;
+            } else {
+                value.resize(size);
+                take(value.data(), size * sizeof(Element));
+            }
         } else {
             if constexpr (std::is_same_v<T, bool>) {
                 // Reading a bool whose byte is neither 0 nor 1 is undefined behaviour.
@@ -136,15 +164,18 @@ void encode_values(Bytes& out, const Ts&... values) {
             const char* raw = static_cast<const char*>(data);
             out.insert(out.end(), raw, raw + size);
         };
-        const auto append = [&append_raw](const auto& value) {
-            if constexpr (std::is_same_v<std::remove_cvref_t<decltype(value)>, std::string>) {
-                const std::uint64_t length = value.size();
-                append_raw(&length, sizeof length);
-                append_raw(value.data(), value.size());
+        const auto append = [&append_raw]<class T>(const T& value) {
+            if constexpr (std::is_same_v<T, std::string> || is_bitwise_vector<T>) {
+                const std::uint64_t count = value.size();
+                append_raw(&count, sizeof count);
+                append_raw(value.data(), value.size() * sizeof(typename T::value_type));
             } else {
                 append_raw(&value, sizeof value);
             }
         };
+        const std::size_t size = (std::size_t{0} + ... + plain_size(values));
+        out.reserve(out.size() + size);  // one allocation, however large
+        advise_huge_pages(out.data() + out.size(), size);
         (append(values), ...);
     } else {
         BytesWriteBuffer buffer{out};

@@ -11,6 +11,7 @@
 
 #include <cerrno>
 #include <cstddef>
+#include <cstdint>
 #include <string>
 #include <system_error>
 #include <utility>
@@ -80,6 +81,18 @@ inline bool write_all(int fd, const char* data, std::size_t size) noexcept {
 /// Anonymous MAP_SHARED memory: mapped before fork(), shared with every child,
 /// and gone with the last process that maps it. It has no name, so nothing is
 /// ever left in /dev/shm.
+/// Asks for transparent huge pages behind a large buffer that is about to be
+/// written for the first time: a 256 MiB message then takes 128 page faults
+/// instead of 65536, which otherwise cost more than copying the bytes. Only a
+/// hint; harmless where the kernel does not support it.
+inline void advise_huge_pages(void* data, std::size_t size) noexcept {
+    constexpr std::uintptr_t huge_page = std::uintptr_t{2} << 20;
+    if (size < 2 * huge_page) return;
+    const auto begin = (reinterpret_cast<std::uintptr_t>(data) + huge_page - 1) & ~(huge_page - 1);
+    const auto end = (reinterpret_cast<std::uintptr_t>(data) + size) & ~(huge_page - 1);
+    if (end > begin) ::madvise(reinterpret_cast<void*>(begin), end - begin, MADV_HUGEPAGE);
+}
+
 class SharedMapping {
 public:
     SharedMapping() noexcept = default;

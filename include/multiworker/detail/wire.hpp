@@ -82,8 +82,13 @@ public:
             if (header_filled_ < header_bytes_.size()) return false;
             std::memcpy(&header_, header_bytes_.data(), sizeof header_);
             validate(header_);
-            payload_.resize(static_cast<std::size_t>(header_.length),
-                            boost::container::default_init);  // no zero-fill: every byte is read into
+            const auto length = static_cast<std::size_t>(header_.length);
+            if (length > payload_.capacity()) {
+                payload_.clear();
+                payload_.reserve(length);
+                advise_huge_pages(payload_.data(), length);
+            }
+            payload_.resize(length, boost::container::default_init);  // no zero-fill: every byte is read into
             payload_filled_ = 0;
         }
         payload_filled_ += source.read_some(std::span<char>{payload_}.subspan(payload_filled_));
