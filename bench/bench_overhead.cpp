@@ -23,6 +23,16 @@
 //   BM_StringThroughput
 //       Like BM_TrivialThroughput/2, but the method takes a 20-char `const std::string&` and
 //       returns a std::string, so arguments and results go through Boost.Serialization.
+//   BM_PayloadThroughput/<bytes>
+//       Like BM_TrivialThroughputSteady/2 (one Processor with 2 workers, started once, outside the
+//       timing), but the method takes a `const std::string&` of <bytes> characters and returns its
+//       size (a std::size_t), so only the argument grows with <bytes>. Each iteration adds N tasks
+//       one by one, waits, takes the results and checks every one; N (the tasks counter) is 50000,
+//       or fewer for large payloads so that an iteration moves at most 64 MiB of arguments.
+//       items_per_second is tasks per second; bytes_per_second counts argument payload only
+//       (<bytes> per task, not the encoding's length prefix nor the results).
+//       `python3 bench/plot.py results.json out.png` plots items_per_second against <bytes> from
+//       a --benchmark_out=results.json --benchmark_out_format=json run (scripts/bench does this).
 //   BM_RoundTripHot
 //       Latency of one add() + blocking pop_result() with 1 already-running worker, back to back,
 //       so the supervisor thread and the worker are normally still spinning (not asleep).
@@ -35,9 +45,13 @@
 //       to a first result, including the forks (fork server and workers). Teardown is not timed;
 //       its average is the teardown_ms counter.
 //   BM_LargeResult
-//       One already-running worker returns a 64 MiB std::vector<char> per iteration (through the
+//       One already-running worker returns a 256 MiB std::vector<char> per iteration (through the
 //       default 1 MiB ring); bytes_per_second is the result bandwidth end to end (fill and encode
 //       in the worker, ring copy, decode in the parent).
+//   BM_WorkerMemory
+//       2 workers after 200000 trivial tasks: each worker's own memory (Private_Dirty in
+//       /proc/<pid>/smaps_rollup: pages it wrote itself, not the ones it still shares with the
+//       parent or the rings), and the shared memory the rings take (2 * ring_bytes per worker).
 //   BM_IdleCpu
 //       4 workers that have nothing to do, and the parent's threads, over 10 s: the CPU they use,
 //       as a percentage of one core (user + system time from /proc).
@@ -245,6 +259,53 @@ void BM_StringThroughput(benchmark::State& state) {
 }
 BENCHMARK(BM_StringThroughput)->Iterations(5)->UseRealTime()->Unit(benchmark::kMillisecond);
 
+// ----- payload size -----
+
+struct Size {
+    std::size_t f(const std::string& payload) const { return payload.size(); }
+};
+using SizeProcessor = mw::Processor<Size, &Size::f>;
+
+/// Tasks per iteration of BM_PayloadThroughput: 50000, capped at 64 MiB of arguments.
+int payload_tasks(std::size_t bytes) {
+    constexpr std::size_t kMaxTasks = 50'000;
+    constexpr std::size_t kMaxBytes = std::size_t{64} << 20;
+    return static_cast<int>(std::clamp<std::size_t>(kMaxBytes / bytes, 1, kMaxTasks));
+}
+
+void BM_PayloadThroughput(benchmark::State& state) {
+    const auto bytes = static_cast<std::size_t>(state.range(0));
+    const int tasks = payload_tasks(bytes);
+    std::string payload;
+    for (std::size_t i = 0; i < bytes; ++i) payload.push_back(static_cast<char>('a' + i % 26));
+    SizeProcessor processor{Size{}, mw::Options{.workers = 2}};
+    processor.start();
+    for (auto _ : state) {
+        for (int i = 0; i < tasks; ++i) processor.add(payload);
+        processor.wait();
+        const auto results = processor.get_results();
+        if (!check_count(state, results, tasks)) break;
+        const bool ok = std::all_of(results.begin(), results.end(),
+                                    [bytes](const auto& result) { return result.ok() && result.value() == bytes; });
+        if (!ok) {
+            state.SkipWithError("a payload task failed or returned a wrong size");
+            break;
+        }
+    }
+    state.SetItemsProcessed(state.iterations() * tasks);
+    state.SetBytesProcessed(state.iterations() * tasks * static_cast<std::int64_t>(bytes));
+    state.counters["tasks"] = tasks;
+}
+BENCHMARK(BM_PayloadThroughput)
+    ->Arg(8)
+    ->Arg(64)
+    ->Arg(512)
+    ->Arg(4096)
+    ->Arg(32768)
+    ->Iterations(10)
+    ->UseRealTime()
+    ->Unit(benchmark::kMillisecond);
+
 // ----- latency -----
 
 /// Records one duration per iteration and reports the median and the 99th percentile, since
@@ -341,7 +402,7 @@ BENCHMARK(BM_StartToFirstResult)->Iterations(30)->UseRealTime()->Unit(benchmark:
 
 // ----- large results -----
 
-constexpr std::size_t kLargeBytes = std::size_t{64} << 20;
+constexpr std::size_t kLargeBytes = std::size_t{256} << 20;
 
 struct Large {
     std::vector<char> f(std::size_t bytes) const { return std::vector<char>(bytes, 'x'); }
@@ -361,7 +422,7 @@ void BM_LargeResult(benchmark::State& state) {
     state.SetItemsProcessed(state.iterations());
     state.SetBytesProcessed(state.iterations() * static_cast<std::int64_t>(kLargeBytes));
 }
-BENCHMARK(BM_LargeResult)->Iterations(10)->UseRealTime()->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_LargeResult)->Iterations(4)->UseRealTime()->Unit(benchmark::kMillisecond);
 
 // ----- CPU-bound scaling -----
 
@@ -474,6 +535,36 @@ double cpu_seconds(const std::string& stat_path) {
         return 0;
     return static_cast<double>(user + system) / static_cast<double>(::sysconf(_SC_CLK_TCK));
 }
+
+/// Sum of a kB field (e.g. "Private_Dirty:") of /proc/<pid>/smaps_rollup; -1 if unreadable.
+double smaps_kb(pid_t pid, const std::string& field) {
+    std::FILE* file = std::fopen(("/proc/" + std::to_string(pid) + "/smaps_rollup").c_str(), "r");
+    if (file == nullptr) return -1;
+    char line[256];
+    double total = 0;
+    while (std::fgets(line, sizeof line, file) != nullptr) {
+        if (std::strncmp(line, field.c_str(), field.size()) == 0) total += std::atof(line + field.size());
+    }
+    std::fclose(file);
+    return total;
+}
+
+void BM_WorkerMemory(benchmark::State& state) {
+    const mw::Options options{.workers = 2};
+    IncProcessor processor{Inc{}, options};
+    processor.start();
+    double worst_private_kb = 0;
+    for (auto _ : state) {
+        for (int i = 0; i < 2 * kTasks; ++i) processor.add(i);
+        processor.wait();
+        if (!check_count(state, processor.get_results(), 2 * kTasks)) break;
+        for (pid_t pid : processor.worker_pids())
+            worst_private_kb = std::max(worst_private_kb, smaps_kb(pid, "Private_Dirty:"));
+    }
+    state.counters["worker_private_kb"] = worst_private_kb;
+    state.counters["ring_shared_kb"] = 2.0 * static_cast<double>(options.ring_bytes) * options.workers / 1024;
+}
+BENCHMARK(BM_WorkerMemory)->Iterations(1)->UseRealTime()->Unit(benchmark::kMillisecond);
 
 /// CPU used by 4 idle workers and by the parent's threads over 10 s, as a percentage of one core.
 void BM_IdleCpu(benchmark::State& state) {
