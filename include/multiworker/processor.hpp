@@ -313,7 +313,9 @@ private:
     }
 
     Result<result_type> convert(detail::RawResult raw) {
-        if (auto* error = std::get_if<TaskError>(&raw.outcome)) return Result<result_type>{raw.id, std::move(*error)};
+        if (auto* error = std::get_if<std::unique_ptr<TaskError>>(&raw.outcome)) {
+            return Result<result_type>{raw.id, std::move(**error)};
+        }
         const auto& bytes = std::get<detail::Bytes>(raw.outcome);
         try {
             if constexpr (std::is_void_v<result_type>) {

@@ -6,7 +6,7 @@
 #include <multiworker/error.hpp>
 #include <multiworker/task_id.hpp>
 
-#include <optional>
+#include <memory>
 #include <stdexcept>
 #include <utility>
 #include <variant>
@@ -16,11 +16,16 @@ namespace multiworker {
 /// The outcome of one task: the method's return value, or the TaskError that
 /// explains why there is none. `R` is the method's return type with
 /// references and cv-qualifiers removed; `Result<void>` carries no value.
+///
+/// The error, rare and large, is held by (shared, immutable) pointer, so that
+/// a result is hardly larger than its value: collecting a million results
+/// then touches a few megabytes, not a hundred.
 template <class R>
 class Result {
 public:
     Result(TaskId id, R value) : id_{id}, outcome_{std::in_place_index<0>, std::move(value)} {}
-    Result(TaskId id, TaskError error) : id_{id}, outcome_{std::in_place_index<1>, std::move(error)} {}
+    Result(TaskId id, TaskError error)
+        : id_{id}, outcome_{std::in_place_index<1>, std::make_shared<const TaskError>(std::move(error))} {}
 
     /// The task this is the result of.
     [[nodiscard]] TaskId id() const noexcept { return id_; }
@@ -40,16 +45,16 @@ public:
     /// Why the task failed; throws std::logic_error when it did not.
     [[nodiscard]] const TaskError& error() const {
         if (ok()) throw std::logic_error{"multiworker::Result::error() called on a successful result"};
-        return std::get<1>(outcome_);
+        return *std::get<1>(outcome_);
     }
 
 private:
     void throw_if_failed() const {
-        if (!ok()) throw std::get<1>(outcome_);
+        if (!ok()) throw *std::get<1>(outcome_);
     }
 
     TaskId id_;
-    std::variant<R, TaskError> outcome_;
+    std::variant<R, std::shared_ptr<const TaskError>> outcome_;
 };
 
 /// The outcome of a task whose method returns void.
@@ -57,10 +62,10 @@ template <>
 class Result<void> {
 public:
     explicit Result(TaskId id) : id_{id} {}
-    Result(TaskId id, TaskError error) : id_{id}, error_{std::move(error)} {}
+    Result(TaskId id, TaskError error) : id_{id}, error_{std::make_shared<const TaskError>(std::move(error))} {}
 
     [[nodiscard]] TaskId id() const noexcept { return id_; }
-    [[nodiscard]] bool ok() const noexcept { return !error_.has_value(); }
+    [[nodiscard]] bool ok() const noexcept { return error_ == nullptr; }
 
     /// Returns when the task succeeded; throws its TaskError otherwise.
     void value() const {
@@ -74,7 +79,7 @@ public:
 
 private:
     TaskId id_;
-    std::optional<TaskError> error_;
+    std::shared_ptr<const TaskError> error_;
 };
 
 }  // namespace multiworker

@@ -23,6 +23,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <span>
@@ -46,7 +47,9 @@ struct WorkerHooks {
 /// A task's outcome before the Processor decodes it into a Result<R>.
 struct RawResult {
     TaskId id;
-    std::variant<Bytes, TaskError> outcome;  // encoded return value, or the error
+    // The encoded return value, or the error (rare and large: kept out of line,
+    // so that a batch of results is a compact array).
+    std::variant<Bytes, std::unique_ptr<TaskError>> outcome;
     int worker_index = TaskError::no_worker_index;
     pid_t worker_pid = 0;
 };

@@ -28,10 +28,10 @@
 
 namespace multiworker::detail {
 
-/// An encoded message. Most messages (an int, a short string) fit in the
-/// inline buffer, so a task or result costs no heap allocation; larger ones
+/// An encoded message. Most messages (numbers, a string of up to 24 characters)
+/// fit in the inline buffer, so a task or result costs no heap allocation; larger ones
 /// spill to the heap and then move without copying. Views as a span.
-class Bytes : public boost::container::small_vector<char, 48> {
+class Bytes : public boost::container::small_vector<char, 32> {
 public:
     using small_vector::small_vector;
     operator std::span<const char>() const noexcept { return {data(), size()}; }

@@ -434,7 +434,7 @@ private:
         } else {
             TaskError error = error_from_report(task.id, payload, worker.index, worker.pid);
             if (error.kind() == ErrorKind::exception && options_.retry_exceptions && retry(task, error.what())) return;
-            result.outcome = std::move(error);
+            result.outcome = std::make_unique<TaskError>(std::move(error));
         }
         finished_.push_back(std::move(result));
     }
@@ -681,7 +681,8 @@ private:
             if (worker.fault_kind == ErrorKind::worker_died && retry(lost.task, what)) continue;
             const std::string message = worker.fault_kind == ErrorKind::timeout ? worker.fault : reason;
             finished_.push_back(RawResult{
-                lost.task.id, TaskError{worker.fault_kind, lost.task.id, "", message, worker.index, worker.pid},
+                lost.task.id,
+                std::make_unique<TaskError>(worker.fault_kind, lost.task.id, "", message, worker.index, worker.pid),
                 worker.index, worker.pid});
         }
         if (!expected) {
@@ -731,8 +732,8 @@ private:
         if (any) return;
         const std::string why = "all " + std::to_string(workers_.size()) + " workers have exited";
         for (QueuedTask& task : backlog_) {
-            finished_.push_back(
-                RawResult{task.id, TaskError{ErrorKind::no_worker, task.id, "", why, TaskError::no_worker_index, 0}});
+            finished_.push_back(RawResult{task.id, std::make_unique<TaskError>(ErrorKind::no_worker, task.id, "", why,
+                                                                               TaskError::no_worker_index, 0)});
         }
         backlog_.clear();
     }

@@ -74,7 +74,7 @@ private:
         if (ok) {
             result.outcome = std::move(payload);
         } else {
-            result.outcome = error_from_report(id, payload, 0, ::getpid());
+            result.outcome = std::make_unique<TaskError>(error_from_report(id, payload, 0, ::getpid()));
         }
         std::vector<RawResult> batch;
         batch.push_back(std::move(result));
