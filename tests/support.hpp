@@ -28,18 +28,27 @@ namespace test_support {
 
 /// Aborts the whole test program (failing the test) if it is still alive
 /// `limit` after construction. Destroy it to disarm.
+///
+/// The constructor returns only once the watchdog's thread is idle, waiting:
+/// a test that forks right after must not copy a half-started thread's locks
+/// (the sanitizers' allocator does not guard against fork) into its child.
 class Watchdog {
 public:
     explicit Watchdog(std::chrono::seconds limit, std::string what = "test")
         : thread_{[this, limit, what = std::move(what)] {
               std::unique_lock lock{mutex_};
+              running_ = true;
+              disarmed_.notify_all();
               if (!disarmed_.wait_for(lock, limit, [this] { return done_; })) {
                   std::fprintf(stderr, "WATCHDOG: %s still running after %lld s: failing\n", what.c_str(),
                                static_cast<long long>(limit.count()));
                   std::fflush(stderr);
                   std::_Exit(97);
               }
-          }} {}
+          }} {
+        std::unique_lock lock{mutex_};
+        disarmed_.wait(lock, [this] { return running_; });
+    }
     Watchdog(const Watchdog&) = delete;
     Watchdog& operator=(const Watchdog&) = delete;
     ~Watchdog() {
@@ -55,6 +64,7 @@ private:
     std::mutex mutex_;
     std::condition_variable disarmed_;
     bool done_ = false;
+    bool running_ = false;
     std::thread thread_;
 };
 

@@ -150,6 +150,13 @@ TEST_CASE("vectors of numbers and strings travel as plain bytes") {
     CHECK(n == numbers);
     CHECK(r == raw);
     CHECK(s == "s");
+    Bytes empty;
+    encode_values(empty, std::vector<int>{}, std::string{}, std::vector<char>{});
+    CHECK(empty.size() == 3 * 8);
+    const auto [ints, text, chars] = decode_values<std::vector<int>, std::string, std::vector<char>>(empty);
+    CHECK(ints.empty());
+    CHECK(text.empty());
+    CHECK(chars.empty());
 }
 
 TEST_CASE("a bool that is neither 0 nor 1 is rejected") {

@@ -409,6 +409,11 @@ TEST_CASE("a parent killed by a signal leaves no worker alive a second later") {
         // This process stands in for a user's program; it must not outlive the
         // test, nor return into the test framework, whatever goes wrong.
         ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+        // A plain program: the default action for these signals, not the test
+        // framework's handlers, which are not async-signal-safe (one that runs
+        // on a thread interrupted inside malloc deadlocks).
+        ::signal(SIGTERM, SIG_DFL);
+        ::signal(SIGINT, SIG_DFL);
         ::close(report[0]);
         try {
             TaskProcessor processor{Task{}, {.workers = 4}};

@@ -148,6 +148,7 @@ private:
             throw DecodeError{"malformed message: " + std::to_string(count) + " bytes wanted, " +
                               std::to_string(in_.size() - offset_) + " left"};
         }
+        if (count == 0) return;  // `to` may be null (an empty vector's data())
         std::memcpy(to, in_.data() + offset_, count);
         offset_ += count;
     }
@@ -161,6 +162,7 @@ template <class... Ts>
 void encode_values(Bytes& out, const Ts&... values) {
     if constexpr ((plain_codable<Ts> && ...)) {
         const auto append_raw = [&out](const void* data, std::size_t size) {
+            if (size == 0) return;  // `data` may be null (an empty vector's data())
             const char* raw = static_cast<const char*>(data);
             out.insert(out.end(), raw, raw + size);
         };
