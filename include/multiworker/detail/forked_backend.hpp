@@ -153,6 +153,7 @@ private:
     static constexpr std::chrono::nanoseconds window_target{std::chrono::milliseconds{1}};
     static constexpr std::chrono::milliseconds server_check_interval{5};
     static constexpr std::chrono::seconds start_timeout{30};
+    static constexpr double short_task_ns = 50'000;  // about what the spin before sleeping lasts
 
     using Clock = std::chrono::steady_clock;
 
@@ -594,6 +595,16 @@ private:
 
     // ----- sleeping and process events -----
 
+    /// True when a worker is running tasks short enough that a result may
+    /// come within the spin. Otherwise the supervisor sleeps at once: on a
+    /// machine with as many cores as workers, spinning through every
+    /// millisecond-long task would take a core's time from the workers.
+    bool result_expected_soon() const noexcept {
+        return std::any_of(workers_.begin(), workers_.end(), [](const Worker& worker) {
+            return worker.alive() && !worker.in_flight.empty() && worker.task_ns < short_task_ns;
+        });
+    }
+
     /// True when the supervisor has something to do right now.
     bool work_ready() const noexcept {
         if (requests_pending_.load(std::memory_order_acquire)) return true;
@@ -606,7 +617,8 @@ private:
     }
 
     void idle() {
-        for (int i = 0; i < spins_before_sleep; ++i) {
+        const int spins = result_expected_soon() ? spins_before_sleep : 0;
+        for (int i = 0; i < spins; ++i) {
             if (work_ready()) return;
             cpu_relax();
         }
