@@ -40,6 +40,11 @@
 //   BM_RoundTripIdle
 //       The same, but 5 ms (not timed) pass before each add(), so the supervisor and the worker
 //       have gone to sleep and must be woken through their eventfds.
+//   BM_WakeFloorIdle
+//       The floor under BM_RoundTripIdle on this machine, without the library: two processes that
+//       wake each other once through eventfds after 5 ms of sleep (p50_us, p99_us). The library's
+//       idle round trip is four such wake-ups (caller -> supervisor -> worker -> supervisor ->
+//       caller).
 //   BM_StartToFirstResult
 //       Construct a Processor with 2 workers, add one task, start() and pop_result(): the latency
 //       to a first result, including the forks (fork server and workers). Teardown is not timed;
@@ -67,6 +72,8 @@
 // made under the same conditions, and prefer the repetition aggregates (median) over one run.
 
 #include <benchmark/benchmark.h>
+#include <sys/eventfd.h>
+#include <sys/wait.h>
 #include <unistd.h>
 #include <multiworker/processor.hpp>
 
@@ -375,6 +382,40 @@ void BM_RoundTripIdle(benchmark::State& state) {
     latency.report(state);
 }
 BENCHMARK(BM_RoundTripIdle)->Iterations(200)->UseRealTime()->Unit(benchmark::kMicrosecond);
+
+/// The machine's floor for BM_RoundTripIdle: no library, two processes that
+/// wake each other once through eventfds after 5 ms of sleep.
+void BM_WakeFloorIdle(benchmark::State& state) {
+    const int ping = ::eventfd(0, EFD_CLOEXEC);
+    const int pong = ::eventfd(0, EFD_CLOEXEC);
+    const pid_t child = ::fork();
+    if (child == 0) {
+        for (std::uint64_t value = 0;;) {
+            if (::read(ping, &value, sizeof value) != sizeof value || value == 2) ::_exit(0);
+            if (::write(pong, &value, sizeof value) != sizeof value) ::_exit(1);
+        }
+    }
+    Percentiles latency{state};
+    std::uint64_t value = 1;
+    for (auto _ : state) {
+        state.PauseTiming();
+        std::this_thread::sleep_for(std::chrono::milliseconds{5});
+        state.ResumeTiming();
+        const auto start = Clock::now();
+        if (::write(ping, &value, sizeof value) != sizeof value || ::read(pong, &value, sizeof value) != sizeof value) {
+            state.SkipWithError("eventfd ping-pong failed");
+            break;
+        }
+        latency.add(Clock::now() - start);
+    }
+    value = 2;
+    [[maybe_unused]] const ssize_t written = ::write(ping, &value, sizeof value);
+    ::waitpid(child, nullptr, 0);
+    ::close(ping);
+    ::close(pong);
+    latency.report(state);
+}
+BENCHMARK(BM_WakeFloorIdle)->Iterations(200)->UseRealTime()->Unit(benchmark::kMicrosecond);
 
 void BM_StartToFirstResult(benchmark::State& state) {
     double teardown_ms = 0;
