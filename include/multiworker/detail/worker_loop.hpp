@@ -101,15 +101,16 @@ public:
                 reader_.next();
                 continue;
             }
-            output_.clear();
-            const bool ok = execute_task(runner_, reader_.payload(), output_);
+            bool ok = execute_task(runner_, reader_.payload(), output_);
             reader_.next();
-            if (output_.size() > endpoints_.max_message_bytes) report_oversized();
-            send_frame(FrameHeader{.kind = ok && !oversized_ ? FrameKind::result : FrameKind::failure,
+            if (output_.size() > endpoints_.max_message_bytes) {
+                output_ = oversized_report(output_.size());
+                ok = false;
+            }
+            send_frame(FrameHeader{.kind = ok ? FrameKind::result : FrameKind::failure,
                                    .sequence = header.sequence,
                                    .task = header.task},
                        output_);
-            oversized_ = false;
             if (output_.capacity() > FrameReader::retained_capacity) Bytes{}.swap(output_);  // keep the worker small
             // One result per publication: the parent sees each result as soon
             // as it exists, even when the next task runs for a long time.
@@ -119,13 +120,11 @@ public:
 
 private:
     // The parent would reject the frame as corrupt; report the real cause instead.
-    void report_oversized() {
-        const std::size_t size = output_.size();
-        output_ =
-            encode_failure({static_cast<std::uint32_t>(ErrorKind::bad_message), "",
-                            "the result encodes to " + std::to_string(size) + " bytes, more than max_message_bytes (" +
-                                std::to_string(endpoints_.max_message_bytes) + ")"});
-        oversized_ = true;
+    Bytes oversized_report(std::size_t size) const {
+        return encode_failure({static_cast<std::uint32_t>(ErrorKind::bad_message), "",
+                               "the result encodes to " + std::to_string(size) +
+                                   " bytes, more than max_message_bytes (" +
+                                   std::to_string(endpoints_.max_message_bytes) + ")"});
     }
 
     /// Shows the parent every staged result and frees every task byte taken,
@@ -176,7 +175,6 @@ private:
     const TaskRunner& runner_;
     FrameReader reader_;
     Bytes output_;  // reused for every result: no allocation per task
-    bool oversized_ = false;
 };
 
 /// Set by SIGCONT while a worker waits for a debugger.
