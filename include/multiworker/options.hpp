@@ -63,7 +63,7 @@ struct Options {
     /// worker), rounded up to a power of two. Shared memory used is about
     /// 2 * workers * ring_bytes. Messages larger than a ring still pass: they
     /// stream through it in pieces.
-    std::size_t ring_bytes = std::size_t{1} << 20;
+    std::size_t ring_bytes = std::size_t{256} << 10;
 
     /// Largest encoded task or result accepted. A larger length read from a
     /// worker is treated as corruption.

@@ -203,7 +203,12 @@ public:
     }
 
     /// Takes every result that has arrived, each exactly once; never blocks.
-    [[nodiscard]] std::vector<Result<result_type>> get_results() { return convert(mailbox_.take_all()); }
+    [[nodiscard]] std::vector<Result<result_type>> get_results() {
+        std::vector<detail::RawResult> raws = mailbox_.take_all();
+        std::vector<Result<result_type>> results = convert(raws);
+        mailbox_.recycle(std::move(raws));
+        return results;
+    }
 
     /// Takes the oldest arrived result, blocking until one arrives. Empty only
     /// when every task is settled and no result is left.
@@ -337,9 +342,9 @@ private:
         return convert(std::move(*raw));
     }
 
-    std::vector<Result<result_type>> convert(std::vector<detail::RawResult> raws) {
+    std::vector<Result<result_type>> convert(std::vector<detail::RawResult>& raws) {
         std::vector<Result<result_type>> results;
-        results.reserve(raws.size());
+        detail::reserve_prefaulted(results, raws.size());
         for (auto& raw : raws) results.push_back(convert(std::move(raw)));
         return results;
     }

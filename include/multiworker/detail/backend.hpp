@@ -98,6 +98,12 @@ inline TaskError error_from_report(TaskId id, std::span<const char> report, int 
 /// Where backends deliver results and users collect them. Tracks how many
 /// tasks were added and how many are settled (result delivered, or cancelled),
 /// so that "done" and "no more results can arrive" are exact.
+///
+/// Built for streams of millions of tiny results: storage is recycled between
+/// take_all() calls (no page faults of fresh memory per batch), and waiters
+/// are woken only when what they wait for may have happened (a thread in
+/// wait() is not woken for every delivery, which on a machine with few cores
+/// would cost the workers their CPU).
 class ResultMailbox {
 public:
     /// Counts one more task; called by add() before the task is submitted.
@@ -106,34 +112,39 @@ public:
     /// Takes the results out of `results` (left empty, its capacity reusable).
     void deliver(std::vector<RawResult>&& results) {
         if (results.empty()) return;
+        bool wake = false;
         {
             std::lock_guard lock{mutex_};
             settled_ += results.size();
             delivered_ += results.size();
             for (const auto& result : results) failed_ += result.outcome.index() != 0 ? 1 : 0;
-            if (front_ == results_.size()) {
+            if (front_ == results_.size() && results.capacity() >= results_.capacity()) {
                 // Nothing waiting: hand over the whole batch without moving a result.
                 results_.clear();
                 front_ = 0;
                 results_.swap(results);
             } else {
+                reserve_prefaulted(results_, results_.size() + results.size());
                 results_.insert(results_.end(), std::make_move_iterator(results.begin()),
                                 std::make_move_iterator(results.end()));
             }
+            wake = should_wake();
         }
         results.clear();
-        changed_.notify_all();
+        if (wake) changed_.notify_all();
     }
 
     /// Records that `count` tasks will never get a result (cancelled).
     void forget(std::size_t count) {
         if (count == 0) return;
+        bool wake = false;
         {
             std::lock_guard lock{mutex_};
             settled_ += count;
             cancelled_ += count;
+            wake = should_wake();
         }
-        changed_.notify_all();
+        if (wake) changed_.notify_all();
     }
 
     /// Counts for progress reports: (added - cancelled, delivered, failed).
@@ -154,7 +165,9 @@ public:
 
     void wait() {
         std::unique_lock lock{mutex_};
+        ++waiting_for_all_;
         changed_.wait(lock, [this] { return settled_ == added(); });
+        --waiting_for_all_;
     }
 
     /// Takes the oldest result, waiting until `deadline` (none: forever) for
@@ -163,11 +176,13 @@ public:
     std::optional<RawResult> pop(std::optional<std::chrono::steady_clock::time_point> deadline) {
         std::unique_lock lock{mutex_};
         const auto ready = [this] { return front_ != results_.size() || settled_ == added(); };
+        ++waiting_for_one_;
         if (deadline) {
             changed_.wait_until(lock, *deadline, ready);
         } else {
             changed_.wait(lock, ready);
         }
+        --waiting_for_one_;
         if (front_ == results_.size()) return std::nullopt;
         RawResult result = std::move(results_[front_++]);
         if (front_ == results_.size()) {
@@ -177,9 +192,11 @@ public:
         return result;
     }
 
+    /// Takes every waiting result. Give the emptied vector back with recycle().
     std::vector<RawResult> take_all() {
         std::lock_guard lock{mutex_};
-        std::vector<RawResult> taken;
+        std::vector<RawResult> taken = std::move(spare_);
+        taken.clear();
         if (front_ == 0) {
             taken.swap(results_);
         } else {
@@ -191,13 +208,30 @@ public:
         return taken;
     }
 
+    /// Returns a vector from take_all(), so that its storage serves the next batch.
+    void recycle(std::vector<RawResult>&& used) {
+        used.clear();
+        if (used.capacity() > max_recycled_results) return;
+        std::lock_guard lock{mutex_};
+        if (used.capacity() > spare_.capacity()) spare_.swap(used);
+    }
+
 private:
+    // Storage for this many results is kept for reuse (about 20 MiB); a
+    // larger batch is given back to the allocator.
+    static constexpr std::size_t max_recycled_results = std::size_t{1} << 18;
+
     [[nodiscard]] std::uint64_t added() const noexcept { return added_.load(std::memory_order_acquire); }
+
+    [[nodiscard]] bool should_wake() const noexcept {
+        return waiting_for_one_ > 0 || (waiting_for_all_ > 0 && settled_ == added());
+    }
 
     mutable std::mutex mutex_;
     std::condition_variable changed_;
     std::vector<RawResult> results_;  // waiting to be taken from index front_ on
     std::size_t front_ = 0;
+    std::vector<RawResult> spare_;  // empty, its storage kept for the next take_all()
     // Counted without the lock: add() is the hot path. Whoever reads it under
     // the lock after a result of a task sees that task counted, since add()
     // counts before it hands the task over.
@@ -206,6 +240,8 @@ private:
     std::uint64_t delivered_ = 0;
     std::uint64_t cancelled_ = 0;
     std::uint64_t failed_ = 0;
+    int waiting_for_all_ = 0;  // threads in wait()
+    int waiting_for_one_ = 0;  // threads in pop()
 };
 
 /// An execution strategy. Calls come from user threads; implementations

@@ -46,9 +46,13 @@ public:
     [[nodiscard]] int fd() const noexcept { return eventfd_; }
 
     /// Wakes the owner if it sleeps. Call after publishing what it waits for.
+    /// The first waker takes the announcement down, so that further wakers
+    /// (more results, a second worker) make no system call while the owner
+    /// is still on its way up.
     void ring() const noexcept {
         std::atomic_thread_fence(std::memory_order_seq_cst);
-        if (flag_->sleeping.load(std::memory_order_relaxed) != 0) {
+        if (flag_->sleeping.load(std::memory_order_relaxed) != 0 &&
+            flag_->sleeping.exchange(0, std::memory_order_relaxed) != 0) {
             const std::uint64_t one = 1;
             [[maybe_unused]] const ssize_t ignored = ::write(eventfd_, &one, sizeof one);
         }

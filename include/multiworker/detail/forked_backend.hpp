@@ -26,6 +26,7 @@
 #include <multiworker/detail/doorbell.hpp>
 #include <multiworker/detail/fork_server.hpp>
 #include <multiworker/detail/ring.hpp>
+#include <multiworker/detail/spin_lock.hpp>
 #include <multiworker/detail/system.hpp>
 #include <multiworker/detail/wire.hpp>
 #include <multiworker/detail/worker_logging.hpp>
@@ -104,6 +105,7 @@ public:
     void submit(TaskId id, Bytes arguments) override {
         {
             std::lock_guard lock{requests_mutex_};
+            if (inbox_.size() == inbox_.capacity()) reserve_prefaulted(inbox_, inbox_.size() + 1);
             inbox_.emplace_back(id, std::move(arguments));
         }
         notify_supervisor();
@@ -206,6 +208,7 @@ private:
         const std::size_t slots_bytes = sizeof(DoorbellFlag) + options_.workers * sizeof(WorkerSlotState);
         const std::size_t header_bytes = (slots_bytes + 4095) / 4096 * 4096;
         shared_ = SharedMapping{header_bytes + 2 * options_.workers * ring_capacity_};
+        prefault(shared_.data(), shared_.size());
         auto* parent_flag = new (shared_.data()) DoorbellFlag{};
         parent_doorbell_fd_ = make_eventfd();
         parent_doorbell_ = Doorbell{parent_flag, parent_doorbell_fd_.get()};
@@ -344,7 +347,10 @@ private:
     void notify_supervisor() {
         // Only the caller that raised the flag rings: until the supervisor
         // lowers it, it has yet to look at the inbox and will see every request.
-        if (requests_pending_.exchange(true, std::memory_order_acq_rel)) return;
+        // The plain load first keeps the flag's cache line shared while it is raised.
+        if (requests_pending_.load(std::memory_order_relaxed) ||
+            requests_pending_.exchange(true, std::memory_order_acq_rel))
+            return;
         if (parent_doorbell_.fd() >= 0) parent_doorbell_.ring();
     }
 
@@ -354,7 +360,13 @@ private:
         bool stop = false;
         std::chrono::milliseconds grace{};
         {
-            std::lock_guard lock{requests_mutex_};
+            std::unique_lock lock{requests_mutex_, std::try_to_lock};
+            if (!lock.owns_lock()) {
+                // A user thread is adding: better to serve the workers now and
+                // come back than to wait for a thread that may have lost its core.
+                requests_pending_.store(true, std::memory_order_relaxed);
+                return false;
+            }
             arrived_.swap(inbox_);
             cancels.swap(cancel_requests_);
             stop = stop_requested_;
@@ -805,7 +817,7 @@ private:
     pid_t fork_server_pid_ = 0;
 
     // Shared between user threads and the supervisor, under requests_mutex_.
-    mutable std::mutex requests_mutex_;
+    mutable SpinLock requests_mutex_;  // held for a few instructions at a time
     std::vector<std::pair<TaskId, Bytes>> inbox_;
     std::vector<std::promise<std::size_t>> cancel_requests_;
     bool stop_requested_ = false;

@@ -15,6 +15,8 @@
 // power of two. Bytes flow as a stream: frames larger than the ring pass in
 // pieces. The peer's counter is untrusted and validated on every read.
 
+#include <multiworker/detail/system.hpp>
+
 #include <algorithm>
 #include <atomic>
 #include <cstdint>
@@ -130,6 +132,11 @@ public:
         counters_->tail.store(0, std::memory_order_release);
         resync();
     }
+
+    /// Maps the ring's pages into this process at once (see prefault()):
+    /// shared pages are not inherited by fork(), so each process faults them
+    /// in on first use otherwise.
+    void prefault_pages() const noexcept { prefault(data_, capacity_); }
 
     /// Forgets every cached position and reads them from the shared counters.
     void resync() noexcept {

@@ -9,9 +9,11 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstddef>
 #include <cstdint>
+#include <iterator>
 #include <string>
 #include <system_error>
 #include <utility>
@@ -78,9 +80,6 @@ inline bool write_all(int fd, const char* data, std::size_t size) noexcept {
     return true;
 }
 
-/// Anonymous MAP_SHARED memory: mapped before fork(), shared with every child,
-/// and gone with the last process that maps it. It has no name, so nothing is
-/// ever left in /dev/shm.
 /// Asks for transparent huge pages behind a large buffer that is about to be
 /// written for the first time: a 256 MiB message then takes 128 page faults
 /// instead of 65536, which otherwise cost more than copying the bytes. Only a
@@ -93,6 +92,40 @@ inline void advise_huge_pages(void* data, std::size_t size) noexcept {
     if (end > begin) ::madvise(reinterpret_cast<void*>(begin), end - begin, MADV_HUGEPAGE);
 }
 
+/// Maps every page of a buffer about to be written, in one system call.
+///
+/// Why: on the virtual machines this library is measured on, a page fault
+/// costs about 11 us, while populating costs under 1 us a page; a queue of a
+/// hundred thousand tasks, or a ring, touches thousands of fresh pages. Only
+/// worth it for buffers that will be written whole. Harmless where the kernel
+/// lacks MADV_POPULATE_WRITE (before Linux 5.14): the pages then fault as usual.
+inline void prefault(void* data, std::size_t size) noexcept {
+#ifndef MADV_POPULATE_WRITE
+    constexpr int MADV_POPULATE_WRITE = 23;
+#endif
+    constexpr std::uintptr_t page = 4096;
+    constexpr std::size_t worth_it = 16 * page;
+    if (size < worth_it) return;
+    const auto begin = (reinterpret_cast<std::uintptr_t>(data) + page - 1) & ~(page - 1);
+    const auto end = (reinterpret_cast<std::uintptr_t>(data) + size) & ~(page - 1);
+    if (end > begin) ::madvise(reinterpret_cast<void*>(begin), end - begin, MADV_POPULATE_WRITE);
+}
+
+/// Grows `values` to hold at least `count` elements, with its new storage
+/// prefaulted, when the growth is large enough for that to pay.
+template <class Vector>
+void reserve_prefaulted(Vector& values, std::size_t count) {
+    if (count <= values.capacity()) return;
+    Vector bigger;
+    bigger.reserve(std::max(count, 2 * values.capacity()));
+    prefault(bigger.data(), bigger.capacity() * sizeof(typename Vector::value_type));
+    bigger.insert(bigger.end(), std::make_move_iterator(values.begin()), std::make_move_iterator(values.end()));
+    values.swap(bigger);
+}
+
+/// Anonymous MAP_SHARED memory: mapped before fork(), shared with every child,
+/// and gone with the last process that maps it. It has no name, so nothing is
+/// ever left in /dev/shm.
 class SharedMapping {
 public:
     SharedMapping() noexcept = default;

@@ -88,6 +88,8 @@ public:
         // the views it inherited had cached.
         endpoints_.tasks.resync();
         endpoints_.results.resync();
+        endpoints_.tasks.prefault_pages();
+        endpoints_.results.prefault_pages();
     }
 
     /// Serves tasks until told to shut down.
