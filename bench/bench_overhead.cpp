@@ -230,7 +230,7 @@ void BM_TrivialThroughputSteady(benchmark::State& state) {
     }
     state.SetItemsProcessed(state.iterations() * kTasks);
 }
-BENCHMARK(BM_TrivialThroughputSteady)->Arg(1)->Arg(2)->Iterations(5)->UseRealTime()->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_TrivialThroughputSteady)->Arg(1)->Arg(2)->Iterations(30)->UseRealTime()->Unit(benchmark::kMillisecond);
 
 // ----- strings -----
 
