@@ -156,6 +156,7 @@ private:
     static constexpr std::chrono::milliseconds server_check_interval{5};
     static constexpr std::chrono::seconds start_timeout{30};
     static constexpr double short_task_ns = 50'000;  // about what the spin before sleeping lasts
+    static constexpr std::chrono::microseconds recent_progress{50};
 
     using Clock = std::chrono::steady_clock;
 
@@ -327,6 +328,7 @@ private:
                 if (stopping_ && no_processes()) break;
                 enforce_deadlines();
                 const auto now = Clock::now();
+                if (progress) last_progress_ = now;
                 if (!progress) {
                     idle();
                 } else if (now >= next_server_check) {
@@ -607,14 +609,22 @@ private:
 
     // ----- sleeping and process events -----
 
-    /// True when a worker is running tasks short enough that a result may
-    /// come within the spin. Otherwise the supervisor sleeps at once: on a
+    /// True when work is likely within the spin: a worker runs tasks short
+    /// enough that a result may come, or, with no long task running, the
+    /// supervisor was busy a moment ago (a caller adding one task after
+    /// another's result is in). Otherwise the supervisor sleeps at once: on a
     /// machine with as many cores as workers, spinning through every
     /// millisecond-long task would take a core's time from the workers.
     bool result_expected_soon() const noexcept {
-        return std::any_of(workers_.begin(), workers_.end(), [](const Worker& worker) {
+        const auto running_long = [](const Worker& worker) {
+            return worker.alive() && !worker.in_flight.empty() && worker.task_ns >= short_task_ns;
+        };
+        const auto running_short = [](const Worker& worker) {
             return worker.alive() && !worker.in_flight.empty() && worker.task_ns < short_task_ns;
-        });
+        };
+        if (std::any_of(workers_.begin(), workers_.end(), running_short)) return true;
+        const bool recently_busy = Clock::now() - last_progress_ < recent_progress;
+        return recently_busy && std::none_of(workers_.begin(), workers_.end(), running_long);
     }
 
     /// True when the supervisor has something to do right now.
@@ -835,6 +845,7 @@ private:
     int start_error_ = 0;
     bool stopping_ = false;
     bool stop_killed_ = false;
+    Clock::time_point last_progress_{};
     std::int64_t stop_grace_ms_ = 0;
     Clock::time_point stop_deadline_{};
 };
