@@ -23,6 +23,9 @@
 //   BM_StringThroughput
 //       Like BM_TrivialThroughput/2, but the method takes a 20-char `const std::string&` and
 //       returns a std::string, so arguments and results go through Boost.Serialization.
+//   BM_StringThroughputSteady
+//       Like BM_TrivialThroughputSteady/2 with BM_StringThroughput's method: the per-task cost of a
+//       20-char string in and out, without fork or teardown.
 //   BM_PayloadThroughput/<bytes>
 //       Like BM_TrivialThroughputSteady/2 (one Processor with 2 workers, started once, outside the
 //       timing), but the method takes a `const std::string&` of <bytes> characters and returns its
@@ -67,6 +70,9 @@
 //       task_ms is the mean duration of one task measured where it ran (it grows when the
 //       workers compete for the CPU with each other or with other load); utilization is the
 //       share of the workers' wall time spent in tasks (1.0: no dispatch overhead, no idling).
+//   BM_CpuBoundScalingSteady/<workers>
+//       The same 200 tasks on a Processor started once, outside the timing (workers = 0: the serial
+//       loop in-process), so speed-up = Time(0) / Time(2) counts dispatch and collection only.
 //
 // Wall-clock figures on a shared or virtual machine vary a lot with other load; compare runs
 // made under the same conditions, and prefer the repetition aggregates (median) over one run.
@@ -265,6 +271,28 @@ void BM_StringThroughput(benchmark::State& state) {
     phases.report(state);
 }
 BENCHMARK(BM_StringThroughput)->Iterations(5)->UseRealTime()->Unit(benchmark::kMillisecond);
+
+void BM_StringThroughputSteady(benchmark::State& state) {
+    const std::string text = "abcdefghijklmnopqrst";  // 20 chars
+    const std::string expected(text.rbegin(), text.rend());
+    ReverseProcessor processor{Reverse{}, mw::Options{.workers = 2}};
+    processor.start();
+    for (auto _ : state) {
+        for (int i = 0; i < kTasks; ++i) processor.add(text);
+        processor.wait();
+        const auto results = processor.get_results();
+        if (!check_count(state, results, kTasks)) break;
+        const bool ok = std::all_of(results.begin(), results.end(), [&expected](const auto& result) {
+            return result.ok() && result.value() == expected;
+        });
+        if (!ok) {
+            state.SkipWithError("a string task failed or returned a wrong value");
+            break;
+        }
+    }
+    state.SetItemsProcessed(state.iterations() * kTasks);
+}
+BENCHMARK(BM_StringThroughputSteady)->Iterations(20)->UseRealTime()->Unit(benchmark::kMillisecond);
 
 // ----- payload size -----
 
@@ -544,6 +572,29 @@ void BM_CpuBoundScaling(benchmark::State& state) {
         elapsed_ms > 0 ? task_ms / (elapsed_ms * static_cast<double>(std::max(1U, workers))) : 0.0;
 }
 BENCHMARK(BM_CpuBoundScaling)->Arg(0)->Arg(1)->Arg(2)->Iterations(3)->UseRealTime()->Unit(benchmark::kMillisecond);
+
+void BM_CpuBoundScalingSteady(benchmark::State& state) {
+    const auto workers = static_cast<unsigned>(state.range(0));
+    BurnerProcessor processor{Burner{loops_per_ms}, mw::Options{.workers = workers}};
+    processor.start();
+    double task_ms = 0;
+    for (auto _ : state) {
+        for (int i = 0; i < kCpuTasks; ++i) processor.add(i);
+        processor.wait();
+        const auto results = processor.get_results();
+        const bool ok = results.size() == static_cast<std::size_t>(kCpuTasks) &&
+                        std::all_of(results.begin(), results.end(), [](const auto& result) { return result.ok(); });
+        if (!ok) {
+            state.SkipWithError("CPU-bound tasks failed or went missing");
+            break;
+        }
+        for (const auto& result : results) task_ms += static_cast<double>(result.value()) / 1e6;
+    }
+    state.SetItemsProcessed(state.iterations() * kCpuTasks);
+    const double tasks = static_cast<double>(state.iterations()) * kCpuTasks;
+    state.counters["task_ms"] = tasks > 0 ? task_ms / tasks : 0.0;
+}
+BENCHMARK(BM_CpuBoundScalingSteady)->Arg(0)->Arg(2)->Iterations(5)->UseRealTime()->Unit(benchmark::kMillisecond);
 
 }  // namespace
 
