@@ -245,26 +245,28 @@ struct Reverse {
 };
 using ReverseProcessor = mw::Processor<Reverse, &Reverse::f>;
 
+const std::string kText = "abcdefghijklmnopqrst";  // 20 chars
+
+void add_string_tasks(ReverseProcessor& processor) {
+    for (int i = 0; i < kTasks; ++i) processor.add(kText);
+}
+
+/// Checks that `results` are kTasks reversals of kText.
+bool check_string_results(benchmark::State& state, const std::vector<mw::Result<std::string>>& results) {
+    if (!check_count(state, results, kTasks)) return false;
+    const std::string expected(kText.rbegin(), kText.rend());
+    const bool ok = std::all_of(results.begin(), results.end(),
+                                [&expected](const auto& result) { return result.ok() && result.value() == expected; });
+    if (!ok) state.SkipWithError("a string task failed or returned a wrong value");
+    return ok;
+}
+
 void BM_StringThroughput(benchmark::State& state) {
-    const std::string text = "abcdefghijklmnopqrst";  // 20 chars
-    const std::string expected(text.rbegin(), text.rend());
     Phases phases;
     for (auto _ : state) {
         const bool ok = timed_batch<ReverseProcessor>(
-            phases, false, Reverse{}, 2,
-            [&text](ReverseProcessor& processor) {
-                for (int i = 0; i < kTasks; ++i) processor.add(text);
-            },
-            [&state, &expected](const auto& results) {
-                if (!check_count(state, results, kTasks)) return false;
-                for (const auto& result : results) {
-                    if (!result.ok() || result.value() != expected) {
-                        state.SkipWithError("a string task failed or returned a wrong value");
-                        return false;
-                    }
-                }
-                return true;
-            });
+            phases, false, Reverse{}, 2, add_string_tasks,
+            [&state](const auto& results) { return check_string_results(state, results); });
         if (!ok) break;
     }
     state.SetItemsProcessed(state.iterations() * kTasks);
@@ -273,22 +275,12 @@ void BM_StringThroughput(benchmark::State& state) {
 BENCHMARK(BM_StringThroughput)->Iterations(5)->UseRealTime()->Unit(benchmark::kMillisecond);
 
 void BM_StringThroughputSteady(benchmark::State& state) {
-    const std::string text = "abcdefghijklmnopqrst";  // 20 chars
-    const std::string expected(text.rbegin(), text.rend());
     ReverseProcessor processor{Reverse{}, mw::Options{.workers = 2}};
     processor.start();
     for (auto _ : state) {
-        for (int i = 0; i < kTasks; ++i) processor.add(text);
+        add_string_tasks(processor);
         processor.wait();
-        const auto results = processor.get_results();
-        if (!check_count(state, results, kTasks)) break;
-        const bool ok = std::all_of(results.begin(), results.end(), [&expected](const auto& result) {
-            return result.ok() && result.value() == expected;
-        });
-        if (!ok) {
-            state.SkipWithError("a string task failed or returned a wrong value");
-            break;
-        }
+        if (!check_string_results(state, processor.get_results())) break;
     }
     state.SetItemsProcessed(state.iterations() * kTasks);
 }

@@ -105,7 +105,7 @@ public:
     void submit(TaskId id, Bytes arguments) override {
         {
             std::lock_guard lock{requests_mutex_};
-            if (inbox_.size() == inbox_.capacity()) reserve_prefaulted(inbox_, inbox_.size() + 1);
+            reserve_prefaulted(inbox_, inbox_.size() + 1);
             inbox_.emplace_back(id, std::move(arguments));
         }
         notify_supervisor();
@@ -328,10 +328,12 @@ private:
                 if (stopping_ && no_processes()) break;
                 enforce_deadlines();
                 const auto now = Clock::now();
-                if (progress) last_progress_ = now;
                 if (!progress) {
                     idle();
-                } else if (now >= next_server_check) {
+                    continue;
+                }
+                last_progress_ = now;
+                if (now >= next_server_check) {
                     wait_for_events(0, false);
                     next_server_check = now + server_check_interval;
                 }
@@ -616,15 +618,13 @@ private:
     /// machine with as many cores as workers, spinning through every
     /// millisecond-long task would take a core's time from the workers.
     bool result_expected_soon() const noexcept {
-        const auto running_long = [](const Worker& worker) {
-            return worker.alive() && !worker.in_flight.empty() && worker.task_ns >= short_task_ns;
-        };
-        const auto running_short = [](const Worker& worker) {
-            return worker.alive() && !worker.in_flight.empty() && worker.task_ns < short_task_ns;
-        };
-        if (std::any_of(workers_.begin(), workers_.end(), running_short)) return true;
-        const bool recently_busy = Clock::now() - last_progress_ < recent_progress;
-        return recently_busy && std::none_of(workers_.begin(), workers_.end(), running_long);
+        bool running_long = false;
+        for (const Worker& worker : workers_) {
+            if (!worker.alive() || worker.in_flight.empty()) continue;
+            if (worker.task_ns < short_task_ns) return true;
+            running_long = true;
+        }
+        return !running_long && Clock::now() - last_progress_ < recent_progress;
     }
 
     /// True when the supervisor has something to do right now.

@@ -21,9 +21,9 @@ namespace multiworker::detail {
 class SpinLock {
 public:
     void lock() noexcept {
-        for (int attempt = 0; !try_lock(); ++attempt) {
+        for (int spins = 0; !try_lock();) {
             while (locked_.load(std::memory_order_relaxed)) {
-                if (++attempt < spins_before_yield) {
+                if (++spins < spins_before_yield) {
                     cpu_relax();
                 } else {
                     std::this_thread::yield();
