@@ -11,6 +11,7 @@
 // and then re-checks its condition; the waker publishes and then reads
 // `sleeping`. With seq_cst fences between, at least one of them sees the other.
 
+#include <multiworker/detail/spin.hpp>
 #include <multiworker/detail/system.hpp>
 
 #include <poll.h>
@@ -19,23 +20,12 @@
 #include <atomic>
 #include <cstdint>
 
-#if defined(__x86_64__) || defined(__i386__)
-#include <immintrin.h>
-#endif
-
 namespace multiworker::detail {
 
 /// The shared part: whether the owner is (about to be) asleep.
 struct DoorbellFlag {
     alignas(64) std::atomic<std::uint32_t> sleeping{0};
 };
-
-/// Hint to the CPU that we are spinning.
-inline void cpu_relax() noexcept {
-#if defined(__x86_64__) || defined(__i386__)
-    _mm_pause();
-#endif
-}
 
 /// One process's view of a doorbell: the shared flag plus the eventfd.
 class Doorbell {

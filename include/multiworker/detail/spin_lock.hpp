@@ -10,7 +10,7 @@
 // cheaper; measured here, std::mutex cost one futex call per ~60 tasks. After
 // a short spin the waiter yields, so a holder that lost its core gets it back.
 
-#include <multiworker/detail/doorbell.hpp>
+#include <multiworker/detail/spin.hpp>
 
 #include <atomic>
 #include <thread>

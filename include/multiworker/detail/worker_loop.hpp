@@ -35,10 +35,6 @@
 
 namespace multiworker::detail {
 
-/// Spin iterations before sleeping: a few tens of microseconds, enough to
-/// catch the next task of a busy stream without a system call.
-inline constexpr int spins_before_sleep = 2000;
-
 /// Longest sleep before a waiting worker re-checks that its parent lives.
 inline constexpr int worker_sleep_ms = 200;
 

@@ -1,0 +1,47 @@
+#pragma once
+
+// Spinning before sleeping, shared by the library's waiters: the supervisor,
+// the workers, and a caller waiting for a result.
+//
+// A brief spin catches the next message of a busy stream without a system
+// call; sleeping costs a wake-up of several microseconds, and on a virtual
+// machine waking a halted CPU costs tens. But the library runs more threads
+// than a small machine has cores (the caller, the supervisor, N workers), so
+// the parent's spins must not keep a core from the thread they wait for:
+// they yield often, which hands the core to any runnable thread there (the
+// caller the supervisor just woke, the supervisor a caller waits on).
+
+#include <sched.h>
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#endif
+
+namespace multiworker::detail {
+
+/// Pause steps before a waiter sleeps: about 50 us on current x86 cores.
+inline constexpr int spins_before_sleep = 2000;
+
+/// Yields before a caller waiting for a result sleeps: about 50 us.
+inline constexpr int yields_before_sleep = 128;
+
+/// Hint to the CPU that we are spinning.
+inline void cpu_relax() noexcept {
+#if defined(__x86_64__) || defined(__i386__)
+    _mm_pause();
+#endif
+}
+
+/// Step `iteration` of the supervisor's spin: a pause, and every 16th step a
+/// yield (about 0.4 us), so that a caller it has just woken runs at once.
+/// Measured on 2 cores: with a yield every 16th step the round trip of one
+/// task on busy workers takes 3.4 us, with none 72 us.
+inline void spin_pause(int iteration) noexcept {
+    if (iteration % 16 == 15) {
+        ::sched_yield();
+    } else {
+        cpu_relax();
+    }
+}
+
+}  // namespace multiworker::detail
