@@ -52,10 +52,18 @@
 //       Construct a Processor with 2 workers, add one task, start() and pop_result(): the latency
 //       to a first result, including the forks (fork server and workers). Teardown is not timed;
 //       its average is the teardown_ms counter.
+//       Every fork copies the parent's page tables, so this grows with the memory the benchmark
+//       process has touched by then: its parent_rss_mb counter.
+//   BM_StartToFirstResultFreshProcess
+//       BM_StartToFirstResult in a fresh, small process (this binary run with --startup-probe):
+//       the median over 30 Processors, as a program that starts its workers early would see it.
 //   BM_LargeResult
 //       One already-running worker returns a 256 MiB std::vector<char> per iteration (through the
-//       default 1 MiB ring); bytes_per_second is the result bandwidth end to end (fill and encode
-//       in the worker, ring copy, decode in the parent).
+//       default 256 KiB ring); bytes_per_second is the result bandwidth end to end (the method's
+//       own allocation and fill, encode in the worker, ring copy, decode in the parent).
+//   BM_LargeResultTransport
+//       The same, but the method returns a reference to a 256 MiB vector it built once, so the
+//       figure is the library's alone (encode, ring, decode), without the method's page faults.
 //   BM_WorkerMemory
 //       2 workers after 200000 trivial tasks: each worker's own memory (Private_Dirty in
 //       /proc/<pid>/smaps_rollup: pages it wrote itself, not the ones it still shares with the
@@ -89,6 +97,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <optional>
 #include <string>
 #include <thread>
@@ -101,6 +110,17 @@ namespace mw = multiworker;
 using Clock = std::chrono::steady_clock;
 
 constexpr int kTasks = 100'000;
+
+/// This process's resident memory in MiB, from /proc/self/statm.
+double resident_mib() {
+    std::FILE* statm = std::fopen("/proc/self/statm", "r");
+    if (statm == nullptr) return -1;
+    unsigned long size_pages = 0;
+    unsigned long resident_pages = 0;
+    const bool read = std::fscanf(statm, "%lu %lu", &size_pages, &resident_pages) == 2;
+    std::fclose(statm);
+    return read ? static_cast<double>(resident_pages) * static_cast<double>(::sysconf(_SC_PAGESIZE)) / (1 << 20) : -1;
+}
 
 double ms_since(Clock::time_point start) {
     return std::chrono::duration<double, std::milli>(Clock::now() - start).count();
@@ -458,8 +478,46 @@ void BM_StartToFirstResult(benchmark::State& state) {
     }
     state.SetItemsProcessed(state.iterations());
     state.counters["teardown_ms"] = per_iteration(teardown_ms);
+    state.counters["parent_rss_mb"] = resident_mib();
 }
 BENCHMARK(BM_StartToFirstResult)->Iterations(30)->UseRealTime()->Unit(benchmark::kMillisecond);
+
+/// `bench_overhead --startup-probe`: prints the median of 30 start-to-first-result times, in ms,
+/// and this (small) process's resident memory in MiB.
+int run_startup_probe() {
+    std::vector<double> times;
+    for (int i = 0; i < 30; ++i) {
+        IncProcessor processor{Inc{}, mw::Options{.workers = 2}};
+        processor.add(41);
+        const auto start = Clock::now();
+        processor.start();
+        const auto result = processor.pop_result();
+        times.push_back(ms_since(start));
+        if (!result || !result->ok() || result->value() != 42) return 1;
+    }
+    std::sort(times.begin(), times.end());
+    std::printf("%.3f %.1f\n", times[times.size() / 2], resident_mib());
+    return 0;
+}
+
+void BM_StartToFirstResultFreshProcess(benchmark::State& state) {
+    double median_ms = 0;
+    double rss_mb = 0;
+    for (auto _ : state) {
+        const std::string command =
+            "exec '" + std::filesystem::read_symlink("/proc/self/exe").string() + "' --startup-probe";
+        std::FILE* probe = ::popen(command.c_str(), "r");
+        const bool ok = probe != nullptr && std::fscanf(probe, "%lf %lf", &median_ms, &rss_mb) == 2;
+        const bool exited_ok = probe != nullptr && ::pclose(probe) == 0;
+        if (!ok || !exited_ok) {
+            state.SkipWithError("the start-up probe process failed");
+            break;
+        }
+    }
+    state.counters["p50_ms"] = median_ms;
+    state.counters["parent_rss_mb"] = rss_mb;
+}
+BENCHMARK(BM_StartToFirstResultFreshProcess)->Iterations(1)->UseRealTime()->Unit(benchmark::kMillisecond);
 
 // ----- large results -----
 
@@ -484,6 +542,34 @@ void BM_LargeResult(benchmark::State& state) {
     state.SetBytesProcessed(state.iterations() * static_cast<std::int64_t>(kLargeBytes));
 }
 BENCHMARK(BM_LargeResult)->Iterations(4)->UseRealTime()->Unit(benchmark::kMillisecond);
+
+/// The transport alone: the method returns a reference to a buffer it built
+/// once, so no time goes to the method's own allocation (65,536 fresh pages).
+struct LargeKept {
+    std::vector<char> buffer = std::vector<char>(kLargeBytes, 'x');
+    const std::vector<char>& f(std::size_t) const { return buffer; }
+};
+
+void BM_LargeResultTransport(benchmark::State& state) {
+    mw::Processor<LargeKept, &LargeKept::f> processor{LargeKept{}, mw::Options{.workers = 1}};
+    processor.start();
+    processor.add(kLargeBytes);  // warm up: first use of the worker's copy and of the buffers' memory
+    if (const auto result = processor.pop_result(); !result || !result->ok()) {
+        state.SkipWithError("the large result is missing or wrong");
+        return;
+    }
+    for (auto _ : state) {
+        processor.add(kLargeBytes);
+        const auto result = processor.pop_result();
+        if (!result || !result->ok() || result->value().size() != kLargeBytes || result->value().back() != 'x') {
+            state.SkipWithError("the large result is missing or wrong");
+            break;
+        }
+    }
+    state.SetItemsProcessed(state.iterations());
+    state.SetBytesProcessed(state.iterations() * static_cast<std::int64_t>(kLargeBytes));
+}
+BENCHMARK(BM_LargeResultTransport)->Iterations(5)->UseRealTime()->Unit(benchmark::kMillisecond);
 
 // ----- CPU-bound scaling -----
 
@@ -591,6 +677,7 @@ BENCHMARK(BM_CpuBoundScalingSteady)->Arg(0)->Arg(2)->Iterations(5)->UseRealTime(
 }  // namespace
 
 int main(int argc, char** argv) {
+    if (argc == 2 && std::strcmp(argv[1], "--startup-probe") == 0) return run_startup_probe();
     benchmark::Initialize(&argc, argv);
     if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
     loops_per_ms = calibrate_loops_per_ms();
