@@ -57,6 +57,7 @@
 //   BM_StartToFirstResultFreshProcess
 //       BM_StartToFirstResult in a fresh, small process (this binary run with --startup-probe):
 //       the median over 30 Processors, as a program that starts its workers early would see it.
+//       `bench_overhead --startup-probe 100` does the same after touching 100 MiB more.
 //   BM_LargeResult
 //       One already-running worker returns a 256 MiB std::vector<char> per iteration (through the
 //       default 256 KiB ring); bytes_per_second is the result bandwidth end to end (the method's
@@ -96,6 +97,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <optional>
@@ -482,9 +484,11 @@ void BM_StartToFirstResult(benchmark::State& state) {
 }
 BENCHMARK(BM_StartToFirstResult)->Iterations(30)->UseRealTime()->Unit(benchmark::kMillisecond);
 
-/// `bench_overhead --startup-probe`: prints the median of 30 start-to-first-result times, in ms,
-/// and this (small) process's resident memory in MiB.
-int run_startup_probe() {
+/// `bench_overhead --startup-probe [MiB]`: prints the median of 30 start-to-first-result times, in
+/// ms, and this process's resident memory in MiB, after touching MiB of extra memory (default 0),
+/// to show how start-up grows with the parent's size.
+int run_startup_probe(std::size_t ballast_mib) {
+    const std::vector<char> ballast(ballast_mib << 20, 'x');
     std::vector<double> times;
     for (int i = 0; i < 30; ++i) {
         IncProcessor processor{Inc{}, mw::Options{.workers = 2}};
@@ -677,7 +681,9 @@ BENCHMARK(BM_CpuBoundScalingSteady)->Arg(0)->Arg(2)->Iterations(5)->UseRealTime(
 }  // namespace
 
 int main(int argc, char** argv) {
-    if (argc == 2 && std::strcmp(argv[1], "--startup-probe") == 0) return run_startup_probe();
+    if (argc >= 2 && std::strcmp(argv[1], "--startup-probe") == 0) {
+        return run_startup_probe(argc > 2 ? std::strtoull(argv[2], nullptr, 10) : 0);
+    }
     benchmark::Initialize(&argc, argv);
     if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
     loops_per_ms = calibrate_loops_per_ms();
