@@ -10,8 +10,11 @@
 
 #include <unistd.h>
 
+#include <filesystem>
+#include <fstream>
 #include <map>
 #include <set>
+#include <string>
 #include <thread>
 
 namespace {
@@ -162,4 +165,39 @@ TEST_CASE("a Processor that is never started forks nothing") {
         CHECK(test_support::child_pids().empty());
     }
     CHECK(test_support::child_pids().empty());
+}
+
+namespace {
+
+/// The name (comm) of a thread or process, from /proc.
+std::string comm_of(const std::string& proc_path) {
+    std::ifstream file{proc_path + "/comm"};
+    std::string name;
+    std::getline(file, name);
+    return name;
+}
+
+std::set<std::string> thread_names_of_this_process() {
+    std::set<std::string> names;
+    for (const auto& task : std::filesystem::directory_iterator{"/proc/self/task"}) {
+        names.insert(comm_of(task.path().string()));
+    }
+    return names;
+}
+
+}  // namespace
+
+TEST_CASE("the library's threads are named, and workers keep the program's name") {
+    test_support::Watchdog watchdog{60s};
+    const std::string program = comm_of("/proc/self");
+    multiworker::Processor<Counter, &Counter::next> processor{Counter{}, {.workers = 2}};
+    processor.start();
+    const auto names = thread_names_of_this_process();
+    CHECK(names.count("mw-supervisor") == 1);
+    CHECK(names.count("mw-log") == 1);
+    const auto pids = processor.worker_pids();
+    REQUIRE(pids.size() == 2);
+    for (pid_t pid : pids) CHECK(comm_of("/proc/" + std::to_string(pid)) == program);
+    processor.stop();
+    CHECK(thread_names_of_this_process().count("mw-supervisor") == 0);
 }

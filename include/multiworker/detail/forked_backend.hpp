@@ -257,6 +257,9 @@ private:
         if (pid < 0) throw_errno("fork of the fork server");
         if (pid == 0) {
             ours.reset();
+            // The fork server and the workers forked from it go by the
+            // program's name, not by this thread's.
+            name_this_thread(program_invocation_short_name);
             run_fork_server(theirs.get(), parent, [this, &inherited](int slot, int log_fd, pid_t server) {
                 WorkerEndpoints endpoints = workers_[static_cast<std::size_t>(slot)].endpoints;
                 endpoints.parent_pid = server;
@@ -295,6 +298,7 @@ private:
     // ----- the supervisor thread -----
 
     void supervise(std::promise<void> started) {
+        name_this_thread("mw-supervisor");
         try {
             start_fork_server();
             // Only now: a thread of ours running during the fork could hold a

@@ -4,6 +4,7 @@
 // slow terminal never delays the supervisor or the caller.
 
 #include <multiworker/detail/backend.hpp>
+#include <multiworker/detail/system.hpp>
 #include <multiworker/progress.hpp>
 
 #include <unistd.h>
@@ -53,7 +54,10 @@ public:
 
     void start() {
         started_at_ = std::chrono::steady_clock::now();
-        thread_ = std::thread{[this] { run(); }};
+        thread_ = std::thread{[this] {
+            name_this_thread("mw-progress");
+            run();
+        }};
     }
 
     /// Sends a last report if anything changed since the previous one, and ends the thread.

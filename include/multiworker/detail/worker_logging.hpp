@@ -164,7 +164,10 @@ public:
     }
 
     void start() {
-        thread_ = std::thread{[this] { run(); }};
+        thread_ = std::thread{[this] {
+            name_this_thread("mw-log");
+            run();
+        }};
     }
 
     /// Writes a record of the parent's own (a worker died, was replaced, ...)
