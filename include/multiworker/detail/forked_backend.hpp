@@ -706,6 +706,7 @@ private:
     }
 
     void on_worker_exit(Worker& worker, const std::string& how, int status) {
+        log_collector_.drain_exited(worker.pid);
         if (worker.fault.empty()) collect(worker);  // results it completed before it ended
         const bool clean_exit = WIFEXITED(status) && WEXITSTATUS(status) == 0;
         const bool expected = clean_exit && worker.shutdown_sent && worker.in_flight.empty();

@@ -17,6 +17,7 @@
 #include <spdlog/sinks/base_sink.h>
 #include <spdlog/spdlog.h>
 
+#include <fcntl.h>
 #include <poll.h>
 #include <unistd.h>
 
@@ -157,6 +158,8 @@ public:
 
     /// Adds a worker's pipe; may be called while the collector runs.
     void add_source(int worker_index, pid_t pid, FileDescriptor read_end) {
+        // Two threads read a pipe (see drain_exited()): a read must never wait.
+        ::fcntl(read_end.get(), F_SETFL, ::fcntl(read_end.get(), F_GETFL) | O_NONBLOCK);
         std::lock_guard lock{mutex_};
         sources_.push_back(Source{worker_index, pid, std::move(read_end), {}});
         const std::uint64_t one = 1;
@@ -177,6 +180,26 @@ public:
         for (const auto& destination : destinations_) {
             destination->log(spdlog::source_loc{}, level, spdlog::string_view_t{"multiworker: " + text});
         }
+    }
+
+    /// Forwards every record an exited worker left in its pipe, now, so that
+    /// its last words reach the sinks before anything the parent reports about
+    /// its end (and before the results that end produces). Never blocks: a
+    /// pipe still held open by a child of the worker is read as far as it goes.
+    void drain_exited(pid_t pid) {
+        constexpr int max_reads = 64;  // 4 MiB: a child of the worker may still be writing
+        {
+            std::lock_guard lock{mutex_};
+            for (Source& source : sources_) {
+                if (source.pid != pid) continue;
+                pollfd readable{source.fd.get(), POLLIN, 0};
+                for (int i = 0; i < max_reads && source.fd.valid() && ::poll(&readable, 1, 0) > 0; ++i) drain(source);
+            }
+            flush();
+        }
+        // The collector thread may poll a descriptor closed here: it rebuilds its set.
+        const std::uint64_t one = 1;
+        [[maybe_unused]] const ssize_t ignored = ::write(wake_.get(), &one, sizeof one);
     }
 
     /// Waits until every source reached end-of-file (each worker exited and
@@ -236,7 +259,7 @@ private:
     void drain(Source& source) {
         char buffer[64 * 1024];
         const ssize_t got = ::read(source.fd.get(), buffer, sizeof buffer);
-        if (got < 0 && errno == EINTR) return;
+        if (got < 0 && (errno == EINTR || errno == EAGAIN)) return;  // another reader took it first
         if (got <= 0) {
             source.fd.reset();
             return;
