@@ -531,9 +531,9 @@ struct Large {
     std::vector<char> f(std::size_t bytes) const { return std::vector<char>(bytes, 'x'); }
 };
 
-void BM_LargeResult(benchmark::State& state) {
-    mw::Processor<Large, &Large::f> processor{Large{}, mw::Options{.workers = 1}};
-    processor.start();
+/// One 256 MiB result per benchmark iteration from a started Processor.
+template <class LargeProcessor>
+void time_large_results(benchmark::State& state, LargeProcessor& processor) {
     for (auto _ : state) {
         processor.add(kLargeBytes);
         const auto result = processor.pop_result();
@@ -544,6 +544,12 @@ void BM_LargeResult(benchmark::State& state) {
     }
     state.SetItemsProcessed(state.iterations());
     state.SetBytesProcessed(state.iterations() * static_cast<std::int64_t>(kLargeBytes));
+}
+
+void BM_LargeResult(benchmark::State& state) {
+    mw::Processor<Large, &Large::f> processor{Large{}, mw::Options{.workers = 1}};
+    processor.start();
+    time_large_results(state, processor);
 }
 BENCHMARK(BM_LargeResult)->Iterations(4)->UseRealTime()->Unit(benchmark::kMillisecond);
 
@@ -562,16 +568,7 @@ void BM_LargeResultTransport(benchmark::State& state) {
         state.SkipWithError("the large result is missing or wrong");
         return;
     }
-    for (auto _ : state) {
-        processor.add(kLargeBytes);
-        const auto result = processor.pop_result();
-        if (!result || !result->ok() || result->value().size() != kLargeBytes || result->value().back() != 'x') {
-            state.SkipWithError("the large result is missing or wrong");
-            break;
-        }
-    }
-    state.SetItemsProcessed(state.iterations());
-    state.SetBytesProcessed(state.iterations() * static_cast<std::int64_t>(kLargeBytes));
+    time_large_results(state, processor);
 }
 BENCHMARK(BM_LargeResultTransport)->Iterations(5)->UseRealTime()->Unit(benchmark::kMillisecond);
 

@@ -53,13 +53,13 @@ private:
     int fd_ = -1;
 };
 
-/// A counter-mode, non-blocking eventfd: the wake-up channel of a Doorbell.
 /// Names the calling thread (at most 15 characters), so that top -H, gdb and
 /// perf tell the library's threads apart from the program's.
 inline void name_this_thread(const char* name) noexcept {
     ::prctl(PR_SET_NAME, name);
 }
 
+/// A counter-mode, non-blocking eventfd: the wake-up channel of a Doorbell.
 inline FileDescriptor make_eventfd() {
     const int fd = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     if (fd < 0) throw_errno("eventfd");
