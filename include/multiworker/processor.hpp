@@ -214,14 +214,14 @@ public:
     /// when every task is settled and no result is left.
     [[nodiscard]] std::optional<Result<result_type>> pop_result() {
         require_progress_possible("pop_result() without a timeout");
-        return convert(mailbox_.pop(std::nullopt));
+        return convert(mailbox_.pop(std::nullopt, help_backend_));
     }
 
     /// Takes the oldest arrived result, waiting at most `timeout` (0: just
     /// look). Empty when none arrived in time or none can arrive any more.
     template <class Rep, class Period>
     [[nodiscard]] std::optional<Result<result_type>> pop_result(std::chrono::duration<Rep, Period> timeout) {
-        return convert(mailbox_.pop(std::chrono::steady_clock::now() + timeout));
+        return convert(mailbox_.pop(std::chrono::steady_clock::now() + timeout, help_backend_));
     }
 
     /// Collects results as they arrive until `timeout` has passed or no more
@@ -230,7 +230,7 @@ public:
     [[nodiscard]] std::vector<Result<result_type>> results_within(std::chrono::duration<Rep, Period> timeout) {
         const auto deadline = std::chrono::steady_clock::now() + timeout;
         std::vector<Result<result_type>> results;
-        while (auto raw = mailbox_.pop(deadline)) results.push_back(convert(std::move(*raw)));
+        while (auto raw = mailbox_.pop(deadline, help_backend_)) results.push_back(convert(std::move(*raw)));
         return results;
     }
 
@@ -360,6 +360,7 @@ private:
     Options options_;
     detail::ResultMailbox mailbox_;
     std::unique_ptr<detail::ExecutionBackend> backend_;
+    const std::function<void()> help_backend_ = [this] { backend_->help_while_waiting(); };
     std::unique_ptr<detail::ProgressReporter> progress_;
     std::atomic<std::uint64_t> next_id_{1};
     bool started_ = false;

@@ -175,8 +175,11 @@ public:
 
     /// Takes the oldest result, waiting until `deadline` (none: forever) for
     /// one to arrive. Empty when the deadline passes or when every task is
-    /// settled and nothing is left to take.
-    std::optional<RawResult> pop(std::optional<std::chrono::steady_clock::time_point> deadline) {
+    /// settled and nothing is left to take. Before it sleeps, it calls `help`
+    /// (if any) between yields, with no lock held: the backend may deliver
+    /// the result from this very thread.
+    std::optional<RawResult> pop(std::optional<std::chrono::steady_clock::time_point> deadline,
+                                 const std::function<void()>& help = {}) {
         std::unique_lock lock{mutex_};
         const auto ready = [this] { return front_ != results_.size() || settled_ == added(); };
         if (!ready() && (!deadline || *deadline > std::chrono::steady_clock::now())) {
@@ -185,9 +188,11 @@ public:
             // from halting under the threads about to deliver the result,
             // while any of them that needs the core gets it.
             const std::uint64_t seen = changes_.load(std::memory_order_relaxed);
+            const auto changed = [this, seen] { return changes_.load(std::memory_order_relaxed) != seen; };
             lock.unlock();
-            for (int i = 0; i < yields_before_sleep && changes_.load(std::memory_order_relaxed) == seen; ++i) {
-                ::sched_yield();
+            for (int i = 0; i < yields_before_sleep && !changed(); ++i) {
+                if (help) help();
+                if (!changed()) ::sched_yield();
             }
             lock.lock();
         }
@@ -278,6 +283,9 @@ public:
     virtual void stop(std::chrono::milliseconds grace) = 0;
     /// The pids of the worker processes alive now (empty in-process).
     [[nodiscard]] virtual std::vector<pid_t> worker_pids() const = 0;
+    /// Called repeatedly by a thread about to wait for a result: may move
+    /// results along in that thread. Never blocks.
+    virtual void help_while_waiting() {}
 };
 
 }  // namespace multiworker::detail

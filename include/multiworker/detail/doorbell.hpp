@@ -70,7 +70,11 @@ public:
     bool wait(Ready&& ready, int spins, int timeout_ms) const {
         for (int i = 0; i < spins; ++i) {
             if (ready()) return true;
-            cpu_relax();
+            if (i < spins_before_yielding) {
+                cpu_relax();
+            } else {
+                spin_pause(i);
+            }
         }
         if (begin_sleep(ready)) {
             pollfd descriptor{eventfd_, POLLIN, 0};

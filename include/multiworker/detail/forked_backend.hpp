@@ -3,11 +3,17 @@
 // Execution in forked worker processes.
 //
 // Parent side: one supervisor thread owns all dispatch state. User threads
-// hand it requests (new tasks, cancel, stop) through a small mutex-guarded
+// hand it requests (new tasks, cancel, stop) through a small lock-guarded
 // inbox and ring its doorbell; it moves tasks into the workers' task rings,
 // drains their result rings into the ResultMailbox, enforces time limits, and
 // replaces workers that die. Workers are forked by a fork server (see
 // fork_server.hpp), which reports every exit, so a death is noticed at once.
+//
+// While the supervisor sleeps, a user thread that adds a task or waits for a
+// result runs the supervisor's pass itself, under the same mutex: waking a
+// sleeping thread costs tens of microseconds on a virtual machine, so a task
+// added to idle workers then takes one wake-up (the worker's) instead of
+// three. Deaths, deadlines and the fork server remain the supervisor's alone.
 //
 // Dispatch keeps a bounded window of tasks in flight per worker. The window
 // adapts to the measured task duration: about a millisecond of work, at least
@@ -108,7 +114,11 @@ public:
             reserve_prefaulted(inbox_, inbox_.size() + 1);
             inbox_.emplace_back(id, std::move(arguments));
         }
-        notify_supervisor();
+        const bool raised = raise_requests_flag();
+        // A sleeping supervisor would take a wake-up of tens of microseconds
+        // to hand the task on; this thread can do it now.
+        if (serve_in_caller(false)) return;
+        if (raised) ring_supervisor();
     }
 
     std::size_t cancel() override {
@@ -144,6 +154,11 @@ public:
         // the grace period only matters if a worker's own child kept one open.
         log_collector_.stop(std::chrono::milliseconds{2000});
     }
+
+    /// Collects results (and hands out tasks) in the calling thread if the
+    /// supervisor sleeps, so that a caller waiting for a result needs no
+    /// wake-up of the supervisor to get it.
+    void help_while_waiting() override { serve_in_caller(true); }
 
     [[nodiscard]] std::vector<pid_t> worker_pids() const override {
         std::lock_guard lock{requests_mutex_};
@@ -325,21 +340,19 @@ private:
             supervisor_running_ = true;
         }
         started.set_value();
+        std::unique_lock duty{duty_mutex_};
+        callers_may_serve_ = true;
         auto next_server_check = Clock::now();
         for (;;) {
             try {
-                bool progress = accept_requests();
-                for (Worker& worker : workers_) progress |= collect(worker);
-                progress |= dispatch();
-                mailbox_.deliver(std::move(finished_));
+                const bool progress = run_pass();
                 if (stopping_ && no_processes()) break;
                 enforce_deadlines();
                 const auto now = Clock::now();
                 if (!progress) {
-                    idle();
+                    idle(duty);
                     continue;
                 }
-                last_progress_ = now;
                 if (now >= next_server_check) {
                     wait_for_events(0, false);
                     next_server_check = now + server_check_interval;
@@ -348,6 +361,8 @@ private:
                 abandon_everything(std::string{"internal error in the supervisor: "} + e.what());
             }
         }
+        callers_may_serve_ = false;
+        duty.unlock();
         shut_down_fork_server();
         std::lock_guard lock{requests_mutex_};
         supervisor_running_ = false;
@@ -355,14 +370,52 @@ private:
         cancel_requests_.clear();
     }
 
-    void notify_supervisor() {
-        // Only the caller that raised the flag rings: until the supervisor
-        // lowers it, it has yet to look at the inbox and will see every request.
-        // The plain load first keeps the flag's cache line shared while it is raised.
-        if (requests_pending_.load(std::memory_order_relaxed) ||
-            requests_pending_.exchange(true, std::memory_order_acq_rel))
-            return;
+    /// One round of the supervisor's work: take requests, collect results,
+    /// hand out tasks, deliver what finished. True if anything moved.
+    bool run_pass() {
+        bool progress = accept_requests();
+        for (Worker& worker : workers_) progress |= collect(worker);
+        progress |= dispatch();
+        mailbox_.deliver(std::move(finished_));
+        if (progress) last_progress_ = Clock::now();
+        return progress;
+    }
+
+    /// Runs one pass in the calling (user) thread if the supervisor sleeps;
+    /// true if it did. The supervisor holds duty_mutex_ except while it
+    /// sleeps, so the state a pass touches always has one owner at a time.
+    ///
+    /// A caller adding tasks stands back once the supervisor is awake, even
+    /// before it has the mutex back: a stream of adds would otherwise keep
+    /// it from the supervisor, which hands tasks out in larger batches. A
+    /// caller waiting for a result does not: the supervisor woken by that
+    /// very result is still tens of microseconds away.
+    bool serve_in_caller(bool even_if_awake) {
+        if (!even_if_awake && !supervisor_asleep_.load(std::memory_order_relaxed)) return false;
+        std::unique_lock duty{duty_mutex_, std::try_to_lock};
+        if (!duty.owns_lock() || !callers_may_serve_) return false;
+        // The supervisor chose how long to sleep before these tasks were
+        // handed out; with time limits to watch it must choose again.
+        if (run_pass() && options_.task_timeout.count() > 0) parent_doorbell_.ring();
+        return true;
+    }
+
+    /// Raises the flag that tells the supervisor to look at the inbox; true
+    /// if this call raised it. Only the caller that raised it needs to ring:
+    /// until the supervisor lowers it, it has yet to look at the inbox and
+    /// will see every request. The plain load first keeps the flag's cache
+    /// line shared while it is raised.
+    bool raise_requests_flag() noexcept {
+        return !requests_pending_.load(std::memory_order_relaxed) &&
+               !requests_pending_.exchange(true, std::memory_order_acq_rel);
+    }
+
+    void ring_supervisor() const noexcept {
         if (parent_doorbell_.fd() >= 0) parent_doorbell_.ring();
+    }
+
+    void notify_supervisor() {
+        if (raise_requests_flag()) ring_supervisor();
     }
 
     bool accept_requests() {
@@ -645,7 +698,10 @@ private:
         return false;
     }
 
-    void idle() {
+    /// Spins if a result is likely soon, then sleeps until rung, a fork
+    /// server message or the next deadline. `duty` is released only for the
+    /// sleep itself, so that callers may run passes meanwhile.
+    void idle(std::unique_lock<std::mutex>& duty) {
         const int spins = result_expected_soon() ? spins_before_sleep : 0;
         for (int i = 0; i < spins; ++i) {
             if (work_ready()) return;
@@ -653,20 +709,34 @@ private:
         }
         int timeout_ms = sleep_budget_ms();
         if (!parent_doorbell_.begin_sleep([this] { return work_ready(); })) timeout_ms = 0;
-        wait_for_events(timeout_ms, true);
+        supervisor_asleep_.store(true, std::memory_order_relaxed);
+        duty.unlock();
+        const bool server_spoke = poll_events(timeout_ms, true);
+        supervisor_asleep_.store(false, std::memory_order_relaxed);
+        duty.lock();
         parent_doorbell_.end_sleep();
+        if (server_spoke) handle_server_messages();
     }
 
     /// Waits up to `timeout_ms` for the fork server (spawns, exits) and, if
     /// asked, the doorbell; handles every fork server message that arrived.
     void wait_for_events(int timeout_ms, bool include_doorbell) {
+        if (poll_events(timeout_ms, include_doorbell)) handle_server_messages();
+    }
+
+    /// Waits as wait_for_events() does; true if the fork server has a message.
+    /// Reads only what no caller's pass changes: it runs while callers may serve.
+    bool poll_events(int timeout_ms, bool include_doorbell) const {
         pollfd descriptors[2];
         nfds_t count = 0;
         if (fork_server_.valid()) descriptors[count++] = pollfd{fork_server_.get(), POLLIN, 0};
         if (include_doorbell) descriptors[count++] = pollfd{parent_doorbell_.fd(), POLLIN, 0};
-        if (count == 0) return;
-        if (::poll(descriptors, count, timeout_ms) <= 0) return;
-        if (!fork_server_.valid() || descriptors[0].revents == 0) return;
+        if (count == 0) return false;
+        if (::poll(descriptors, count, timeout_ms) <= 0) return false;
+        return fork_server_.valid() && descriptors[0].revents != 0;
+    }
+
+    void handle_server_messages() {
         for (;;) {
             pollfd server{fork_server_.get(), POLLIN, 0};
             if (::poll(&server, 1, 0) <= 0) return;
@@ -844,9 +914,17 @@ private:
     std::vector<pid_t> live_pids_;
     std::atomic<bool> requests_pending_{false};
 
-    // Owned by the supervisor thread.
-    std::vector<std::pair<TaskId, Bytes>> arrived_;  // its side of the inbox swap
     std::thread supervisor_;
+
+    // Held by the supervisor thread except while it sleeps; a user thread
+    // that takes it runs a pass in the supervisor's place (serve_in_caller()).
+    std::mutex duty_mutex_;
+    bool callers_may_serve_ = false;              // the supervisor's loop runs
+    std::atomic<bool> supervisor_asleep_{false};  // see serve_in_caller()
+
+    // Owned by whichever thread holds duty_mutex_ (the supervisor thread
+    // alone before its loop and after it).
+    std::vector<std::pair<TaskId, Bytes>> arrived_;  // its side of the inbox swap
     std::vector<Worker> workers_;
     BlockDeque<QueuedTask> backlog_;
     std::vector<RawResult> finished_;

@@ -22,6 +22,12 @@ namespace multiworker::detail {
 /// Pause steps before a waiter sleeps: about 50 us on current x86 cores.
 inline constexpr int spins_before_sleep = 2000;
 
+/// Pause steps a worker spins before it yields now and then (about 6 us):
+/// long enough to catch the next task of a busy stream without a system call,
+/// short enough that a caller woken on this worker's core, waiting for the
+/// result just published, is not kept off it for the whole spin.
+inline constexpr int spins_before_yielding = 256;
+
 /// Yields before a caller waiting for a result sleeps: about 50 us.
 inline constexpr int yields_before_sleep = 128;
 
