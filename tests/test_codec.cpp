@@ -185,3 +185,38 @@ TEST_CASE("strings and numbers alone skip the archive and still reject lies") {
     const Bytes truncated(bytes.begin(), bytes.end() - 3);
     CHECK_THROWS_AS((decode_values<std::string, int, std::string>(truncated)), DecodeError);
 }
+
+TEST_CASE("a large plain result is borrowed - its encoding unchanged") {
+    using multiworker::detail::borrow_threshold;
+    using multiworker::detail::encode_borrowing;
+    const auto encoded = [](const auto& value) {
+        Bytes bytes;
+        encode_values(bytes, value);
+        return std::vector<char>(bytes.begin(), bytes.end());
+    };
+    const auto borrowed = [](const auto& value, std::span<const char>& body) {
+        Bytes head;
+        body = encode_borrowing(head, value);
+        std::vector<char> joined(head.begin(), head.end());
+        joined.insert(joined.end(), body.begin(), body.end());
+        return joined;
+    };
+    std::span<const char> body;
+
+    const std::string large(borrow_threshold, 'L');
+    CHECK(borrowed(large, body) == encoded(large));
+    CHECK(body.data() == large.data());  // the value's own bytes, not a copy
+    CHECK(body.size() == large.size());
+
+    const std::vector<double> numbers(borrow_threshold / sizeof(double) + 3, 2.5);
+    CHECK(borrowed(numbers, body) == encoded(numbers));
+    CHECK(body.data() == reinterpret_cast<const char*>(numbers.data()));
+
+    const std::string small(borrow_threshold - 1, 's');
+    CHECK(borrowed(small, body) == encoded(small));
+    CHECK(body.empty());  // copied into the head
+
+    const std::map<int, std::string> archived{{1, std::string(borrow_threshold, 'm')}};
+    CHECK(borrowed(archived, body) == encoded(archived));
+    CHECK(body.empty());
+}

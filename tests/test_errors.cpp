@@ -182,3 +182,26 @@ TEST_CASE("a result that fails to decode becomes a bad_message error") {
                    Catch::Contains("could not be decoded") && Catch::Contains("refusing to load"));
     }
 }
+
+TEST_CASE("a result that cannot be sent is not mistaken for a failure of the method") {
+    using multiworker::detail::EncodedView;
+    using multiworker::detail::execute_task;
+    using multiworker::detail::ResultSender;
+    const multiworker::detail::TaskRunner returns = [](std::span<const char>, const ResultSender& send) {
+        send(EncodedView{std::span<const char>{"value", 5}, {}});
+    };
+    const multiworker::detail::TaskRunner throws = [](std::span<const char>, const ResultSender&) {
+        throw ParseError{"bad input"};
+    };
+    int reports = 0;
+    const auto broken_ring = [&reports](bool ok, const EncodedView&) {
+        if (ok) throw std::runtime_error{"ring corrupted"};
+        ++reports;
+    };
+    // The sender's own failure propagates: half a result cannot become a report.
+    CHECK_THROWS_WITH(execute_task(returns, {}, broken_ring), "ring corrupted");
+    CHECK(reports == 0);
+    // The method's failure is reported, once.
+    execute_task(throws, {}, broken_ring);
+    CHECK(reports == 1);
+}

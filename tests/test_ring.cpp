@@ -177,6 +177,25 @@ TEST_CASE("frames larger than the ring stream through it") {
     CHECK(std::ranges::equal(reader.take_payload(), payload));
 }
 
+TEST_CASE("a payload in two pieces arrives as one - also when they straddle the ring's end") {
+    SharedRing shared{4096};
+    const std::vector<char> head = pattern(1000, 8);
+    const std::vector<char> body = pattern(50'000, 9);
+    FrameReader reader{1 << 20};
+    for (int frame = 0; frame < 3; ++frame) {
+        FrameWriter writer{FrameHeader{.kind = FrameKind::result, .sequence = 1, .task = 2}, head, body};
+        bool received = false;
+        while (!received) {
+            writer.poll(shared.ring);
+            received = reader.poll(shared.ring);
+        }
+        CHECK(reader.header().length == head.size() + body.size());
+        const Bytes payload = reader.take_payload();
+        CHECK(std::equal(head.begin(), head.end(), payload.begin()));
+        CHECK(std::equal(body.begin(), body.end(), payload.begin() + static_cast<std::ptrdiff_t>(head.size())));
+    }
+}
+
 TEST_CASE("a frame writer that kept its payload finishes after the caller's copy is gone") {
     SharedRing shared{4096};
     auto payload = std::make_unique<std::vector<char>>(pattern(10'000, 7));

@@ -126,8 +126,8 @@ public:
     /// Takes the object every worker will copy. Nothing runs until start().
     explicit Processor(T object, Options options = {})
         : object_{std::move(object)}, options_{with_environment(std::move(options))} {
-        detail::TaskRunner runner = [this](std::span<const char> arguments, detail::Bytes& result) {
-            run_task(arguments, result);
+        detail::TaskRunner runner = [this](std::span<const char> arguments, const detail::ResultSender& send) {
+            run_task(arguments, send);
         };
         if (options_.workers == 0) {
             backend_ = std::make_unique<detail::InProcessBackend>(mailbox_, std::move(runner), worker_hooks());
@@ -303,17 +303,22 @@ private:
         return hooks;
     }
 
-    // Runs in the worker (or in-process): decode, call, encode.
-    void run_task(std::span<const char> encoded_arguments, detail::Bytes& encoded_result) {
+    // Runs in the worker (or in-process, one task at a time): decode, call,
+    // encode, and send while the value lives.
+    void run_task(std::span<const char> encoded_arguments, const detail::ResultSender& send) {
         auto arguments = detail::tuple_decoder<arguments_type>::decode(encoded_arguments);
         const auto call = [this](auto&... values) -> decltype(auto) {
             return std::invoke(Method, object_, std::move(values)...);
         };
         if constexpr (std::is_void_v<result_type>) {
             std::apply(call, arguments);
+            send(detail::EncodedView{});
         } else {
             const result_type& value = std::apply(call, arguments);
-            detail::encode_values(encoded_result, value);
+            encoded_head_.clear();
+            const std::span<const char> body = detail::encode_borrowing(encoded_head_, value);
+            send(detail::EncodedView{encoded_head_, body});
+            if (encoded_head_.capacity() > detail::retained_buffer_capacity) detail::Bytes{}.swap(encoded_head_);
         }
     }
 
@@ -357,6 +362,7 @@ private:
     }
 
     T object_;
+    detail::Bytes encoded_head_;  // run_task()'s, reused: no allocation per task
     Options options_;
     detail::ResultMailbox mailbox_;
     std::unique_ptr<detail::ExecutionBackend> backend_;

@@ -34,10 +34,28 @@
 
 namespace multiworker::detail {
 
+/// A task's encoded outcome on its way out: `head`, then `body`, back to back.
+/// Views: valid only during the call that receives them, so that a large
+/// result is sent straight from the value the method returned (see
+/// encode_borrowing()), never copied into a buffer first.
+struct EncodedView {
+    std::span<const char> head;
+    std::span<const char> body;
+
+    [[nodiscard]] std::size_t size() const noexcept { return head.size() + body.size(); }
+};
+
+/// Receives a task's encoded return value (empty for void).
+using ResultSender = std::function<void(const EncodedView& value)>;
+
 /// Runs one task on the executing process's object: decodes the arguments,
-/// calls the method, appends the encoded result to `result`. Throws what the
-/// method throws. The caller reuses `result`, so a stream of tasks allocates nothing.
-using TaskRunner = std::function<void(std::span<const char> arguments, Bytes& result)>;
+/// calls the method, and calls `send` once with the encoded result while the
+/// value is alive. Throws what the method throws.
+using TaskRunner = std::function<void(std::span<const char> arguments, const ResultSender& send)>;
+
+/// Receives a task's outcome: `ok` and the encoded value, or not `ok` and an
+/// encoded FailureReport.
+using OutcomeSender = std::function<void(bool ok, const EncodedView& payload)>;
 
 /// Calls made in each worker process around its tasks (not in-process).
 struct WorkerHooks {
@@ -55,27 +73,42 @@ struct RawResult {
     pid_t worker_pid = 0;
 };
 
-/// Runs `runner` into `out` (cleared first). True when the method returned:
-/// `out` holds the encoded value. False when it threw: `out` holds an encoded
-/// FailureReport naming the exception's type.
-inline bool execute_task(const TaskRunner& runner, std::span<const char> arguments, Bytes& out) {
-    const auto fail = [&out](ErrorKind kind, std::string type_name, std::string message) {
-        out = encode_failure({static_cast<std::uint32_t>(kind), std::move(type_name), std::move(message)});
-        return false;
+/// What a task's exception becomes in the failure report; call only in a catch block.
+inline FailureReport report_current_exception() {
+    const auto report = [](ErrorKind kind, std::string type_name, std::string message) {
+        return FailureReport{static_cast<std::uint32_t>(kind), std::move(type_name), std::move(message)};
     };
-    out.clear();
     try {
-        runner(arguments, out);
-        return true;
+        throw;
     } catch (const DecodeError& e) {
-        return fail(ErrorKind::bad_message, "", std::string{"arguments could not be decoded: "} + e.what());
+        return report(ErrorKind::bad_message, "", std::string{"arguments could not be decoded: "} + e.what());
     } catch (const std::exception& e) {
-        return fail(ErrorKind::exception, boost::core::demangle(typeid(e).name()), e.what());
+        return report(ErrorKind::exception, boost::core::demangle(typeid(e).name()), e.what());
     } catch (...) {
         const std::type_info* type = abi::__cxa_current_exception_type();
-        return fail(ErrorKind::exception, type ? boost::core::demangle(type->name()) : "unknown",
-                    "(an exception not derived from std::exception)");
+        return report(ErrorKind::exception, type ? boost::core::demangle(type->name()) : "unknown",
+                      "(an exception not derived from std::exception)");
     }
+}
+
+/// Runs `runner` and passes its outcome to `send`: the encoded value when
+/// the method returned, a FailureReport naming the exception when it (or the
+/// decoding of its arguments, or the encoding of its result) threw. What
+/// `send` itself throws propagates: a result half sent cannot become a report.
+inline void execute_task(const TaskRunner& runner, std::span<const char> arguments, const OutcomeSender& send) {
+    bool sending = false;
+    Bytes report;
+    try {
+        runner(arguments, [&send, &sending](const EncodedView& value) {
+            sending = true;
+            send(true, value);
+        });
+        return;
+    } catch (...) {
+        if (sending) throw;
+        report = encode_failure(report_current_exception());
+    }
+    send(false, EncodedView{report, {}});
 }
 
 /// Turns a worker's failure report into the TaskError the user sees; a report

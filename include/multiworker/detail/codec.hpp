@@ -38,6 +38,10 @@ public:
     operator std::span<char>() noexcept { return {data(), size()}; }
 };
 
+/// Message buffers are kept for reuse up to this capacity (no allocation per
+/// task), and given back to the allocator above it (a worker's memory stays small).
+inline constexpr std::size_t retained_buffer_capacity = 64 * 1024;
+
 /// Thrown when bytes do not decode into the expected types.
 class DecodeError : public std::runtime_error {
 public:
@@ -184,6 +188,28 @@ void encode_values(Bytes& out, const Ts&... values) {
         boost::archive::binary_oarchive archive{buffer, archive_flags};
         ((archive << values), ...);
     }
+}
+
+/// A plain buffer of at least this many bytes is borrowed by encode_borrowing().
+inline constexpr std::size_t borrow_threshold = 64 * 1024;
+
+/// Encodes `value` as encode_values(out, value) does, except that the bytes of
+/// a large string or vector of bitwise values are not copied into `out` but
+/// returned as a view of `value`: the encoding is `out` followed by that view.
+/// Sending a large result thus costs no copy before it reaches the ring.
+template <class T>
+std::span<const char> encode_borrowing(Bytes& out, const T& value) {
+    if constexpr (std::is_same_v<T, std::string> || is_bitwise_vector<T>) {
+        const std::size_t bytes = value.size() * sizeof(typename T::value_type);
+        if (bytes >= borrow_threshold) {
+            const std::uint64_t count = value.size();
+            const char* raw_count = reinterpret_cast<const char*>(&count);
+            out.insert(out.end(), raw_count, raw_count + sizeof count);
+            return {reinterpret_cast<const char*>(value.data()), bytes};
+        }
+    }
+    encode_values(out, value);
+    return {};
 }
 
 /// Decodes exactly the bytes of `in` into a tuple of `Ts` (each default-constructible).

@@ -69,7 +69,13 @@ private:
 
     void run(TaskId id, const Bytes& arguments) {
         Bytes payload;
-        const bool ok = execute_task(runner_, arguments, payload);
+        bool ok = false;
+        execute_task(runner_, arguments, [&payload, &ok](bool succeeded, const EncodedView& outcome) {
+            ok = succeeded;
+            payload.reserve(outcome.size());
+            payload.assign(outcome.head.begin(), outcome.head.end());
+            payload.insert(payload.end(), outcome.body.begin(), outcome.body.end());
+        });
         RawResult result{id, Bytes{}, 0, ::getpid()};
         if (ok) {
             result.outcome = std::move(payload);

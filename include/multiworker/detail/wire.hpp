@@ -68,8 +68,6 @@ inline FailureReport decode_failure(std::span<const char> payload) {
 /// Reassembles frames from a byte source with `std::size_t read_some(std::span<char>)`.
 class FrameReader {
 public:
-    static constexpr std::size_t retained_capacity = 64 * 1024;
-
     explicit FrameReader(std::size_t max_length) noexcept : max_length_{max_length} {}
 
     /// Pulls what is available; true once a whole frame is held (see header()
@@ -112,7 +110,7 @@ public:
     /// Readies for the next frame, keeping a small buffer for reuse (no
     /// allocation per frame) but not a large one (a worker's memory stays small).
     void next() noexcept {
-        if (payload_.capacity() > retained_capacity) Bytes{}.swap(payload_);
+        if (payload_.capacity() > retained_buffer_capacity) Bytes{}.swap(payload_);
         header_filled_ = 0;
         complete_ = false;
     }
@@ -143,12 +141,14 @@ private:
 };
 
 /// Streams one frame into a sink with `std::size_t write_some(std::span<const char>)`.
-/// The payload is borrowed: the caller keeps it alive until the frame is
-/// written, or calls keep_payload() before it lets its own copy go.
+/// The payload, given as up to two pieces sent back to back, is borrowed: the
+/// caller keeps it alive until the frame is written, or calls keep_payload()
+/// before it lets its own copy go.
 class FrameWriter {
 public:
-    FrameWriter(FrameHeader header, std::span<const char> payload) noexcept : payload_{payload} {
-        header.length = payload_.size();
+    FrameWriter(FrameHeader header, std::span<const char> payload, std::span<const char> more = {}) noexcept
+        : pieces_{payload, more} {
+        header.length = payload.size() + more.size();
         std::memcpy(header_bytes_.data(), &header, sizeof header);
     }
 
@@ -159,26 +159,39 @@ public:
             written_ += sink.write_some(std::span<const char>{header_bytes_}.subspan(written_));
             if (written_ < header_bytes_.size()) return false;
         }
-        const std::size_t payload_written = written_ - header_bytes_.size();
-        if (!payload_.empty()) written_ += sink.write_some(payload_.subspan(payload_written));
-        return done();
+        while (!done()) {
+            const std::size_t count = sink.write_some(unwritten_piece());
+            if (count == 0) return false;
+            written_ += count;
+        }
+        return true;
     }
 
     /// Copies the payload into the writer, so that the caller may drop its own.
     void keep_payload() {
-        kept_.assign(payload_.begin(), payload_.end());
-        payload_ = kept_;
+        kept_.assign(pieces_[0].begin(), pieces_[0].end());
+        kept_.insert(kept_.end(), pieces_[1].begin(), pieces_[1].end());
+        pieces_ = {std::span<const char>{kept_}, std::span<const char>{}};
     }
 
     /// Bytes of the frame written so far.
     [[nodiscard]] std::size_t written() const noexcept { return written_; }
 
-    [[nodiscard]] bool done() const noexcept { return written_ == header_bytes_.size() + payload_.size(); }
+    [[nodiscard]] bool done() const noexcept {
+        return written_ == header_bytes_.size() + pieces_[0].size() + pieces_[1].size();
+    }
 
 private:
+    // The rest of the piece the next payload byte belongs to.
+    [[nodiscard]] std::span<const char> unwritten_piece() const noexcept {
+        const std::size_t offset = written_ - header_bytes_.size();
+        if (offset < pieces_[0].size()) return pieces_[0].subspan(offset);
+        return pieces_[1].subspan(offset - pieces_[0].size());
+    }
+
     std::array<char, sizeof(FrameHeader)> header_bytes_{};
-    std::vector<char> kept_;  // a heap buffer: the writer may move, the span stays valid
-    std::span<const char> payload_;
+    std::vector<char> kept_;  // a heap buffer: the writer may move, the spans stay valid
+    std::array<std::span<const char>, 2> pieces_;
     std::size_t written_ = 0;
 };
 

@@ -99,20 +99,9 @@ public:
                 reader_.next();
                 continue;
             }
-            bool ok = execute_task(runner_, reader_.payload(), output_);
+            execute_task(runner_, reader_.payload(),
+                         [this, &header](bool ok, const EncodedView& payload) { send_outcome(header, ok, payload); });
             reader_.next();
-            if (output_.size() > endpoints_.max_message_bytes) {
-                output_ = oversized_report(output_.size());
-                ok = false;
-            }
-            send_frame(FrameHeader{.kind = ok ? FrameKind::result : FrameKind::failure,
-                                   .sequence = header.sequence,
-                                   .task = header.task},
-                       output_);
-            if (output_.capacity() > FrameReader::retained_capacity) Bytes{}.swap(output_);  // keep the worker small
-            // One result per publication: the parent sees each result as soon
-            // as it exists, even when the next task runs for a long time.
-            publish();
         }
     }
 
@@ -123,6 +112,21 @@ private:
                                "the result encodes to " + std::to_string(size) +
                                    " bytes, more than max_message_bytes (" +
                                    std::to_string(endpoints_.max_message_bytes) + ")"});
+    }
+
+    /// Sends the outcome of the task `task` names, then publishes it.
+    void send_outcome(const FrameHeader& task, bool ok, const EncodedView& payload) {
+        FrameHeader reply{
+            .kind = ok ? FrameKind::result : FrameKind::failure, .sequence = task.sequence, .task = task.task};
+        if (payload.size() > endpoints_.max_message_bytes) {
+            reply.kind = FrameKind::failure;
+            send_frame(reply, oversized_report(payload.size()), {});
+        } else {
+            send_frame(reply, payload.head, payload.body);
+        }
+        // One result per publication: the parent sees each result as soon
+        // as it exists, even when the next task runs for a long time.
+        publish();
     }
 
     /// Shows the parent every staged result and frees every task byte taken,
@@ -143,9 +147,9 @@ private:
         }
     }
 
-    void send_frame(const FrameHeader& header, std::span<const char> payload) {
+    void send_frame(const FrameHeader& header, std::span<const char> payload, std::span<const char> more) {
         StagingSink output{endpoints_.results};
-        FrameWriter writer{header, payload};
+        FrameWriter writer{header, payload, more};
         while (!writer.poll(output)) {
             publish();
             endpoints_.own.wait([this] { return endpoints_.results.has_space(); }, spins_before_sleep, worker_sleep_ms);
@@ -172,7 +176,6 @@ private:
     WorkerEndpoints endpoints_;
     const TaskRunner& runner_;
     FrameReader reader_;
-    Bytes output_;  // reused for every result: no allocation per task
 };
 
 /// Set by SIGCONT while a worker waits for a debugger.
