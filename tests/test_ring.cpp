@@ -144,6 +144,25 @@ TEST_CASE("a head that moves backwards is reported as corruption") {
     CHECK_THROWS_AS(shared.ring.write_some(std::span{full}.first(1)), RingCorrupted);
 }
 
+TEST_CASE("stage_whole stages two pieces entirely or not at all - across the wrap-around") {
+    SharedRing shared{4096};
+    const std::vector<char> head = pattern(32, 10);
+    const std::vector<char> body = pattern(3000, 11);
+    REQUIRE(shared.ring.stage_whole(head, body));
+    CHECK_FALSE(shared.ring.stage_whole(head, body));  // 1,064 bytes left: nothing is staged
+    CHECK(shared.ring.publish());
+    std::vector<char> out(head.size() + body.size());
+    REQUIRE(shared.ring.read_some(out) == out.size());
+    REQUIRE(shared.ring.stage_whole(head, body));  // fits again once read; wraps past the end
+    CHECK(shared.ring.publish());
+    std::vector<char> wrapped(out.size());
+    REQUIRE(shared.ring.read_some(wrapped) == wrapped.size());
+    CHECK(wrapped == out);
+    CHECK(std::equal(head.begin(), head.end(), out.begin()));
+    CHECK(std::equal(body.begin(), body.end(), out.begin() + static_cast<std::ptrdiff_t>(head.size())));
+    CHECK_FALSE(shared.ring.stage_whole(std::vector<char>(4097), {}));  // larger than the ring
+}
+
 TEST_CASE("staged bytes stay invisible until published and taken bytes stay unfree until released") {
     SharedRing shared{4096};
     auto* counters = reinterpret_cast<RingCounters*>(shared.mapping.data());

@@ -502,18 +502,18 @@ private:
             worker.in_flight.front().task.id.value() != header.task) {
             throw ProtocolError{"result for task " + std::to_string(header.task) + " that it was not running"};
         }
-        QueuedTask task = std::move(worker.in_flight.front().task);
-        worker.in_flight.pop_front();
+        QueuedTask& task = worker.in_flight.front().task;
         ++worker.completed;
-        RawResult result{task.id, Bytes{}, worker.index, worker.pid};
         if (header.kind == FrameKind::result) {
-            result.outcome = std::move(payload);
+            finished_.push_back(RawResult{task.id, std::move(payload), worker.index, worker.pid});
         } else {
             TaskError error = error_from_report(task.id, payload, worker.index, worker.pid);
-            if (error.kind() == ErrorKind::exception && options_.retry_exceptions && retry(task, error.what())) return;
-            result.outcome = std::make_unique<TaskError>(std::move(error));
+            if (error.kind() != ErrorKind::exception || !options_.retry_exceptions || !retry(task, error.what())) {
+                finished_.push_back(
+                    RawResult{task.id, std::make_unique<TaskError>(std::move(error)), worker.index, worker.pid});
+            }
         }
-        finished_.push_back(std::move(result));
+        worker.in_flight.pop_front();
     }
 
     /// Requeues a failed task if its retries allow; false if they are used up.
@@ -560,16 +560,12 @@ private:
         while (!backlog_.empty()) {
             Worker* target = least_loaded_ready_worker();
             if (target == nullptr) break;
-            QueuedTask task = std::move(backlog_.front());
-            backlog_.pop_front();
             const std::uint64_t sequence = ++target->last_sequence;
             ++target->dispatched;
-            const FrameHeader header{.kind = FrameKind::task, .sequence = sequence, .task = task.id.value()};
-            // Borrows the arguments from in_flight, whose elements stay in place until they leave it.
-            target->in_flight.push_back(InFlight{sequence, std::move(task)});
-            target->sending.emplace(header, target->in_flight.back().task.arguments);
+            target->in_flight.push_back(InFlight{sequence, std::move(backlog_.front())});
+            backlog_.pop_front();
             if (target->last_collect == Clock::time_point{}) target->last_collect = Clock::now();
-            continue_sending(*target);
+            send_task(*target, target->in_flight.back());
             progress = true;
         }
         for (Worker& worker : workers_) {
@@ -601,6 +597,23 @@ private:
             if (best == nullptr || worker.in_flight.size() < best->in_flight.size()) best = &worker;
         }
         return best;
+    }
+
+    /// Stages the task's frame in one step if it fits, or else starts
+    /// streaming it (borrowing the arguments from in_flight, whose elements
+    /// stay in place until they leave it).
+    void send_task(Worker& worker, const InFlight& sent) {
+        FrameHeader header{.kind = FrameKind::task, .sequence = sent.sequence, .task = sent.task.id.value()};
+        header.length = sent.task.arguments.size();
+        try {
+            const auto* raw_header = reinterpret_cast<const char*>(&header);
+            if (worker.endpoints.tasks.stage_whole({raw_header, sizeof header}, sent.task.arguments)) return;
+        } catch (const std::exception& e) {
+            fault(worker, ErrorKind::worker_died, std::string{"corrupted its task ring ("} + e.what() + ")");
+            return;
+        }
+        worker.sending.emplace(header, sent.task.arguments);
+        continue_sending(worker);
     }
 
     bool continue_sending(Worker& worker) {

@@ -66,6 +66,22 @@ public:
         return count;
     }
 
+    /// Stages `first` and then `second` if both fit now, and nothing
+    /// otherwise; true if they were staged. A small frame goes out in one
+    /// step this way, with no state kept for a partial write.
+    bool stage_whole(std::span<const char> first, std::span<const char> second) {
+        const std::uint64_t size = first.size() + second.size();
+        if (size > capacity_) return false;
+        if (capacity_ - (staged_tail_ - cached_head_) < size) {
+            reload_head();
+            if (capacity_ - (staged_tail_ - cached_head_) < size) return false;
+        }
+        copy_in(staged_tail_, first.data(), first.size());
+        copy_in(staged_tail_ + first.size(), second.data(), second.size());
+        staged_tail_ += size;
+        return true;
+    }
+
     /// Makes every staged byte visible to the consumer; true if there were any.
     bool publish() noexcept {
         if (staged_tail_ == published_tail_) return false;
@@ -162,17 +178,19 @@ private:
         cached_tail_ = tail;
     }
 
+    // `count` may be 0 with a null pointer (an empty payload): memcpy is
+    // not called then. The second copy happens only at the wrap-around.
     void copy_in(std::uint64_t position, const char* from, std::size_t count) noexcept {
         const std::size_t offset = static_cast<std::size_t>(position & (capacity_ - 1));
         const std::size_t first = std::min<std::size_t>(count, capacity_ - offset);
-        std::memcpy(data_ + offset, from, first);
-        std::memcpy(data_, from + first, count - first);
+        if (first != 0) std::memcpy(data_ + offset, from, first);
+        if (count != first) std::memcpy(data_, from + first, count - first);
     }
     void copy_out(std::uint64_t position, char* to, std::size_t count) const noexcept {
         const std::size_t offset = static_cast<std::size_t>(position & (capacity_ - 1));
         const std::size_t first = std::min<std::size_t>(count, capacity_ - offset);
-        std::memcpy(to, data_ + offset, first);
-        std::memcpy(to + first, data_, count - first);
+        if (first != 0) std::memcpy(to, data_ + offset, first);
+        if (count != first) std::memcpy(to + first, data_, count - first);
     }
 
     RingCounters* counters_ = nullptr;
