@@ -26,6 +26,14 @@
 
 namespace test_support {
 
+/// True in a build with AddressSanitizer, under which a worker takes
+/// milliseconds to fork and start (its shadow memory makes fork() slow).
+#if defined(__SANITIZE_ADDRESS__)
+inline constexpr bool address_sanitizer = true;
+#else
+inline constexpr bool address_sanitizer = false;
+#endif
+
 /// Aborts the whole test program (failing the test) if it is still alive
 /// `limit` after construction. Destroy it to disarm.
 ///

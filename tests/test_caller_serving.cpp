@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cstdio>
 #include <map>
 #include <mutex>
 #include <thread>
@@ -136,4 +137,58 @@ TEST_CASE("threads adding and popping at once never lose or duplicate a result")
     CHECK(missing == 0);
     CHECK(received == expected);
     CHECK(processor.done());
+}
+
+constexpr auto kill_interval = test_support::address_sanitizer ? 20ms : 5ms;
+
+TEST_CASE("workers killed while callers hand out and collect tasks lose none") {
+    test_support::Watchdog watchdog{110s};
+    TaskProcessor processor{Task{}, {.workers = 2, .log_level = spdlog::level::err, .retries = 1000}};
+    processor.start();
+    constexpr std::size_t enough_kills = 10;
+    std::atomic<bool> clients_done{false};
+    std::atomic<std::size_t> kills{0};
+    std::thread killer{[&] {
+        while (!clients_done) {
+            std::this_thread::sleep_for(kill_interval);
+            const auto pids = processor.worker_pids();
+            if (!pids.empty() && ::kill(pids[kills % pids.size()], SIGKILL) == 0) ++kills;
+        }
+    }};
+    constexpr int threads = 2;
+    constexpr int min_tasks_per_thread = 500;
+    std::mutex mutex;
+    std::map<std::uint64_t, int> expected;
+    std::map<std::uint64_t, int> received;
+    int failed = 0;
+    std::vector<std::thread> clients;
+    for (int t = 0; t < threads; ++t) {
+        clients.emplace_back([&, t] {
+            // At least so many tasks each, and on until the workers were killed often enough.
+            for (int i = 0; i < min_tasks_per_thread || kills < enough_kills; ++i) {
+                if (i % 5 == 0) std::this_thread::sleep_for(1ms);  // the supervisor falls asleep
+                const int value = t * 1'000'000 + i;
+                const TaskId id = processor.add(Task::echo, value);
+                {
+                    std::lock_guard lock{mutex};
+                    expected[id.value()] = value;
+                }
+                auto result = processor.pop_result(60s);
+                std::lock_guard lock{mutex};
+                if (!result || !result->ok()) {
+                    ++failed;
+                } else {
+                    CHECK(received.emplace(result->id().value(), result->value()).second);
+                }
+            }
+        });
+    }
+    for (auto& client : clients) client.join();
+    clients_done = true;
+    killer.join();
+    std::printf("caller serving under kills: %zu kills, %zu results, %d failed\n", kills.load(), received.size(),
+                failed);
+    CHECK(kills >= enough_kills);
+    CHECK(failed == 0);
+    CHECK(received == expected);
 }

@@ -139,14 +139,9 @@ struct SharedCounter {
 
 }  // namespace
 
-// Under AddressSanitizer a worker takes milliseconds to fork and start (its
-// shadow memory makes fork() slow); killing one every 2 ms then leaves no
-// worker alive long enough to run a task, and the run never ends.
-#if defined(__SANITIZE_ADDRESS__)
-constexpr auto torture_kill_interval = 10ms;
-#else
-constexpr auto torture_kill_interval = 2ms;
-#endif
+// Under AddressSanitizer, killing a worker every 2 ms leaves none alive long
+// enough to run a task, and the run never ends.
+constexpr auto torture_kill_interval = test_support::address_sanitizer ? 10ms : 2ms;
 
 TEST_CASE("torture: workers SIGKILLed every few milliseconds lose no task") {
     test_support::Watchdog watchdog{110s, "torture"};

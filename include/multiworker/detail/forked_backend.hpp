@@ -394,9 +394,15 @@ private:
         if (!even_if_awake && !supervisor_asleep_.load(std::memory_order_relaxed)) return false;
         std::unique_lock duty{duty_mutex_, std::try_to_lock};
         if (!duty.owns_lock() || !callers_may_serve_) return false;
-        // The supervisor chose how long to sleep before these tasks were
-        // handed out; with time limits to watch it must choose again.
-        if (run_pass() && options_.task_timeout.count() > 0) parent_doorbell_.ring();
+        const bool progress = run_pass();
+        // The supervisor chose how long to sleep before this pass. It must
+        // look again if requests are left (another thread held the inbox),
+        // or if there is a deadline to watch: a task handed out under
+        // task_timeout, or stop()'s grace period.
+        if (requests_pending_.load(std::memory_order_acquire) || stopping_ ||
+            (progress && options_.task_timeout.count() > 0)) {
+            ring_supervisor();
+        }
         return true;
     }
 
