@@ -48,6 +48,10 @@ public:
         }
     }
 
+    /// True if the owner has announced that it sleeps (a hint: it may be
+    /// waking up already).
+    [[nodiscard]] bool owner_sleeping() const noexcept { return flag_->sleeping.load(std::memory_order_relaxed) != 0; }
+
     /// Announces sleep, then re-checks `ready`. Returns true when the caller
     /// may sleep (poll on fd()); it must then call end_sleep() either way.
     template <class Ready>
