@@ -81,3 +81,39 @@ TEST_CASE("a message above max_message_bytes is refused as corrupt - not allocat
     REQUIRE_FALSE(result->ok());
     CHECK_THAT(result->error().what(), Catch::Contains("max_message_bytes"));
 }
+
+namespace {
+struct LargeValues {
+    std::vector<double> numbers(std::size_t count) const {
+        std::vector<double> values(count);
+        for (std::size_t i = 0; i < count; ++i) values[i] = static_cast<double>(i) * 0.5;
+        return values;
+    }
+    std::string text(std::size_t size) const { return std::string(size, 't'); }
+};
+}  // namespace
+
+TEST_CASE("large vectors of numbers and strings arrive intact - small ones too") {
+    test_support::Watchdog watchdog{60s};
+    const unsigned workers = GENERATE(0u, 1u);  // in-process takes the ordinary path
+    multiworker::Processor<LargeValues, &LargeValues::numbers> numbers{LargeValues{}, {.workers = workers}};
+    multiworker::Processor<LargeValues, &LargeValues::text> texts{LargeValues{}, {.workers = workers}};
+    for (std::size_t count : {std::size_t{3}, std::size_t{1} << 20}) {
+        numbers.add(count);
+        texts.add(count);
+    }
+    numbers.start();
+    texts.start();
+    numbers.wait();
+    texts.wait();
+    for (const auto& result : numbers.get_results()) {
+        REQUIRE(result.ok());
+        CHECK(result.value() == LargeValues{}.numbers(result.value().size()));
+        CHECK((result.value().size() == 3 || result.value().size() == std::size_t{1} << 20));
+    }
+    for (const auto& result : texts.get_results()) {
+        REQUIRE(result.ok());
+        CHECK(result.value() == std::string(result.value().size(), 't'));
+        CHECK((result.value().size() == 3 || result.value().size() == std::size_t{1} << 20));
+    }
+}

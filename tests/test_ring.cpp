@@ -252,3 +252,59 @@ TEST_CASE("invalid frame headers are protocol errors") {
     REQUIRE(shared.ring.write_some(std::span{raw, sizeof header}) == sizeof header);
     CHECK_THROWS_AS(reader.poll(shared.ring), ProtocolError);
 }
+
+TEST_CASE("a large result frame is read straight into its value - other frames into a buffer") {
+    SharedRing shared{4096};
+    using Payload = PlainValuePayload<std::vector<double>>;
+    int made = 0;
+    FrameReader reader{1 << 24, [&made](std::size_t bytes) -> std::unique_ptr<LargePayload> {
+                           ++made;
+                           return Payload::make(bytes);
+                       }};
+    const auto receive = [&](FrameKind kind, const Bytes& payload) {
+        FrameWriter writer{FrameHeader{.kind = kind, .sequence = 1, .task = 1}, payload};
+        bool received = false;
+        while (!received) {
+            writer.poll(shared.ring);
+            received = reader.poll(shared.ring);
+        }
+    };
+    std::vector<double> numbers(20'000);
+    for (std::size_t i = 0; i < numbers.size(); ++i) numbers[i] = static_cast<double>(i) / 3;
+    Bytes encoded;
+    encode_values(encoded, numbers);
+
+    receive(FrameKind::result, encoded);
+    std::unique_ptr<LargePayload> large = reader.take_large();
+    REQUIRE(large != nullptr);
+    CHECK(reader.take_payload().empty());
+    CHECK(static_cast<Payload&>(*large).take() == numbers);
+
+    receive(FrameKind::failure, encoded);  // only results are offered
+    CHECK(reader.take_large() == nullptr);
+    CHECK(reader.take_payload().size() == encoded.size());
+
+    Bytes odd = encoded;
+    odd.push_back('x');  // no vector of doubles encodes to this size: read as bytes
+    receive(FrameKind::result, odd);
+    CHECK(reader.take_large() == nullptr);
+    CHECK(reader.take_payload().size() == odd.size());
+
+    Bytes small;
+    encode_values(small, std::vector<double>{1.5});
+    receive(FrameKind::result, small);  // below large_payload_bytes: not offered
+    CHECK(reader.take_large() == nullptr);
+    CHECK(reader.take_payload().size() == small.size());
+    CHECK(made == 2);
+}
+
+TEST_CASE("a large payload whose element count lies is a decode error") {
+    auto payload = PlainValuePayload<std::string>::make(8 + 100);
+    REQUIRE(payload != nullptr);
+    CHECK(payload->body().size() == 100);
+    const std::uint64_t lie = 99;
+    std::memcpy(payload->head().data(), &lie, sizeof lie);
+    CHECK_THROWS_AS(payload->take(), DecodeError);
+    CHECK(PlainValuePayload<std::vector<int>>::make(8 + 6) == nullptr);  // not a whole number of ints
+    CHECK(PlainValuePayload<std::string>::make(7) == nullptr);           // no room for the count
+}

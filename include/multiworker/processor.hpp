@@ -132,8 +132,9 @@ public:
         if (options_.workers == 0) {
             backend_ = std::make_unique<detail::InProcessBackend>(mailbox_, std::move(runner), worker_hooks());
         } else {
-            backend_ = std::make_unique<detail::ForkedBackend>(options_, mailbox_, std::move(runner), worker_hooks(),
-                                                               detail::log_destinations(options_));
+            backend_ =
+                std::make_unique<detail::ForkedBackend>(options_, mailbox_, std::move(runner), worker_hooks(),
+                                                        detail::log_destinations(options_), large_result_maker());
         }
     }
 
@@ -291,6 +292,19 @@ private:
         progress_->start();
     }
 
+    // A string or vector of numbers is read from the ring straight into the
+    // value the caller receives (see LargePayload); other types are decoded
+    // from a buffer.
+    static detail::LargePayloadMaker large_result_maker() {
+        if constexpr (std::is_same_v<result_type, std::string> || detail::is_bitwise_vector<result_type>) {
+            return [](std::size_t payload_bytes) -> std::unique_ptr<detail::LargePayload> {
+                return detail::PlainValuePayload<result_type>::make(payload_bytes);
+            };
+        } else {
+            return {};
+        }
+    }
+
     // T's optional per-worker hooks, e.g. to open and close a connection.
     detail::WorkerHooks worker_hooks() {
         detail::WorkerHooks hooks;
@@ -326,8 +340,15 @@ private:
         if (auto* error = std::get_if<std::unique_ptr<TaskError>>(&raw.outcome)) {
             return Result<result_type>{raw.id, std::move(**error)};
         }
-        const auto& bytes = std::get<detail::Bytes>(raw.outcome);
         try {
+            if (auto* large = std::get_if<std::unique_ptr<detail::LargePayload>>(&raw.outcome)) {
+                if constexpr (std::is_void_v<result_type>) {
+                    throw detail::DecodeError{"a void method sent a value"};
+                } else {
+                    return Result<result_type>{raw.id, take_large_value(**large)};
+                }
+            }
+            const auto& bytes = std::get<detail::Bytes>(raw.outcome);
             if constexpr (std::is_void_v<result_type>) {
                 if (!bytes.empty()) throw detail::DecodeError{"a void method sent a value"};
                 return Result<void>{raw.id};
@@ -339,6 +360,15 @@ private:
             return Result<result_type>{raw.id, TaskError{ErrorKind::bad_message, raw.id, "",
                                                          std::string{"result could not be decoded: "} + e.what(),
                                                          raw.worker_index, raw.worker_pid}};
+        }
+    }
+
+    // Only large_result_maker()'s payloads reach here.
+    static result_type take_large_value(detail::LargePayload& large) {
+        if constexpr (std::is_same_v<result_type, std::string> || detail::is_bitwise_vector<result_type>) {
+            return static_cast<detail::PlainValuePayload<result_type>&>(large).take();
+        } else {
+            throw detail::DecodeError{"a large payload arrived for a type that has none"};
         }
     }
 

@@ -67,8 +67,11 @@ struct WorkerHooks {
 struct RawResult {
     TaskId id;
     // The encoded return value, or the error (rare and large: kept out of line,
-    // so that a batch of results is a compact array).
-    std::variant<Bytes, std::unique_ptr<TaskError>> outcome;
+    // so that a batch of results is a compact array), or a large return value
+    // already read into its final form.
+    std::variant<Bytes, std::unique_ptr<TaskError>, std::unique_ptr<LargePayload>> outcome;
+
+    [[nodiscard]] bool failed() const noexcept { return std::holds_alternative<std::unique_ptr<TaskError>>(outcome); }
     int worker_index = TaskError::no_worker_index;
     pid_t worker_pid = 0;
 };
@@ -151,7 +154,7 @@ public:
             std::lock_guard lock{mutex_};
             settled_ += results.size();
             delivered_ += results.size();
-            for (const auto& result : results) failed_ += result.outcome.index() != 0 ? 1 : 0;
+            for (const auto& result : results) failed_ += result.failed() ? 1 : 0;
             if (front_ == results_.size() && results.capacity() >= results_.capacity()) {
                 // Nothing waiting: hand over the whole batch without moving a result.
                 results_.clear();

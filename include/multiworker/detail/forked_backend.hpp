@@ -80,12 +80,16 @@ inline std::string describe_exit_status(int status) {
 
 class ForkedBackend final : public ExecutionBackend {
 public:
+    /// `make_large_result` (may be empty) builds the final value a large
+    /// result is read into (see LargePayload).
     ForkedBackend(const Options& options, ResultMailbox& mailbox, TaskRunner runner, WorkerHooks hooks,
-                  std::vector<std::shared_ptr<spdlog::logger>> log_destinations)
+                  std::vector<std::shared_ptr<spdlog::logger>> log_destinations,
+                  LargePayloadMaker make_large_result = {})
         : options_{options},
           mailbox_{mailbox},
           runner_{std::move(runner)},
           hooks_{std::move(hooks)},
+          make_large_result_{std::move(make_large_result)},
           ring_capacity_{std::bit_ceil(std::max<std::size_t>(options.ring_bytes, 4096))},
           log_collector_{std::move(log_destinations), options.log_level} {}
 
@@ -252,7 +256,7 @@ private:
                 .track_start_times = options_.task_timeout.count() > 0,
                 .wait_for_debugger = options_.debug_worker == worker.index,
             };
-            worker.receiving.emplace(options_.max_message_bytes);
+            worker.receiving.emplace(options_.max_message_bytes, make_large_result_);
         }
     }
 
@@ -292,7 +296,7 @@ private:
         worker.slot->doorbell.sleeping.store(0, std::memory_order_relaxed);
         worker.endpoints.tasks.reset();
         worker.endpoints.results.reset();
-        worker.receiving.emplace(options_.max_message_bytes);
+        worker.receiving.emplace(options_.max_message_bytes, make_large_result_);
         worker.in_flight.clear();
         worker.sending.reset();
         worker.last_sequence = 0;
@@ -486,7 +490,8 @@ private:
         try {
             TakingSource source{worker.endpoints.results};
             while (worker.receiving->poll(source)) {
-                accept_result(worker, worker.receiving->header(), worker.receiving->take_payload());
+                std::unique_ptr<LargePayload> large = worker.receiving->take_large();
+                accept_result(worker, worker.receiving->header(), worker.receiving->take_payload(), std::move(large));
                 ++count;
             }
             // Space for the worker's next results: freed in one store, and
@@ -500,7 +505,7 @@ private:
         return count > 0;
     }
 
-    void accept_result(Worker& worker, const FrameHeader& header, Bytes payload) {
+    void accept_result(Worker& worker, const FrameHeader& header, Bytes payload, std::unique_ptr<LargePayload> large) {
         if (header.kind != FrameKind::result && header.kind != FrameKind::failure) {
             throw ProtocolError{"unexpected frame kind " + std::to_string(static_cast<std::uint32_t>(header.kind))};
         }
@@ -510,7 +515,9 @@ private:
         }
         QueuedTask& task = worker.in_flight.front().task;
         ++worker.completed;
-        if (header.kind == FrameKind::result) {
+        if (header.kind == FrameKind::result && large) {
+            finished_.push_back(RawResult{task.id, std::move(large), worker.index, worker.pid});
+        } else if (header.kind == FrameKind::result) {
             finished_.push_back(RawResult{task.id, std::move(payload), worker.index, worker.pid});
         } else {
             TaskError error = error_from_report(task.id, payload, worker.index, worker.pid);
@@ -915,6 +922,7 @@ private:
     ResultMailbox& mailbox_;
     TaskRunner runner_;
     WorkerHooks hooks_;
+    LargePayloadMaker make_large_result_;
     const std::size_t ring_capacity_;
     LogCollector log_collector_;
     SharedMapping shared_;

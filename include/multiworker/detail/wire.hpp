@@ -14,6 +14,8 @@
 #include <array>
 #include <cstdint>
 #include <cstring>
+#include <functional>
+#include <memory>
 #include <span>
 #include <stdexcept>
 #include <string>
@@ -65,10 +67,75 @@ inline FailureReport decode_failure(std::span<const char> payload) {
     return FailureReport{kind, std::move(type_name), std::move(message)};
 }
 
+/// A large result frame's payload read straight into the value it encodes,
+/// instead of into a buffer that a decoder then copies from. Made, for a
+/// payload of a given size, by whoever knows the result type (the Processor);
+/// it holds the value being built.
+class LargePayload {
+public:
+    virtual ~LargePayload() = default;
+    /// Where the payload's bytes go: these first, then body().
+    virtual std::span<char> head() noexcept = 0;
+    virtual std::span<char> body() noexcept = 0;
+};
+
+/// Makes the LargePayload for a result payload of this many bytes, or null
+/// when that payload is not one value it can read into.
+using LargePayloadMaker = std::function<std::unique_ptr<LargePayload>(std::size_t payload_bytes)>;
+
+/// The LargePayload of a string or vector of bitwise values in the plain
+/// encoding (an 8-byte element count, then the elements' bytes): the
+/// elements are read straight into the final value.
+template <class T>
+requires(std::is_same_v<T, std::string> || is_bitwise_vector<T>) class PlainValuePayload final : public LargePayload {
+    using Element = typename T::value_type;
+
+public:
+    /// The payload for `payload_bytes`, or null if no value encodes to that size.
+    static std::unique_ptr<PlainValuePayload> make(std::size_t payload_bytes) {
+        if (payload_bytes < sizeof(std::uint64_t) || (payload_bytes - sizeof(std::uint64_t)) % sizeof(Element) != 0) {
+            return nullptr;
+        }
+        return std::unique_ptr<PlainValuePayload>{
+            new PlainValuePayload{(payload_bytes - sizeof(std::uint64_t)) / sizeof(Element)}};
+    }
+
+    std::span<char> head() noexcept override { return {reinterpret_cast<char*>(&count_), sizeof count_}; }
+    std::span<char> body() noexcept override {
+        return {reinterpret_cast<char*>(value_.data()), value_.size() * sizeof(Element)};
+    }
+
+    /// The value, once every byte arrived; DecodeError if the count it
+    /// carried does not match its size.
+    T take() {
+        if (count_ != value_.size()) {
+            throw DecodeError{"malformed message: " + std::to_string(count_) + " elements claimed in " +
+                              std::to_string(value_.size() * sizeof(Element)) + " bytes"};
+        }
+        return std::move(value_);
+    }
+
+private:
+    explicit PlainValuePayload(std::size_t elements) {
+        value_.reserve(elements);
+        advise_huge_pages(value_.data(), elements * sizeof(Element));
+        value_.resize(elements);
+    }
+
+    std::uint64_t count_ = 0;
+    T value_;
+};
+
 /// Reassembles frames from a byte source with `std::size_t read_some(std::span<char>)`.
 class FrameReader {
 public:
-    explicit FrameReader(std::size_t max_length) noexcept : max_length_{max_length} {}
+    /// With `make_large`, result frames of large_payload_bytes or more are
+    /// read into what it makes (see take_large()).
+    explicit FrameReader(std::size_t max_length, LargePayloadMaker make_large = {}) noexcept
+        : max_length_{max_length}, make_large_{std::move(make_large)} {}
+
+    /// Result payloads from this size on are offered to the LargePayloadMaker.
+    static constexpr std::size_t large_payload_bytes = 64 * 1024;
 
     /// Pulls what is available; true once a whole frame is held (see header()
     /// and take_payload()). Throws ProtocolError on an invalid header.
@@ -80,21 +147,22 @@ public:
             if (header_filled_ < header_bytes_.size()) return false;
             std::memcpy(&header_, header_bytes_.data(), sizeof header_);
             validate(header_);
-            const auto length = static_cast<std::size_t>(header_.length);
-            if (length > payload_.capacity()) {
-                payload_.clear();
-                payload_.reserve(length);
-                advise_huge_pages(payload_.data(), length);
-            }
-            payload_.resize(length, boost::container::default_init);  // no zero-fill: every byte is read into
-            payload_filled_ = 0;
+            prepare_targets(static_cast<std::size_t>(header_.length));
         }
-        payload_filled_ += source.read_some(std::span<char>{payload_}.subspan(payload_filled_));
-        complete_ = payload_filled_ == payload_.size();
-        return complete_;
+        while (payload_filled_ < targets_[0].size() + targets_[1].size()) {
+            const std::size_t count = source.read_some(unfilled_target());
+            if (count == 0) return false;
+            payload_filled_ += count;
+        }
+        complete_ = true;
+        return true;
     }
 
     [[nodiscard]] const FrameHeader& header() const noexcept { return header_; }
+
+    /// The complete frame's payload when it was read into a LargePayload
+    /// (take_payload() is then empty); null otherwise. Call before take_payload().
+    std::unique_ptr<LargePayload> take_large() noexcept { return std::move(large_); }
 
     /// Hands over the payload of the complete frame and readies for the next.
     Bytes take_payload() noexcept {
@@ -111,11 +179,42 @@ public:
     /// allocation per frame) but not a large one (a worker's memory stays small).
     void next() noexcept {
         if (payload_.capacity() > retained_buffer_capacity) Bytes{}.swap(payload_);
+        large_.reset();
         header_filled_ = 0;
         complete_ = false;
     }
 
 private:
+    // Where a payload of `length` bytes goes: a LargePayload if one is made
+    // for it, or else payload_ (sized without zero-fill: every byte is read into).
+    void prepare_targets(std::size_t length) {
+        payload_filled_ = 0;
+        if (make_large_ && header_.kind == FrameKind::result && length >= large_payload_bytes) {
+            large_ = make_large_(length);
+            if (large_) {
+                payload_.clear();
+                targets_ = {large_->head(), large_->body()};
+                if (targets_[0].size() + targets_[1].size() != length) {
+                    throw std::logic_error{"multiworker: a large payload of the wrong size was made"};
+                }
+                return;
+            }
+        }
+        if (length > payload_.capacity()) {
+            payload_.clear();
+            payload_.reserve(length);
+            advise_huge_pages(payload_.data(), length);
+        }
+        payload_.resize(length, boost::container::default_init);
+        targets_ = {std::span<char>{payload_}, std::span<char>{}};
+    }
+
+    // The rest of the target the next payload byte belongs to.
+    [[nodiscard]] std::span<char> unfilled_target() const noexcept {
+        if (payload_filled_ < targets_[0].size()) return targets_[0].subspan(payload_filled_);
+        return targets_[1].subspan(payload_filled_ - targets_[0].size());
+    }
+
     void validate(const FrameHeader& header) const {
         if (header.magic != FrameHeader::expected_magic) {
             throw ProtocolError{"bad frame magic " + std::to_string(header.magic)};
@@ -132,10 +231,13 @@ private:
     }
 
     std::size_t max_length_;
+    LargePayloadMaker make_large_;
     std::array<char, sizeof(FrameHeader)> header_bytes_{};
     std::size_t header_filled_ = 0;
     FrameHeader header_{};
     Bytes payload_;
+    std::unique_ptr<LargePayload> large_;
+    std::array<std::span<char>, 2> targets_;  // payload_, or large_'s head and body
     std::size_t payload_filled_ = 0;
     bool complete_ = false;
 };
