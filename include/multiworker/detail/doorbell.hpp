@@ -68,17 +68,16 @@ public:
         [[maybe_unused]] const ssize_t ignored = ::read(eventfd_, &count, sizeof count);
     }
 
-    /// Spins up to `spins` times, then sleeps up to `timeout_ms` unless rung.
-    /// Returns whether `ready()` held on return.
+    /// Spins up to `spins` times, yielding now and then (see spin_pause()),
+    /// then sleeps up to `timeout_ms` unless rung. Returns whether `ready()`
+    /// held on return. The yields matter when the thread that will make
+    /// `ready()` true shares this core: a worker spinning for its next task
+    /// would otherwise keep the supervisor from collecting the last result.
     template <class Ready>
     bool wait(Ready&& ready, int spins, int timeout_ms) const {
         for (int i = 0; i < spins; ++i) {
             if (ready()) return true;
-            if (i < spins_before_yielding) {
-                cpu_relax();
-            } else {
-                spin_pause(i);
-            }
+            spin_pause(i);
         }
         if (begin_sleep(ready)) {
             pollfd descriptor{eventfd_, POLLIN, 0};
