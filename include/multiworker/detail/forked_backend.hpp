@@ -121,7 +121,7 @@ public:
         const bool raised = raise_requests_flag();
         // A sleeping supervisor would take a wake-up of tens of microseconds
         // to hand the task on; this thread can do it now.
-        if (serve_in_caller(false)) return;
+        if (serve_in_caller(CallerRole::adding)) return;
         if (raised) ring_supervisor();
     }
 
@@ -162,7 +162,7 @@ public:
     /// Collects results (and hands out tasks) in the calling thread if the
     /// supervisor sleeps, so that a caller waiting for a result needs no
     /// wake-up of the supervisor to get it.
-    void help_while_waiting() override { serve_in_caller(true); }
+    void help_while_waiting() override { serve_in_caller(CallerRole::waiting); }
 
     [[nodiscard]] std::vector<pid_t> worker_pids() const override {
         std::lock_guard lock{requests_mutex_};
@@ -374,11 +374,20 @@ private:
         cancel_requests_.clear();
     }
 
-    /// One round of the supervisor's work: take requests, collect results,
-    /// hand out tasks, deliver what finished. True if anything moved.
-    bool run_pass() {
+    /// What a user thread serving in the supervisor's place does (see serve_in_caller()).
+    enum class CallerRole {
+        adding,   // hands tasks out only: add() never copies a large result out of a ring
+        waiting,  // also collects results: pop_result() waits for one
+    };
+
+    /// One round of the supervisor's work: take requests, collect results
+    /// (unless `collect_results` is false), hand out tasks, deliver what
+    /// finished. True if anything moved.
+    bool run_pass(bool collect_results = true) {
         bool progress = accept_requests();
-        for (Worker& worker : workers_) progress |= collect(worker);
+        if (collect_results) {
+            for (Worker& worker : workers_) progress |= collect(worker);
+        }
         progress |= dispatch();
         mailbox_.deliver(std::move(finished_));
         if (progress) last_progress_ = Clock::now();
@@ -394,11 +403,11 @@ private:
     /// it from the supervisor, which hands tasks out in larger batches. A
     /// caller waiting for a result does not: the supervisor woken by that
     /// very result is still tens of microseconds away.
-    bool serve_in_caller(bool even_if_awake) {
-        if (!even_if_awake && !supervisor_asleep_.load(std::memory_order_relaxed)) return false;
+    bool serve_in_caller(CallerRole role) {
+        if (role == CallerRole::adding && !supervisor_asleep_.load(std::memory_order_relaxed)) return false;
         std::unique_lock duty{duty_mutex_, std::try_to_lock};
         if (!duty.owns_lock() || !callers_may_serve_) return false;
-        const bool progress = run_pass();
+        const bool progress = run_pass(role == CallerRole::waiting);
         // The supervisor chose how long to sleep before this pass. It must
         // look again if requests are left (another thread held the inbox),
         // or if there is a deadline to watch: a task handed out under

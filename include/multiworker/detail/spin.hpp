@@ -7,9 +7,9 @@
 // call; sleeping costs a wake-up of several microseconds, and on a virtual
 // machine waking a halted CPU costs tens. But the library runs more threads
 // than a small machine has cores (the caller, the supervisor, N workers), so
-// the parent's spins must not keep a core from the thread they wait for:
-// they yield often, which hands the core to any runnable thread there (the
-// caller the supervisor just woke, the supervisor a caller waits on).
+// no spin may keep a core from the thread it waits for: they all yield
+// often, which hands the core to any runnable thread there (the caller the
+// supervisor just woke, the supervisor a caller or a worker waits on).
 
 #include <sched.h>
 
