@@ -83,6 +83,10 @@ inline std::vector<std::shared_ptr<spdlog::logger>> log_destinations(const Optio
 /// Thread safety: any thread may call add(), done(), wait() and the result
 /// getters, also concurrently; start() and stop() must not race with other
 /// calls. The object must not be moved (it owns threads and processes).
+///
+/// Latency: while the library's supervisor thread sleeps, add() hands its
+/// task to a worker itself, and pop_result() collects the result itself
+/// while it waits, so that one task on idle workers costs one wake-up.
 template <class T, auto Method>
 class Processor {
     static_assert(detail::member_function_pointer<decltype(Method)>,
