@@ -187,8 +187,8 @@ TEST_CASE("strings and numbers alone skip the archive and still reject lies") {
 }
 
 TEST_CASE("a large plain result is borrowed - its encoding unchanged") {
-    using multiworker::detail::borrow_threshold;
     using multiworker::detail::encode_borrowing;
+    using multiworker::detail::large_buffer_bytes;
     const auto encoded = [](const auto& value) {
         Bytes bytes;
         encode_values(bytes, value);
@@ -203,20 +203,20 @@ TEST_CASE("a large plain result is borrowed - its encoding unchanged") {
     };
     std::span<const char> body;
 
-    const std::string large(borrow_threshold, 'L');
+    const std::string large(large_buffer_bytes, 'L');
     CHECK(borrowed(large, body) == encoded(large));
     CHECK(body.data() == large.data());  // the value's own bytes, not a copy
     CHECK(body.size() == large.size());
 
-    const std::vector<double> numbers(borrow_threshold / sizeof(double) + 3, 2.5);
+    const std::vector<double> numbers(large_buffer_bytes / sizeof(double) + 3, 2.5);
     CHECK(borrowed(numbers, body) == encoded(numbers));
     CHECK(body.data() == reinterpret_cast<const char*>(numbers.data()));
 
-    const std::string small(borrow_threshold - 1, 's');
+    const std::string small(large_buffer_bytes - 1, 's');
     CHECK(borrowed(small, body) == encoded(small));
     CHECK(body.empty());  // copied into the head
 
-    const std::map<int, std::string> archived{{1, std::string(borrow_threshold, 'm')}};
+    const std::map<int, std::string> archived{{1, std::string(large_buffer_bytes, 'm')}};
     CHECK(borrowed(archived, body) == encoded(archived));
     CHECK(body.empty());
 }

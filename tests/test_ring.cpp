@@ -292,7 +292,7 @@ TEST_CASE("a large result frame is read straight into its value - other frames i
 
     Bytes small;
     encode_values(small, std::vector<double>{1.5});
-    receive(FrameKind::result, small);  // below large_payload_bytes: not offered
+    receive(FrameKind::result, small);  // below large_buffer_bytes: not offered
     CHECK(reader.take_large() == nullptr);
     CHECK(reader.take_payload().size() == small.size());
     CHECK(made == 2);

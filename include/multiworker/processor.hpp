@@ -300,7 +300,7 @@ private:
     // value the caller receives (see LargePayload); other types are decoded
     // from a buffer.
     static detail::LargePayloadMaker large_result_maker() {
-        if constexpr (std::is_same_v<result_type, std::string> || detail::is_bitwise_vector<result_type>) {
+        if constexpr (detail::is_plain_buffer<result_type>) {
             return [](std::size_t payload_bytes) -> std::unique_ptr<detail::LargePayload> {
                 return detail::PlainValuePayload<result_type>::make(payload_bytes);
             };
@@ -369,7 +369,7 @@ private:
 
     // Only large_result_maker()'s payloads reach here.
     static result_type take_large_value(detail::LargePayload& large) {
-        if constexpr (std::is_same_v<result_type, std::string> || detail::is_bitwise_vector<result_type>) {
+        if constexpr (detail::is_plain_buffer<result_type>) {
             return static_cast<detail::PlainValuePayload<result_type>&>(large).take();
         } else {
             throw detail::DecodeError{"a large payload arrived for a type that has none"};

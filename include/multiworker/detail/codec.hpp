@@ -90,17 +90,22 @@ inline constexpr bool is_bitwise_vector = false;
 template <class T>
 inline constexpr bool is_bitwise_vector<std::vector<T>> = bitwise_copyable<T> && !std::is_same_v<T, bool>;
 
-/// Types with a direct encoding, no archive: bitwise values; std::string and
-/// vectors of bitwise values as an 8-byte element count and their bytes. A
-/// message of only such values skips Boost, whose archive costs far more than
-/// the copy itself for small values, and a large buffer is copied once.
+/// A std::string or a vector of bitwise values: one contiguous buffer, encoded
+/// as an 8-byte element count and the elements' bytes.
 template <class T>
-inline constexpr bool plain_codable = bitwise_copyable<T> || std::is_same_v<T, std::string> || is_bitwise_vector<T>;
+inline constexpr bool is_plain_buffer = std::is_same_v<T, std::string> || is_bitwise_vector<T>;
+
+/// Types with a direct encoding, no archive: bitwise values and plain
+/// buffers. A message of only such values skips Boost, whose archive costs
+/// far more than the copy itself for small values, and a large buffer is
+/// copied once.
+template <class T>
+inline constexpr bool plain_codable = bitwise_copyable<T> || is_plain_buffer<T>;
 
 /// Bytes of the plain encoding of `value`.
 template <class T>
 std::size_t plain_size(const T& value) noexcept {
-    if constexpr (std::is_same_v<T, std::string> || is_bitwise_vector<T>) {
+    if constexpr (is_plain_buffer<T>) {
         return sizeof(std::uint64_t) + value.size() * sizeof(typename T::value_type);
     } else {
         return sizeof value;
@@ -114,7 +119,7 @@ public:
 
     template <class T>
     void read(T& value) {
-        if constexpr (std::is_same_v<T, std::string> || is_bitwise_vector<T>) {
+        if constexpr (is_plain_buffer<T>) {
             using Element = typename T::value_type;
             std::uint64_t count = 0;
             take(&count, sizeof count);
@@ -171,7 +176,7 @@ void encode_values(Bytes& out, const Ts&... values) {
             out.insert(out.end(), raw, raw + size);
         };
         const auto append = [&append_raw]<class T>(const T& value) {
-            if constexpr (std::is_same_v<T, std::string> || is_bitwise_vector<T>) {
+            if constexpr (is_plain_buffer<T>) {
                 const std::uint64_t count = value.size();
                 append_raw(&count, sizeof count);
                 append_raw(value.data(), value.size() * sizeof(typename T::value_type));
@@ -190,8 +195,10 @@ void encode_values(Bytes& out, const Ts&... values) {
     }
 }
 
-/// A plain buffer of at least this many bytes is borrowed by encode_borrowing().
-inline constexpr std::size_t borrow_threshold = 64 * 1024;
+/// From this size on, a plain buffer travels without a buffer of the
+/// library's in between: it is written into the ring from the value
+/// (encode_borrowing()) and read out of it into the value (see LargePayload).
+inline constexpr std::size_t large_buffer_bytes = 64 * 1024;
 
 /// Encodes `value` as encode_values(out, value) does, except that the bytes of
 /// a large string or vector of bitwise values are not copied into `out` but
@@ -199,9 +206,9 @@ inline constexpr std::size_t borrow_threshold = 64 * 1024;
 /// Sending a large result thus costs no copy before it reaches the ring.
 template <class T>
 std::span<const char> encode_borrowing(Bytes& out, const T& value) {
-    if constexpr (std::is_same_v<T, std::string> || is_bitwise_vector<T>) {
+    if constexpr (is_plain_buffer<T>) {
         const std::size_t bytes = value.size() * sizeof(typename T::value_type);
-        if (bytes >= borrow_threshold) {
+        if (bytes >= large_buffer_bytes) {
             const std::uint64_t count = value.size();
             const char* raw_count = reinterpret_cast<const char*>(&count);
             out.insert(out.end(), raw_count, raw_count + sizeof count);

@@ -87,7 +87,8 @@ using LargePayloadMaker = std::function<std::unique_ptr<LargePayload>(std::size_
 /// encoding (an 8-byte element count, then the elements' bytes): the
 /// elements are read straight into the final value.
 template <class T>
-requires(std::is_same_v<T, std::string> || is_bitwise_vector<T>) class PlainValuePayload final : public LargePayload {
+requires is_plain_buffer<T>
+class PlainValuePayload final : public LargePayload {
     using Element = typename T::value_type;
 
 public:
@@ -129,13 +130,10 @@ private:
 /// Reassembles frames from a byte source with `std::size_t read_some(std::span<char>)`.
 class FrameReader {
 public:
-    /// With `make_large`, result frames of large_payload_bytes or more are
+    /// With `make_large`, result frames of large_buffer_bytes or more are
     /// read into what it makes (see take_large()).
     explicit FrameReader(std::size_t max_length, LargePayloadMaker make_large = {}) noexcept
         : max_length_{max_length}, make_large_{std::move(make_large)} {}
-
-    /// Result payloads from this size on are offered to the LargePayloadMaker.
-    static constexpr std::size_t large_payload_bytes = 64 * 1024;
 
     /// Pulls what is available; true once a whole frame is held (see header()
     /// and take_payload()). Throws ProtocolError on an invalid header.
@@ -189,7 +187,7 @@ private:
     // for it, or else payload_ (sized without zero-fill: every byte is read into).
     void prepare_targets(std::size_t length) {
         payload_filled_ = 0;
-        if (make_large_ && header_.kind == FrameKind::result && length >= large_payload_bytes) {
+        if (make_large_ && header_.kind == FrameKind::result && length >= large_buffer_bytes) {
             large_ = make_large_(length);
             if (large_) {
                 payload_.clear();
