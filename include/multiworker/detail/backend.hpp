@@ -70,10 +70,10 @@ struct RawResult {
     // so that a batch of results is a compact array), or a large return value
     // already read into its final form.
     std::variant<Bytes, std::unique_ptr<TaskError>, std::unique_ptr<LargePayload>> outcome;
-
-    [[nodiscard]] bool failed() const noexcept { return std::holds_alternative<std::unique_ptr<TaskError>>(outcome); }
     int worker_index = TaskError::no_worker_index;
     pid_t worker_pid = 0;
+
+    [[nodiscard]] bool failed() const noexcept { return std::holds_alternative<std::unique_ptr<TaskError>>(outcome); }
 };
 
 /// What a task's exception becomes in the failure report; call only in a catch block.

@@ -67,6 +67,14 @@ inline FailureReport decode_failure(std::span<const char> payload) {
     return FailureReport{kind, std::move(type_name), std::move(message)};
 }
 
+/// A payload in two pieces, back to back: the rest of the piece that the
+/// byte at `offset` belongs to (the reader's and the writer's next step).
+template <class Char>
+std::span<Char> rest_of_piece(const std::array<std::span<Char>, 2>& pieces, std::size_t offset) noexcept {
+    if (offset < pieces[0].size()) return pieces[0].subspan(offset);
+    return pieces[1].subspan(offset - pieces[0].size());
+}
+
 /// A large result frame's payload read straight into the value it encodes,
 /// instead of into a buffer that a decoder then copies from. Made, for a
 /// payload of a given size, by whoever knows the result type (the Processor);
@@ -148,7 +156,7 @@ public:
             prepare_targets(static_cast<std::size_t>(header_.length));
         }
         while (payload_filled_ < targets_[0].size() + targets_[1].size()) {
-            const std::size_t count = source.read_some(unfilled_target());
+            const std::size_t count = source.read_some(rest_of_piece(targets_, payload_filled_));
             if (count == 0) return false;
             payload_filled_ += count;
         }
@@ -207,12 +215,6 @@ private:
         targets_ = {std::span<char>{payload_}, std::span<char>{}};
     }
 
-    // The rest of the target the next payload byte belongs to.
-    [[nodiscard]] std::span<char> unfilled_target() const noexcept {
-        if (payload_filled_ < targets_[0].size()) return targets_[0].subspan(payload_filled_);
-        return targets_[1].subspan(payload_filled_ - targets_[0].size());
-    }
-
     void validate(const FrameHeader& header) const {
         if (header.magic != FrameHeader::expected_magic) {
             throw ProtocolError{"bad frame magic " + std::to_string(header.magic)};
@@ -260,7 +262,7 @@ public:
             if (written_ < header_bytes_.size()) return false;
         }
         while (!done()) {
-            const std::size_t count = sink.write_some(unwritten_piece());
+            const std::size_t count = sink.write_some(rest_of_piece(pieces_, written_ - header_bytes_.size()));
             if (count == 0) return false;
             written_ += count;
         }
@@ -282,13 +284,6 @@ public:
     }
 
 private:
-    // The rest of the piece the next payload byte belongs to.
-    [[nodiscard]] std::span<const char> unwritten_piece() const noexcept {
-        const std::size_t offset = written_ - header_bytes_.size();
-        if (offset < pieces_[0].size()) return pieces_[0].subspan(offset);
-        return pieces_[1].subspan(offset - pieces_[0].size());
-    }
-
     std::array<char, sizeof(FrameHeader)> header_bytes_{};
     std::vector<char> kept_;  // a heap buffer: the writer may move, the spans stay valid
     std::array<std::span<const char>, 2> pieces_;
