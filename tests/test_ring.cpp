@@ -179,6 +179,86 @@ TEST_CASE("staged bytes stay invisible until published and taken bytes stay unfr
     CHECK(counters->head.load() == 60);
 }
 
+TEST_CASE("peek shows published bytes in place only when they do not wrap, and skip takes them") {
+    SharedRing shared{4096};
+    auto* counters = reinterpret_cast<RingCounters*>(shared.mapping.data());
+    const std::vector<char> first = pattern(4000, 12);
+    REQUIRE(shared.ring.stage(first) == first.size());
+    CHECK(shared.ring.peek(10).empty());  // staged, not published
+    shared.ring.publish();
+    const std::span<const char> seen = shared.ring.peek(first.size());
+    REQUIRE(seen.size() == first.size());
+    CHECK(std::ranges::equal(seen, first));
+    CHECK(shared.ring.peek(first.size() + 1).empty());  // more than is published
+    shared.ring.skip(first.size());
+    CHECK(counters->head.load() == 0);  // taken, not yet released
+    CHECK(shared.ring.release());
+    CHECK(counters->head.load() == first.size());
+
+    const std::vector<char> second = pattern(200, 13);  // 96 bytes before the end, 104 after it
+    REQUIRE(shared.ring.write_some(second) == second.size());
+    CHECK(shared.ring.peek(second.size()).empty());
+    const std::span<const char> before_end = shared.ring.peek(96);
+    CHECK(std::equal(before_end.begin(), before_end.end(), second.begin()));
+    shared.ring.skip(96);
+    CHECK(std::ranges::equal(shared.ring.peek(104), std::span{second}.subspan(96)));
+}
+
+TEST_CASE("small whole frames are read in place - others are left to a frame reader") {
+    constexpr std::size_t capacity = 8192;  // more than the largest in-place frame
+    SharedRing shared{capacity};
+    const auto send = [&shared](FrameHeader header, std::span<const char> payload) {
+        header.length = payload.size();
+        REQUIRE(shared.ring.stage_whole(header_bytes(header), payload));
+        shared.ring.publish();
+    };
+
+    SECTION("a small frame, then nothing") {
+        const std::vector<char> payload = pattern(40, 14);
+        send(FrameHeader{.kind = FrameKind::result, .sequence = 5, .task = 77}, payload);
+        const auto frame = peek_small_frame(shared.ring, 1 << 20);
+        REQUIRE(frame);
+        CHECK(frame->header.sequence == 5);
+        CHECK(frame->header.task == 77);
+        CHECK(std::ranges::equal(frame->payload, payload));
+        shared.ring.skip(frame->size());
+        CHECK_FALSE(peek_small_frame(shared.ring, 1 << 20));
+    }
+    SECTION("a frame whose payload is not all published yet") {
+        FrameHeader header{.kind = FrameKind::result, .sequence = 1, .task = 1, .length = 100};
+        REQUIRE(shared.ring.write_some(header_bytes(header)) == sizeof header);
+        CHECK_FALSE(peek_small_frame(shared.ring, 1 << 20));
+        FrameReader reader{1 << 20};
+        CHECK_FALSE(reader.poll(shared.ring));  // the reader takes the header and waits for the rest
+        REQUIRE(shared.ring.write_some(pattern(100, 15)) == 100);
+        CHECK(reader.poll(shared.ring));
+    }
+    SECTION("a payload above the in-place size") {
+        send(FrameHeader{.kind = FrameKind::result, .sequence = 1, .task = 1},
+             std::vector<char>(in_place_payload_bytes + 1));
+        CHECK_FALSE(peek_small_frame(shared.ring, 1 << 20));
+    }
+    SECTION("a frame across the ring's end") {
+        std::vector<char> out(capacity - 96);  // the next frame's header fits before the end, its payload not
+        send(FrameHeader{.kind = FrameKind::result}, std::vector<char>(out.size() - sizeof(FrameHeader)));
+        REQUIRE(shared.ring.read_some(out) == out.size());
+        const std::vector<char> payload = pattern(100, 16);
+        send(FrameHeader{.kind = FrameKind::result, .sequence = 2, .task = 3}, payload);
+        CHECK_FALSE(peek_small_frame(shared.ring, 1 << 20));
+        FrameReader reader{1 << 20};
+        REQUIRE(reader.poll(shared.ring));
+        CHECK(std::ranges::equal(reader.take_payload(), payload));
+    }
+    SECTION("an invalid header") {
+        send(FrameHeader{.magic = 0xdeadbeef, .kind = FrameKind::result}, {});
+        CHECK_THROWS_AS(peek_small_frame(shared.ring, 1 << 20), ProtocolError);
+    }
+    SECTION("a length beyond the limit") {
+        send(FrameHeader{.kind = FrameKind::result}, std::vector<char>(101));
+        CHECK_THROWS_AS(peek_small_frame(shared.ring, 100), ProtocolError);
+    }
+}
+
 TEST_CASE("frames larger than the ring stream through it") {
     SharedRing shared{4096};
     const std::vector<char> payload = pattern(100'000, 6);

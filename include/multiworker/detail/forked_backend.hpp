@@ -497,11 +497,20 @@ private:
         if (!worker.alive() || !worker.fault.empty()) return false;
         std::size_t count = 0;
         try {
-            TakingSource source{worker.endpoints.results};
-            while (worker.receiving->poll(source)) {
-                std::unique_ptr<LargePayload> large = worker.receiving->take_large();
-                accept_result(worker, worker.receiving->header(), worker.receiving->take_payload(), std::move(large));
-                ++count;
+            ByteRing& ring = worker.endpoints.results;
+            FrameReader& reader = *worker.receiving;
+            TakingSource source{ring};
+            for (;; ++count) {
+                if (reader.between_frames()) {
+                    if (auto frame = peek_small_frame(ring, options_.max_message_bytes)) {
+                        ring.skip(frame->size());
+                        accept_result(worker, frame->header, Bytes(frame->payload.begin(), frame->payload.end()), {});
+                        continue;
+                    }
+                }
+                if (!reader.poll(source)) break;
+                std::unique_ptr<LargePayload> large = reader.take_large();
+                accept_result(worker, reader.header(), reader.take_payload(), std::move(large));
             }
             // Space for the worker's next results: freed in one store, and
             // the worker woken if it waits for it.
@@ -628,8 +637,7 @@ private:
         FrameHeader header{.kind = FrameKind::task, .sequence = sent.sequence, .task = sent.task.id.value()};
         header.length = sent.task.arguments.size();
         try {
-            const auto* raw_header = reinterpret_cast<const char*>(&header);
-            if (worker.endpoints.tasks.stage_whole({raw_header, sizeof header}, sent.task.arguments)) return;
+            if (worker.endpoints.tasks.stage_whole(header_bytes(header), sent.task.arguments)) return;
         } catch (const std::exception& e) {
             fault(worker, ErrorKind::worker_died, std::string{"corrupted its task ring ("} + e.what() + ")");
             return;

@@ -127,6 +127,22 @@ public:
         return count;
     }
 
+    /// The next `count` published bytes where they lie in the ring, when all
+    /// of them are published and they do not wrap around its end; empty
+    /// otherwise. They stay in place until release(); skip() moves past them.
+    std::span<const char> peek(std::size_t count) {
+        if (cached_tail_ - taken_head_ < count) {
+            reload_tail();
+            if (cached_tail_ - taken_head_ < count) return {};
+        }
+        const std::size_t offset = static_cast<std::size_t>(taken_head_ & (capacity_ - 1));
+        if (count > capacity_ - offset) return {};
+        return {data_ + offset, count};
+    }
+
+    /// Takes `count` bytes that peek() returned, without copying them.
+    void skip(std::size_t count) noexcept { taken_head_ += count; }
+
     /// Gives the space of every taken byte back to the producer; true if there was any.
     bool release() noexcept {
         if (taken_head_ == released_head_) return false;

@@ -10,12 +10,14 @@
 // and throws ProtocolError instead of trusting it.
 
 #include <multiworker/detail/codec.hpp>
+#include <multiworker/detail/ring.hpp>
 
 #include <array>
 #include <cstdint>
 #include <cstring>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <span>
 #include <stdexcept>
 #include <string>
@@ -48,6 +50,26 @@ class ProtocolError : public std::runtime_error {
 public:
     using std::runtime_error::runtime_error;
 };
+
+/// The header's bytes, as they go on the wire.
+inline std::span<const char> header_bytes(const FrameHeader& header) noexcept {
+    return {reinterpret_cast<const char*>(&header), sizeof header};
+}
+
+/// Checks a header that a peer wrote; throws ProtocolError if it cannot be valid.
+inline void validate_header(const FrameHeader& header, std::size_t max_length) {
+    if (header.magic != FrameHeader::expected_magic) {
+        throw ProtocolError{"bad frame magic " + std::to_string(header.magic)};
+    }
+    const auto kind = static_cast<std::uint32_t>(header.kind);
+    if (kind < static_cast<std::uint32_t>(FrameKind::task) || kind > static_cast<std::uint32_t>(FrameKind::shutdown)) {
+        throw ProtocolError{"bad frame kind " + std::to_string(kind)};
+    }
+    if (header.length > max_length) {
+        throw ProtocolError{"frame of " + std::to_string(header.length) + " bytes exceeds max_message_bytes (" +
+                            std::to_string(max_length) + ")"};
+    }
+}
 
 /// What a worker reports when a task fails inside it.
 struct FailureReport {
@@ -152,7 +174,7 @@ public:
             header_filled_ += source.read_some(std::span{header_bytes_}.subspan(header_filled_));
             if (header_filled_ < header_bytes_.size()) return false;
             std::memcpy(&header_, header_bytes_.data(), sizeof header_);
-            validate(header_);
+            validate_header(header_, max_length_);
             prepare_targets(static_cast<std::size_t>(header_.length));
         }
         while (payload_filled_ < targets_[0].size() + targets_[1].size()) {
@@ -180,6 +202,9 @@ public:
 
     /// The payload of the complete frame, valid until next().
     [[nodiscard]] std::span<const char> payload() const noexcept { return payload_; }
+
+    /// True between frames: no part of one has been read.
+    [[nodiscard]] bool between_frames() const noexcept { return header_filled_ == 0 && !complete_; }
 
     /// Readies for the next frame, keeping a small buffer for reuse (no
     /// allocation per frame) but not a large one (a worker's memory stays small).
@@ -213,21 +238,6 @@ private:
         }
         payload_.resize(length, boost::container::default_init);
         targets_ = {std::span<char>{payload_}, std::span<char>{}};
-    }
-
-    void validate(const FrameHeader& header) const {
-        if (header.magic != FrameHeader::expected_magic) {
-            throw ProtocolError{"bad frame magic " + std::to_string(header.magic)};
-        }
-        const auto kind = static_cast<std::uint32_t>(header.kind);
-        if (kind < static_cast<std::uint32_t>(FrameKind::task) ||
-            kind > static_cast<std::uint32_t>(FrameKind::shutdown)) {
-            throw ProtocolError{"bad frame kind " + std::to_string(kind)};
-        }
-        if (header.length > max_length_) {
-            throw ProtocolError{"frame of " + std::to_string(header.length) + " bytes exceeds max_message_bytes (" +
-                                std::to_string(max_length_) + ")"};
-        }
     }
 
     std::size_t max_length_;
@@ -289,5 +299,36 @@ private:
     std::array<std::span<const char>, 2> pieces_;
     std::size_t written_ = 0;
 };
+
+/// A frame read where it lies in a ring, its payload not copied out.
+struct FrameInPlace {
+    FrameHeader header;
+    std::span<const char> payload;  // in the ring: valid until the ring's release()
+
+    /// Bytes the frame takes in the ring.
+    [[nodiscard]] std::size_t size() const noexcept { return sizeof(FrameHeader) + payload.size(); }
+};
+
+/// Frames with payloads up to this size are read in place when they can be.
+inline constexpr std::size_t in_place_payload_bytes = 4096;
+static_assert(in_place_payload_bytes < large_buffer_bytes, "a large result is read into its value, never in place");
+
+/// The next frame in `ring`, if it is whole, small and in one piece; the
+/// caller moves past it with ring.skip(frame.size()). Otherwise empty, and
+/// nothing taken: a FrameReader then takes the frame in pieces. A stream of
+/// small frames is thus read with no copy and no per-frame state, which is
+/// most of the cost of tiny tasks. Throws ProtocolError on an invalid header.
+inline std::optional<FrameInPlace> peek_small_frame(ByteRing& ring, std::size_t max_length) {
+    const std::span<const char> raw_header = ring.peek(sizeof(FrameHeader));
+    if (raw_header.empty()) return std::nullopt;
+    FrameInPlace frame{};
+    std::memcpy(&frame.header, raw_header.data(), sizeof frame.header);
+    validate_header(frame.header, max_length);
+    if (frame.header.length > in_place_payload_bytes) return std::nullopt;
+    const std::span<const char> whole = ring.peek(sizeof(FrameHeader) + frame.header.length);
+    if (whole.empty()) return std::nullopt;
+    frame.payload = whole.subspan(sizeof(FrameHeader));
+    return frame;
+}
 
 }  // namespace multiworker::detail

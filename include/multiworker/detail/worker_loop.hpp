@@ -91,17 +91,23 @@ public:
     /// Serves tasks until told to shut down.
     void run() {
         for (;;) {
-            receive_frame();
-            const FrameHeader header = reader_.header();
-            if (header.kind == FrameKind::shutdown) return;
-            if (header.kind != FrameKind::task) throw ProtocolError{"worker received a non-task frame"};
-            if (!claim(header.sequence)) {  // the parent took it back
+            if (reader_.between_frames()) {
+                if (auto frame = peek_small_frame(endpoints_.tasks, endpoints_.max_message_bytes)) {
+                    // Taken now, released by the publish() after its result:
+                    // the arguments stay in place while the task runs.
+                    endpoints_.tasks.skip(frame->size());
+                    if (!serve(frame->header, frame->payload)) return;
+                    continue;
+                }
+            }
+            TakingSource input{endpoints_.tasks};
+            if (reader_.poll(input)) {
+                const bool go_on = serve(reader_.header(), reader_.payload());
                 reader_.next();
+                if (!go_on) return;
                 continue;
             }
-            execute_task(runner_, reader_.payload(),
-                         [this, &header](bool ok, const EncodedView& payload) { send_outcome(header, ok, payload); });
-            reader_.next();
+            wait_for_tasks();
         }
     }
 
@@ -142,17 +148,25 @@ private:
         endpoints_.parent.ring();
     }
 
-    void receive_frame() {
-        TakingSource input{endpoints_.tasks};
-        while (!reader_.poll(input)) {
-            publish();  // a large frame in pieces: the parent waits for the space we took
-            endpoints_.own.wait([this] { return endpoints_.tasks.has_readable(); }, spins_before_sleep,
-                                worker_sleep_ms);
-            exit_if_orphaned();
-        }
+    /// Runs the task a frame carries; false on a shutdown frame.
+    bool serve(const FrameHeader& header, std::span<const char> arguments) {
+        if (header.kind == FrameKind::shutdown) return false;
+        if (header.kind != FrameKind::task) throw ProtocolError{"worker received a non-task frame"};
+        if (!claim(header.sequence)) return true;  // the parent took it back
+        execute_task(runner_, arguments,
+                     [this, &header](bool ok, const EncodedView& payload) { send_outcome(header, ok, payload); });
+        return true;
     }
 
-    void send_frame(const FrameHeader& header, std::span<const char> payload, std::span<const char> more) {
+    void wait_for_tasks() {
+        publish();  // a large frame in pieces: the parent waits for the space we took
+        endpoints_.own.wait([this] { return endpoints_.tasks.has_readable(); }, spins_before_sleep, worker_sleep_ms);
+        exit_if_orphaned();
+    }
+
+    void send_frame(FrameHeader header, std::span<const char> payload, std::span<const char> more) {
+        header.length = payload.size() + more.size();
+        if (more.empty() && endpoints_.results.stage_whole(header_bytes(header), payload)) return;
         StagingSink output{endpoints_.results};
         FrameWriter writer{header, payload, more};
         while (!writer.poll(output)) {
