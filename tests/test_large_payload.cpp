@@ -7,6 +7,7 @@
 
 #include <catch2/catch.hpp>
 
+#include <map>
 #include <numeric>
 
 namespace {
@@ -115,5 +116,39 @@ TEST_CASE("large vectors of numbers and strings arrive intact - small ones too")
         REQUIRE(result.ok());
         CHECK(result.value() == std::string(result.value().size(), 't'));
         CHECK((result.value().size() == 3 || result.value().size() == std::size_t{1} << 20));
+    }
+}
+
+TEST_CASE("arguments and results of every size pass intact - read in place, across the ring's end, or streamed") {
+    test_support::Watchdog watchdog{60s};
+    // Through a 16 KiB ring, sizes from nothing to twice the ring: a frame
+    // lies in the ring whole or wraps around its end, fits in one step or
+    // streams through in pieces, at every offset.
+    constexpr std::size_t ring_bytes = 16 << 10;
+    multiworker::Processor<Blobs, &Blobs::digest> digests{Blobs{}, {.workers = 2, .ring_bytes = ring_bytes}};
+    multiworker::Processor<Blobs, &Blobs::make> makers{Blobs{}, {.workers = 2, .ring_bytes = ring_bytes}};
+    std::map<multiworker::TaskId, std::vector<char>> sent;
+    std::map<multiworker::TaskId, std::size_t> made;
+    for (std::uint32_t seed = 0; seed < 600; ++seed) {
+        const std::size_t size = (std::size_t{seed} * 7919) % (2 * ring_bytes);
+        auto blob = pattern(size, seed);
+        sent.emplace(digests.add(blob), std::move(blob));
+        made.emplace(makers.add(size, seed), seed);
+    }
+    digests.start();
+    makers.start();
+    digests.wait();
+    makers.wait();
+    const auto digested = digests.get_results();
+    const auto returned = makers.get_results();
+    REQUIRE(digested.size() == sent.size());
+    REQUIRE(returned.size() == made.size());
+    for (const auto& result : digested) {
+        const std::vector<char>& blob = sent.at(result.id());
+        CHECK(result.value() == std::pair{blob.size(), checksum(blob)});
+    }
+    for (const auto& result : returned) {
+        const std::uint32_t seed = static_cast<std::uint32_t>(made.at(result.id()));
+        CHECK(result.value() == pattern((std::size_t{seed} * 7919) % (2 * ring_bytes), seed));
     }
 }

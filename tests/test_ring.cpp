@@ -216,27 +216,26 @@ TEST_CASE("small whole frames are read in place - others are left to a frame rea
     SECTION("a small frame, then nothing") {
         const std::vector<char> payload = pattern(40, 14);
         send(FrameHeader{.kind = FrameKind::result, .sequence = 5, .task = 77}, payload);
-        const auto frame = peek_small_frame(shared.ring, 1 << 20);
+        const auto frame = peek_whole_frame(shared.ring, 1 << 20, 4096);
         REQUIRE(frame);
         CHECK(frame->header.sequence == 5);
         CHECK(frame->header.task == 77);
         CHECK(std::ranges::equal(frame->payload, payload));
         shared.ring.skip(frame->size());
-        CHECK_FALSE(peek_small_frame(shared.ring, 1 << 20));
+        CHECK_FALSE(peek_whole_frame(shared.ring, 1 << 20, 4096));
     }
     SECTION("a frame whose payload is not all published yet") {
         FrameHeader header{.kind = FrameKind::result, .sequence = 1, .task = 1, .length = 100};
         REQUIRE(shared.ring.write_some(header_bytes(header)) == sizeof header);
-        CHECK_FALSE(peek_small_frame(shared.ring, 1 << 20));
+        CHECK_FALSE(peek_whole_frame(shared.ring, 1 << 20, 4096));
         FrameReader reader{1 << 20};
         CHECK_FALSE(reader.poll(shared.ring));  // the reader takes the header and waits for the rest
         REQUIRE(shared.ring.write_some(pattern(100, 15)) == 100);
         CHECK(reader.poll(shared.ring));
     }
-    SECTION("a payload above the in-place size") {
-        send(FrameHeader{.kind = FrameKind::result, .sequence = 1, .task = 1},
-             std::vector<char>(in_place_payload_bytes + 1));
-        CHECK_FALSE(peek_small_frame(shared.ring, 1 << 20));
+    SECTION("a payload above the in-place limit") {
+        send(FrameHeader{.kind = FrameKind::result, .sequence = 1, .task = 1}, std::vector<char>(4097));
+        CHECK_FALSE(peek_whole_frame(shared.ring, 1 << 20, 4096));
     }
     SECTION("a frame across the ring's end") {
         std::vector<char> out(capacity - 96);  // the next frame's header fits before the end, its payload not
@@ -244,18 +243,18 @@ TEST_CASE("small whole frames are read in place - others are left to a frame rea
         REQUIRE(shared.ring.read_some(out) == out.size());
         const std::vector<char> payload = pattern(100, 16);
         send(FrameHeader{.kind = FrameKind::result, .sequence = 2, .task = 3}, payload);
-        CHECK_FALSE(peek_small_frame(shared.ring, 1 << 20));
+        CHECK_FALSE(peek_whole_frame(shared.ring, 1 << 20, 4096));
         FrameReader reader{1 << 20};
         REQUIRE(reader.poll(shared.ring));
         CHECK(std::ranges::equal(reader.take_payload(), payload));
     }
     SECTION("an invalid header") {
         send(FrameHeader{.magic = 0xdeadbeef, .kind = FrameKind::result}, {});
-        CHECK_THROWS_AS(peek_small_frame(shared.ring, 1 << 20), ProtocolError);
+        CHECK_THROWS_AS(peek_whole_frame(shared.ring, 1 << 20, 4096), ProtocolError);
     }
     SECTION("a length beyond the limit") {
         send(FrameHeader{.kind = FrameKind::result}, std::vector<char>(101));
-        CHECK_THROWS_AS(peek_small_frame(shared.ring, 100), ProtocolError);
+        CHECK_THROWS_AS(peek_whole_frame(shared.ring, 100, 4096), ProtocolError);
     }
 }
 

@@ -502,7 +502,8 @@ private:
             TakingSource source{ring};
             for (;; ++count) {
                 if (reader.between_frames()) {
-                    if (auto frame = peek_small_frame(ring, options_.max_message_bytes)) {
+                    // A large result is read into its final value instead (see LargePayload).
+                    if (auto frame = peek_whole_frame(ring, options_.max_message_bytes, large_buffer_bytes - 1)) {
                         ring.skip(frame->size());
                         accept_result(worker, frame->header, Bytes(frame->payload.begin(), frame->payload.end()), {});
                         continue;

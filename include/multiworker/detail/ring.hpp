@@ -54,6 +54,8 @@ public:
         resync();
     }
 
+    [[nodiscard]] std::uint64_t capacity() const noexcept { return capacity_; }
+
     // --- producer side ---
 
     /// Copies as much of `bytes` as fits, without publishing it yet; returns the count.

@@ -309,22 +309,19 @@ struct FrameInPlace {
     [[nodiscard]] std::size_t size() const noexcept { return sizeof(FrameHeader) + payload.size(); }
 };
 
-/// Frames with payloads up to this size are read in place when they can be.
-inline constexpr std::size_t in_place_payload_bytes = 4096;
-static_assert(in_place_payload_bytes < large_buffer_bytes, "a large result is read into its value, never in place");
-
-/// The next frame in `ring`, if it is whole, small and in one piece; the
-/// caller moves past it with ring.skip(frame.size()). Otherwise empty, and
-/// nothing taken: a FrameReader then takes the frame in pieces. A stream of
-/// small frames is thus read with no copy and no per-frame state, which is
-/// most of the cost of tiny tasks. Throws ProtocolError on an invalid header.
-inline std::optional<FrameInPlace> peek_small_frame(ByteRing& ring, std::size_t max_length) {
+/// The next frame in `ring`, if it is whole, in one piece and its payload
+/// no larger than `max_in_place`; the caller moves past it with
+/// ring.skip(frame.size()). Otherwise empty, and nothing taken: a FrameReader
+/// then takes the frame in pieces. A stream of small frames is thus read with
+/// no copy and no per-frame state, which is most of the cost of tiny tasks.
+/// Throws ProtocolError on an invalid header.
+inline std::optional<FrameInPlace> peek_whole_frame(ByteRing& ring, std::size_t max_length, std::size_t max_in_place) {
     const std::span<const char> raw_header = ring.peek(sizeof(FrameHeader));
     if (raw_header.empty()) return std::nullopt;
     FrameInPlace frame{};
     std::memcpy(&frame.header, raw_header.data(), sizeof frame.header);
     validate_header(frame.header, max_length);
-    if (frame.header.length > in_place_payload_bytes) return std::nullopt;
+    if (frame.header.length > max_in_place) return std::nullopt;
     const std::span<const char> whole = ring.peek(sizeof(FrameHeader) + frame.header.length);
     if (whole.empty()) return std::nullopt;
     frame.payload = whole.subspan(sizeof(FrameHeader));

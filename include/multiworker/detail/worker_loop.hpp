@@ -92,7 +92,7 @@ public:
     void run() {
         for (;;) {
             if (reader_.between_frames()) {
-                if (auto frame = peek_small_frame(endpoints_.tasks, endpoints_.max_message_bytes)) {
+                if (auto frame = peek_whole_frame(endpoints_.tasks, endpoints_.max_message_bytes, max_in_place_)) {
                     // Taken now, released by the publish() after its result:
                     // the arguments stay in place while the task runs.
                     endpoints_.tasks.skip(frame->size());
@@ -193,6 +193,10 @@ private:
     }
 
     WorkerEndpoints endpoints_;
+    // A task frame up to this size is run from the ring in place when it
+    // lies there whole; the parent stages one that fits in one step, so
+    // only one that wraps around the ring's end is copied out first.
+    const std::size_t max_in_place_ = endpoints_.tasks.capacity() / 4;
     const TaskRunner& runner_;
     FrameReader reader_;
 };
