@@ -16,7 +16,6 @@
 #include <spdlog/sinks/basic_file_sink.h>
 #include <spdlog/spdlog.h>
 
-#include <atomic>
 #include <chrono>
 #include <cstdlib>
 #include <exception>
@@ -180,8 +179,7 @@ public:
                                     std::to_string(encoded.size()) + " bytes, more than max_message_bytes (" +
                                     std::to_string(options_.max_message_bytes) + ")"};
         }
-        const TaskId id{next_id_.fetch_add(1, std::memory_order_relaxed)};
-        mailbox_.expect_one();
+        const TaskId id{mailbox_.expect_one()};
         backend_->submit(id, std::move(encoded));
         return id;
     }
@@ -402,7 +400,6 @@ private:
     std::unique_ptr<detail::ExecutionBackend> backend_;
     const std::function<void()> help_backend_ = [this] { backend_->help_while_waiting(); };
     std::unique_ptr<detail::ProgressReporter> progress_;
-    std::atomic<std::uint64_t> next_id_{1};
     bool started_ = false;
     bool stopped_ = false;
 };

@@ -144,7 +144,9 @@ inline TaskError error_from_report(TaskId id, std::span<const char> report, int 
 class ResultMailbox {
 public:
     /// Counts one more task; called by add() before the task is submitted.
-    void expect_one() noexcept { added_.fetch_add(1, std::memory_order_release); }
+    /// Returns the count with it (1, 2, ...): a number no other task gets,
+    /// which serves as its id.
+    std::uint64_t expect_one() noexcept { return added_.fetch_add(1, std::memory_order_release) + 1; }
 
     /// Takes the results out of `results` (left empty, its capacity reusable).
     void deliver(std::vector<RawResult>&& results) {
