@@ -1,5 +1,5 @@
 // libFuzzer target over everything the parent decodes from a worker: frames
-// read from a result ring (in arbitrary pieces), failure reports, encoded
+// read from a result ring (in arbitrary pieces, or in place), failure reports, encoded
 // results of several types, and log records from a log pipe. The property is
 // that no input crashes, overflows, hangs or leaks: bad bytes must surface
 // as ProtocolError / RingCorrupted / DecodeError or a false return.
@@ -106,9 +106,21 @@ void fuzz_ring(std::span<const char> stream) {
     ByteRing ring{&counters, storage, sizeof storage};
     FrameReader reader{1 << 16};
     try {
-        for (int i = 0; i < 64 && reader.poll(ring) == false && ring.has_readable(); ++i) {
+        // As the parent collects: whole small frames in place, the rest through the reader.
+        for (int i = 0; i < 64; ++i) {
+            if (reader.between_frames()) {
+                if (auto frame = peek_whole_frame(ring, 1 << 16, large_buffer_bytes - 1)) {
+                    ring.skip(frame->size());
+                    decode_payload(frame->header, Bytes(frame->payload.begin(), frame->payload.end()));
+                    continue;
+                }
+            }
+            if (reader.poll(ring)) {
+                decode_payload(reader.header(), reader.take_payload());
+            } else if (!ring.has_readable()) {
+                break;
+            }
         }
-        if (reader.poll(ring)) decode_payload(reader.header(), reader.take_payload());
     } catch (const ProtocolError&) {
     } catch (const RingCorrupted&) {
     }
