@@ -170,23 +170,30 @@ private:
 template <class... Ts>
 void encode_values(Bytes& out, const Ts&... values) {
     if constexpr ((plain_codable<Ts> && ...)) {
-        const auto append_raw = [&out](const void* data, std::size_t size) {
-            if (size == 0) return;  // `data` may be null (an empty vector's data())
-            const char* raw = static_cast<const char*>(data);
-            out.insert(out.end(), raw, raw + size);
+        // Sized once, then filled by plain copies: a number is a copy of a
+        // size known at compile time, not a call.
+        const std::size_t start = out.size();
+        const std::size_t size = (std::size_t{0} + ... + plain_size(values));
+        if (out.capacity() - start < size) {
+            out.reserve(start + size);  // one allocation, however large
+            advise_huge_pages(out.data() + start, size);
+        }
+        out.resize(start + size, boost::container::default_init);
+        char* cursor = out.data() + start;
+        const auto put = [&cursor](const void* data, std::size_t count) {
+            if (count == 0) return;  // `data` may be null (an empty vector's data())
+            std::memcpy(cursor, data, count);
+            cursor += count;
         };
-        const auto append = [&append_raw]<class T>(const T& value) {
+        const auto append = [&put]<class T>(const T& value) {
             if constexpr (is_plain_buffer<T>) {
                 const std::uint64_t count = value.size();
-                append_raw(&count, sizeof count);
-                append_raw(value.data(), value.size() * sizeof(typename T::value_type));
+                put(&count, sizeof count);
+                put(value.data(), value.size() * sizeof(typename T::value_type));
             } else {
-                append_raw(&value, sizeof value);
+                put(&value, sizeof value);
             }
         };
-        const std::size_t size = (std::size_t{0} + ... + plain_size(values));
-        out.reserve(out.size() + size);  // one allocation, however large
-        advise_huge_pages(out.data() + out.size(), size);
         (append(values), ...);
     } else {
         BytesWriteBuffer buffer{out};
