@@ -73,8 +73,8 @@
 //       4 workers that have nothing to do, and the parent's threads, over 10 s: the CPU they use,
 //       as a percentage of one core (user + system time from /proc).
 //   BM_CpuBoundScaling/<workers>
-//       200 tasks that each burn ~1 ms of CPU (a loop calibrated at startup, see
-//       burn_loops_per_ms in the context), including construction, fork and teardown.
+//       200 tasks that each burn 1 ms of their thread's CPU time (CLOCK_THREAD_CPUTIME_ID),
+//       including construction, fork and teardown.
 //       workers = 0 runs in-process: the serial baseline; speed-up = Time(0) / Time(2).
 //       task_ms is the mean duration of one task measured where it ran (it grows when the
 //       workers compete for the CPU with each other or with other load); utilization is the
@@ -99,6 +99,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <ctime>
 #include <filesystem>
 #include <optional>
 #include <string>
@@ -593,41 +594,30 @@ BENCHMARK(BM_LargeResultTransport)->Iterations(5)->UseRealTime()->Unit(benchmark
 
 constexpr int kCpuTasks = 200;
 
-/// Spins `loops` times on a volatile accumulator, which the optimizer cannot remove.
-std::uint64_t burn(std::uint64_t loops) {
+/// This thread's CPU time so far.
+std::chrono::nanoseconds thread_cpu_time() {
+    timespec now{};
+    ::clock_gettime(CLOCK_THREAD_CPUTIME_ID, &now);
+    return std::chrono::seconds{now.tv_sec} + std::chrono::nanoseconds{now.tv_nsec};
+}
+
+/// Spins until this thread has used `cpu` of CPU time: a task of the same CPU cost however fast
+/// the (shared, virtual) machine runs at the moment, which a loop calibrated once is not.
+std::uint64_t burn(std::chrono::nanoseconds cpu) {
+    const auto start = thread_cpu_time();
     volatile std::uint64_t accumulator = 0;
-    for (std::uint64_t i = 0; i < loops; ++i) accumulator = accumulator + i;
+    while (thread_cpu_time() - start < cpu) {
+        for (std::uint64_t i = 0; i < 10'000; ++i) accumulator = accumulator + i;
+    }
     return accumulator;
 }
 
-/// Loops of burn() per millisecond on this machine: the median of 5 runs of >= 20 ms each.
-std::uint64_t calibrate_loops_per_ms() {
-    std::uint64_t loops = std::uint64_t{1} << 16;
-    for (;;) {
-        const auto start = Clock::now();
-        benchmark::DoNotOptimize(burn(loops));
-        if (ms_since(start) >= 20) break;
-        loops *= 2;
-    }
-    std::vector<double> rates;
-    for (int i = 0; i < 5; ++i) {
-        const auto start = Clock::now();
-        benchmark::DoNotOptimize(burn(loops));
-        rates.push_back(static_cast<double>(loops) / ms_since(start));
-    }
-    std::sort(rates.begin(), rates.end());
-    return static_cast<std::uint64_t>(rates[rates.size() / 2]);
-}
-
-std::uint64_t loops_per_ms = 0;  // set in main()
-
-/// Burns ~1 ms of CPU per task and returns how long that took in nanoseconds, measured where the
+/// Burns 1 ms of CPU per task and returns how long that took in nanoseconds, measured where the
 /// task ran, so that the benchmark can tell slower tasks (a busy machine) from idle workers.
 struct Burner {
-    std::uint64_t loops = 0;
     std::int64_t f(int seed) const {
         const auto start = Clock::now();
-        benchmark::DoNotOptimize(burn(loops) + static_cast<std::uint64_t>(seed));
+        benchmark::DoNotOptimize(burn(std::chrono::milliseconds{1}) + static_cast<std::uint64_t>(seed));
         return std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - start).count();
     }
 };
@@ -641,7 +631,7 @@ void BM_CpuBoundScaling(benchmark::State& state) {
         const auto start = Clock::now();
         bool ok = true;
         {
-            BurnerProcessor processor{Burner{loops_per_ms}, mw::Options{.workers = workers}};
+            BurnerProcessor processor{Burner{}, mw::Options{.workers = workers}};
             for (int i = 0; i < kCpuTasks; ++i) processor.add(i);
             processor.start();
             processor.wait();
@@ -671,7 +661,7 @@ BENCHMARK(BM_CpuBoundScaling)->Arg(0)->Arg(1)->Arg(2)->Iterations(3)->UseRealTim
 
 void BM_CpuBoundScalingSteady(benchmark::State& state) {
     const auto workers = static_cast<unsigned>(state.range(0));
-    BurnerProcessor processor{Burner{loops_per_ms}, mw::Options{.workers = workers}};
+    BurnerProcessor processor{Burner{}, mw::Options{.workers = workers}};
     processor.start();
     double task_ms = 0;
     for (auto _ : state) {
@@ -700,8 +690,6 @@ int main(int argc, char** argv) {
     }
     benchmark::Initialize(&argc, argv);
     if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
-    loops_per_ms = calibrate_loops_per_ms();
-    benchmark::AddCustomContext("burn_loops_per_ms", std::to_string(loops_per_ms));
     benchmark::RunSpecifiedBenchmarks();
     benchmark::Shutdown();
     return 0;
