@@ -54,6 +54,7 @@ public:
         resync();
     }
 
+    /// Bytes the ring holds.
     [[nodiscard]] std::uint64_t capacity() const noexcept { return capacity_; }
 
     // --- producer side ---
