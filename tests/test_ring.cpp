@@ -258,6 +258,38 @@ TEST_CASE("small whole frames are read in place - others are left to a frame rea
     }
 }
 
+TEST_CASE("a frame reader holds a small whole frame in the ring and reassembles the others") {
+    SharedRing shared{4096};
+    auto* counters = reinterpret_cast<RingCounters*>(shared.mapping.data());
+    const auto send = [&shared](std::uint64_t task, std::span<const char> payload) {
+        FrameHeader header{.kind = FrameKind::result, .sequence = task, .task = task, .length = payload.size()};
+        REQUIRE(shared.ring.stage_whole(header_bytes(header), payload));
+        shared.ring.publish();
+    };
+    FrameReader reader{1 << 20};
+    const std::vector<char> small = pattern(100, 17);
+    send(1, small);
+    REQUIRE(reader.poll_ring(shared.ring, 4096));
+    CHECK(reader.header().task == 1);
+    CHECK(std::ranges::equal(reader.payload(), small));
+    CHECK(counters->head.load() == 0);  // held in the ring: taken, not released
+    CHECK(std::ranges::equal(reader.take_payload(), small));
+    CHECK_FALSE(reader.poll_ring(shared.ring, 4096));
+    shared.ring.release();
+
+    const std::vector<char> over_limit = pattern(200, 18);  // above this call's in-place limit
+    send(2, over_limit);
+    REQUIRE(reader.poll_ring(shared.ring, 100));
+    CHECK(std::ranges::equal(reader.take_payload(), over_limit));
+    shared.ring.release();
+
+    const std::vector<char> wrapping = pattern(4000, 19);  // its end lies past the ring's end
+    send(3, wrapping);
+    REQUIRE(reader.poll_ring(shared.ring, 4096));
+    CHECK(reader.header().task == 3);
+    CHECK(std::ranges::equal(reader.take_payload(), wrapping));
+}
+
 TEST_CASE("frames larger than the ring stream through it") {
     SharedRing shared{4096};
     const std::vector<char> payload = pattern(100'000, 6);

@@ -106,20 +106,9 @@ void fuzz_ring(std::span<const char> stream) {
     ByteRing ring{&counters, storage, sizeof storage};
     FrameReader reader{1 << 16};
     try {
-        // As the parent collects: whole small frames in place, the rest through the reader.
-        for (int i = 0; i < 64; ++i) {
-            if (reader.between_frames()) {
-                if (auto frame = peek_whole_frame(ring, 1 << 16, large_buffer_bytes - 1)) {
-                    ring.skip(frame->size());
-                    decode_payload(frame->header, Bytes(frame->payload.begin(), frame->payload.end()));
-                    continue;
-                }
-            }
-            if (reader.poll(ring)) {
-                decode_payload(reader.header(), reader.take_payload());
-            } else if (!ring.has_readable()) {
-                break;
-            }
+        // As the parent collects: whole small frames in place, the rest reassembled.
+        for (int i = 0; i < 64 && reader.poll_ring(ring, large_buffer_bytes - 1); ++i) {
+            decode_payload(reader.header(), reader.take_payload());
         }
     } catch (const ProtocolError&) {
     } catch (const RingCorrupted&) {

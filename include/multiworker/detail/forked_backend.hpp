@@ -497,21 +497,12 @@ private:
         if (!worker.alive() || !worker.fault.empty()) return false;
         std::size_t count = 0;
         try {
-            ByteRing& ring = worker.endpoints.results;
             FrameReader& reader = *worker.receiving;
-            TakingSource source{ring};
-            for (;; ++count) {
-                if (reader.between_frames()) {
-                    // A large result is read into its final value instead (see LargePayload).
-                    if (auto frame = peek_whole_frame(ring, options_.max_message_bytes, large_buffer_bytes - 1)) {
-                        ring.skip(frame->size());
-                        accept_result(worker, frame->header, Bytes(frame->payload.begin(), frame->payload.end()), {});
-                        continue;
-                    }
-                }
-                if (!reader.poll(source)) break;
+            // A large result is read into its final value instead (see LargePayload).
+            while (reader.poll_ring(worker.endpoints.results, large_buffer_bytes - 1)) {
                 std::unique_ptr<LargePayload> large = reader.take_large();
                 accept_result(worker, reader.header(), reader.take_payload(), std::move(large));
+                ++count;
             }
             // Space for the worker's next results: freed in one store, and
             // the worker woken if it waits for it.

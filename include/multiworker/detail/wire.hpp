@@ -157,6 +157,39 @@ private:
     T value_;
 };
 
+/// A frame read where it lies in a ring, its payload not copied out.
+struct FrameInPlace {
+    FrameHeader header;
+    std::span<const char> payload;  // in the ring: valid until the ring's release()
+
+    /// Bytes the frame takes in the ring.
+    [[nodiscard]] std::size_t size() const noexcept { return sizeof(FrameHeader) + payload.size(); }
+};
+
+/// The next frame in `ring`, if it is whole, in one piece and its payload
+/// no larger than `max_in_place`; the caller moves past it with
+/// ring.skip(frame.size()). Otherwise empty, and nothing taken (see
+/// FrameReader::poll_ring()). Throws ProtocolError on an invalid header.
+inline std::optional<FrameInPlace> peek_whole_frame(ByteRing& ring, std::size_t max_length, std::size_t max_in_place) {
+    const std::span<const char> raw_header = ring.peek(sizeof(FrameHeader));
+    if (raw_header.empty()) return std::nullopt;
+    FrameInPlace frame{};
+    std::memcpy(&frame.header, raw_header.data(), sizeof frame.header);
+    validate_header(frame.header, max_length);
+    if (frame.header.length > max_in_place) return std::nullopt;
+    const std::span<const char> whole = ring.peek(sizeof(FrameHeader) + frame.header.length);
+    if (whole.empty()) return std::nullopt;
+    frame.payload = whole.subspan(sizeof(FrameHeader));
+    return frame;
+}
+
+/// Adapts a ring's consumer side to FrameReader: takes bytes without freeing
+/// their space; the owner releases them in one store when it is ready.
+struct TakingSource {
+    ByteRing& ring;
+    std::size_t read_some(std::span<char> out) { return ring.take(out); }
+};
+
 /// Reassembles frames from a byte source with `std::size_t read_some(std::span<char>)`.
 class FrameReader {
 public:
@@ -186,6 +219,28 @@ public:
         return true;
     }
 
+    /// poll() on a ring's consumer side, taking bytes without releasing their
+    /// space (the owner releases them in one store when it is ready). A whole
+    /// frame of up to `max_in_place` payload bytes that lies in the ring in
+    /// one piece is held where it lies: payload() then views the ring, valid
+    /// until the ring's release(). A stream of small frames is thus read
+    /// without a copy into the reader's buffer, which is most of the cost of
+    /// tiny tasks.
+    bool poll_ring(ByteRing& ring, std::size_t max_in_place) {
+        if (between_frames()) {
+            if (auto frame = peek_whole_frame(ring, max_length_, max_in_place)) {
+                ring.skip(frame->size());
+                header_ = frame->header;
+                in_place_ = frame->payload;
+                held_in_place_ = true;
+                complete_ = true;
+                return true;
+            }
+        }
+        TakingSource source{ring};
+        return poll(source);
+    }
+
     [[nodiscard]] const FrameHeader& header() const noexcept { return header_; }
 
     /// The complete frame's payload when it was read into a LargePayload
@@ -193,18 +248,17 @@ public:
     std::unique_ptr<LargePayload> take_large() noexcept { return std::move(large_); }
 
     /// Hands over the payload of the complete frame and readies for the next.
-    Bytes take_payload() noexcept {
-        Bytes payload = std::move(payload_);
-        payload_ = Bytes{};
+    Bytes take_payload() {
+        Bytes payload = held_in_place_ ? Bytes(in_place_.begin(), in_place_.end()) : std::move(payload_);
+        if (!held_in_place_) payload_ = Bytes{};
         next();
         return payload;
     }
 
     /// The payload of the complete frame, valid until next().
-    [[nodiscard]] std::span<const char> payload() const noexcept { return payload_; }
-
-    /// True between frames: no part of one has been read.
-    [[nodiscard]] bool between_frames() const noexcept { return header_filled_ == 0 && !complete_; }
+    [[nodiscard]] std::span<const char> payload() const noexcept {
+        return held_in_place_ ? in_place_ : std::span<const char>{payload_};
+    }
 
     /// Readies for the next frame, keeping a small buffer for reuse (no
     /// allocation per frame) but not a large one (a worker's memory stays small).
@@ -212,10 +266,13 @@ public:
         if (payload_.capacity() > retained_buffer_capacity) Bytes{}.swap(payload_);
         large_.reset();
         header_filled_ = 0;
+        held_in_place_ = false;
         complete_ = false;
     }
 
 private:
+    [[nodiscard]] bool between_frames() const noexcept { return header_filled_ == 0 && !complete_; }
+
     // Where a payload of `length` bytes goes: a LargePayload if one is made
     // for it, or else payload_ (sized without zero-fill: every byte is read into).
     void prepare_targets(std::size_t length) {
@@ -249,6 +306,8 @@ private:
     std::unique_ptr<LargePayload> large_;
     std::array<std::span<char>, 2> targets_;  // payload_, or large_'s head and body
     std::size_t payload_filled_ = 0;
+    std::span<const char> in_place_;  // the payload in the ring, if held_in_place_
+    bool held_in_place_ = false;
     bool complete_ = false;
 };
 
@@ -299,33 +358,5 @@ private:
     std::array<std::span<const char>, 2> pieces_;
     std::size_t written_ = 0;
 };
-
-/// A frame read where it lies in a ring, its payload not copied out.
-struct FrameInPlace {
-    FrameHeader header;
-    std::span<const char> payload;  // in the ring: valid until the ring's release()
-
-    /// Bytes the frame takes in the ring.
-    [[nodiscard]] std::size_t size() const noexcept { return sizeof(FrameHeader) + payload.size(); }
-};
-
-/// The next frame in `ring`, if it is whole, in one piece and its payload
-/// no larger than `max_in_place`; the caller moves past it with
-/// ring.skip(frame.size()). Otherwise empty, and nothing taken: a FrameReader
-/// then takes the frame in pieces. A stream of small frames is thus read with
-/// no copy and no per-frame state, which is most of the cost of tiny tasks.
-/// Throws ProtocolError on an invalid header.
-inline std::optional<FrameInPlace> peek_whole_frame(ByteRing& ring, std::size_t max_length, std::size_t max_in_place) {
-    const std::span<const char> raw_header = ring.peek(sizeof(FrameHeader));
-    if (raw_header.empty()) return std::nullopt;
-    FrameInPlace frame{};
-    std::memcpy(&frame.header, raw_header.data(), sizeof frame.header);
-    validate_header(frame.header, max_length);
-    if (frame.header.length > max_in_place) return std::nullopt;
-    const std::span<const char> whole = ring.peek(sizeof(FrameHeader) + frame.header.length);
-    if (whole.empty()) return std::nullopt;
-    frame.payload = whole.subspan(sizeof(FrameHeader));
-    return frame;
-}
 
 }  // namespace multiworker::detail

@@ -38,13 +38,6 @@ namespace multiworker::detail {
 /// Longest sleep before a waiting worker re-checks that its parent lives.
 inline constexpr int worker_sleep_ms = 200;
 
-/// Adapts a ring's consumer side to FrameReader: takes bytes without freeing
-/// their space; the owner releases them in one store when it is ready.
-struct TakingSource {
-    ByteRing& ring;
-    std::size_t read_some(std::span<char> out) { return ring.take(out); }
-};
-
 /// Adapts a ring's producer side to FrameWriter: stages bytes without
 /// publishing them; the owner publishes them in one store when it is ready.
 struct StagingSink {
@@ -91,23 +84,15 @@ public:
     /// Serves tasks until told to shut down.
     void run() {
         for (;;) {
-            if (reader_.between_frames()) {
-                if (auto frame = peek_whole_frame(endpoints_.tasks, endpoints_.max_message_bytes, max_in_place_)) {
-                    // Taken now, released by the publish() after its result:
-                    // the arguments stay in place while the task runs.
-                    endpoints_.tasks.skip(frame->size());
-                    if (!serve(frame->header, frame->payload)) return;
-                    continue;
-                }
-            }
-            TakingSource input{endpoints_.tasks};
-            if (reader_.poll(input)) {
-                const bool go_on = serve(reader_.header(), reader_.payload());
-                reader_.next();
-                if (!go_on) return;
+            // A small task runs from its frame where it lies in the ring: taken
+            // now, released by the publish() after its result.
+            if (!reader_.poll_ring(endpoints_.tasks, max_in_place_)) {
+                wait_for_tasks();
                 continue;
             }
-            wait_for_tasks();
+            const bool go_on = serve(reader_.header(), reader_.payload());
+            reader_.next();
+            if (!go_on) return;
         }
     }
 
