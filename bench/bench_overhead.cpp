@@ -19,7 +19,9 @@
 //       the last add() until wait() returns.
 //   BM_TrivialThroughputSteady/<workers>
 //       One Processor started once, outside the timing; each iteration adds 100000 tasks, waits
-//       and takes the results. Pure per-task cost, without fork or teardown.
+//       and takes the results. Pure per-task cost, without fork or teardown. Counters: add_ms
+//       (the add() loop), wait_ms (from the last add() until wait() returns), collect_ms
+//       (get_results + check).
 //   BM_StringThroughput
 //       Like BM_TrivialThroughput/2, but the method takes a 20-char `const std::string&` and
 //       returns a std::string, so arguments and results go through Boost.Serialization.
@@ -252,16 +254,25 @@ void BM_TrivialThroughputSteady(benchmark::State& state) {
     const auto workers = static_cast<unsigned>(state.range(0));
     IncProcessor processor{Inc{}, mw::Options{.workers = workers}};
     processor.start();
-    double add_ms = 0;  // the caller's add() loop, while the workers already run
+    double add_ms = 0;      // the caller's add() loop, while the workers already run
+    double wait_ms = 0;     // from the last add() until wait() returns
+    double collect_ms = 0;  // get_results() and the check, with nothing else running
     for (auto _ : state) {
-        const auto start = Clock::now();
+        auto start = Clock::now();
         add_inc_tasks(processor);
         add_ms += ms_since(start);
+        start = Clock::now();
         processor.wait();
-        if (!check_inc_results(state, processor.get_results())) break;
+        wait_ms += ms_since(start);
+        start = Clock::now();
+        const bool ok = check_inc_results(state, processor.get_results());
+        collect_ms += ms_since(start);
+        if (!ok) break;
     }
     state.SetItemsProcessed(state.iterations() * kTasks);
     state.counters["add_ms"] = benchmark::Counter(add_ms, benchmark::Counter::kAvgIterations);
+    state.counters["wait_ms"] = benchmark::Counter(wait_ms, benchmark::Counter::kAvgIterations);
+    state.counters["collect_ms"] = benchmark::Counter(collect_ms, benchmark::Counter::kAvgIterations);
 }
 BENCHMARK(BM_TrivialThroughputSteady)->Arg(1)->Arg(2)->Iterations(30)->UseRealTime()->Unit(benchmark::kMillisecond);
 
