@@ -2,7 +2,7 @@
 """Compares two or more builds of bench_overhead on the same benchmarks, alternating
 between them so that the machine's drift over minutes falls on all of them alike.
 
-    python3 bench/ab.py [--rounds N] [--repetitions R] FILTER BINARY BINARY...
+    python3 bench/ab.py [--rounds N] [--repetitions R] [--counter NAME]... FILTER BINARY BINARY...
 
 Each round runs every binary once, in turn, with --benchmark_filter=FILTER and
 --benchmark_repetitions=R. For each binary and benchmark it prints the median
@@ -30,7 +30,7 @@ import sys
 FIGURES = [("p50_us", 1, "us p50"), ("items_per_second", 1e6, "M/s"), ("bytes_per_second", 2**30, "GiB/s")]
 
 
-def run_once(binary, benchmark_filter, repetitions):
+def run_once(binary, benchmark_filter, repetitions, counters):
     output = subprocess.run(
         [binary, f"--benchmark_filter={benchmark_filter}", f"--benchmark_repetitions={repetitions}",
          "--benchmark_format=json"],
@@ -42,26 +42,31 @@ def run_once(binary, benchmark_filter, repetitions):
             if counter in entry:
                 yield entry["run_name"], entry[counter] / divisor, unit
                 break
+        for counter in counters:
+            if counter in entry:
+                yield f"{entry['run_name']} {counter}", entry[counter], "(lower is better)"
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--repetitions", type=int, default=3)
+    parser.add_argument("--counter", action="append", default=[], help="a further counter to compare")
     parser.add_argument("filter")
     parser.add_argument("binaries", nargs="+")
     args = parser.parse_args()
 
-    samples = {binary: {} for binary in args.binaries}  # binary -> benchmark -> (unit, [values])
+    samples = [{} for _ in args.binaries]  # per binary (the same one may be given twice): name -> (unit, [values])
     for round_number in range(args.rounds):
         print(f"round {round_number + 1} of {args.rounds}", file=sys.stderr)
-        for binary in args.binaries:
-            for name, value, unit in run_once(binary, args.filter, args.repetitions):
-                samples[binary].setdefault(name, (unit, []))[1].append(value)
+        for binary, results in zip(args.binaries, samples):
+            for name, value, unit in run_once(binary, args.filter, args.repetitions, args.counter):
+                results.setdefault(name, (unit, []))[1].append(value)
 
-    for binary in args.binaries:
-        for name, (unit, values) in samples[binary].items():
-            best = min(values) if unit.endswith("p50") else max(values)
+    for binary, results in zip(args.binaries, samples):
+        for name, (unit, values) in results.items():
+            lower_is_better = unit.endswith("p50") or unit == "(lower is better)"
+            best = min(values) if lower_is_better else max(values)
             print(f"{binary}  {name}  median {statistics.median(values):.3f}  best {best:.3f} {unit}"
                   f"  (n={len(values)})")
 

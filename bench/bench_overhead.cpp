@@ -21,7 +21,9 @@
 //       One Processor started once, outside the timing; each iteration adds 100000 tasks, waits
 //       and takes the results. Pure per-task cost, without fork or teardown. Counters: add_ms
 //       (the add() loop), wait_ms (from the last add() until wait() returns), collect_ms
-//       (get_results + check).
+//       (get_results + check); caller_ns, supervisor_ns and workers_ns, the CPU time per task
+//       of the calling thread, the supervisor thread and the workers together (from
+//       /proc/.../schedstat): the rate is bound by their sum over the machine's cores.
 //   BM_StringThroughput
 //       Like BM_TrivialThroughput/2, but the method takes a 20-char `const std::string&` and
 //       returns a std::string, so arguments and results go through Boost.Serialization.
@@ -250,6 +252,42 @@ BENCHMARK(BM_TrivialThroughputStartedFirst)
     ->UseRealTime()
     ->Unit(benchmark::kMillisecond);
 
+/// Nanoseconds a thread has run on a CPU, from its /proc/.../schedstat; 0 if unreadable.
+double run_ns(const std::string& schedstat_path) {
+    std::FILE* file = std::fopen(schedstat_path.c_str(), "r");
+    if (file == nullptr) return 0;
+    unsigned long long ns = 0;
+    const bool read = std::fscanf(file, "%llu", &ns) == 1;
+    std::fclose(file);
+    return read ? static_cast<double>(ns) : 0;
+}
+
+/// The schedstat of this process's supervisor thread (named mw-supervisor); empty if none.
+std::string supervisor_schedstat() {
+    for (const auto& task : std::filesystem::directory_iterator{"/proc/self/task"}) {
+        std::FILE* comm = std::fopen((task.path() / "comm").c_str(), "r");
+        if (comm == nullptr) continue;
+        char name[64] = {};
+        const bool read = std::fgets(name, sizeof name, comm) != nullptr;
+        std::fclose(comm);
+        if (read && std::string{name} == "mw-supervisor\n") return task.path() / "schedstat";
+    }
+    return {};
+}
+
+/// CPU time of the caller, the supervisor and the workers, to split a run's cost by thread.
+struct ThreadCpu {
+    double caller_ns = 0;
+    double supervisor_ns = 0;
+    double workers_ns = 0;
+
+    static ThreadCpu now(const std::string& supervisor, const std::vector<pid_t>& workers) {
+        ThreadCpu cpu{run_ns("/proc/thread-self/schedstat"), supervisor.empty() ? 0 : run_ns(supervisor), 0};
+        for (pid_t pid : workers) cpu.workers_ns += run_ns("/proc/" + std::to_string(pid) + "/schedstat");
+        return cpu;
+    }
+};
+
 void BM_TrivialThroughputSteady(benchmark::State& state) {
     const auto workers = static_cast<unsigned>(state.range(0));
     IncProcessor processor{Inc{}, mw::Options{.workers = workers}};
@@ -257,6 +295,9 @@ void BM_TrivialThroughputSteady(benchmark::State& state) {
     double add_ms = 0;      // the caller's add() loop, while the workers already run
     double wait_ms = 0;     // from the last add() until wait() returns
     double collect_ms = 0;  // get_results() and the check, with nothing else running
+    const std::string supervisor = supervisor_schedstat();
+    const auto workers_pids = processor.worker_pids();
+    const ThreadCpu before = ThreadCpu::now(supervisor, workers_pids);
     for (auto _ : state) {
         auto start = Clock::now();
         add_inc_tasks(processor);
@@ -273,6 +314,13 @@ void BM_TrivialThroughputSteady(benchmark::State& state) {
     state.counters["add_ms"] = benchmark::Counter(add_ms, benchmark::Counter::kAvgIterations);
     state.counters["wait_ms"] = benchmark::Counter(wait_ms, benchmark::Counter::kAvgIterations);
     state.counters["collect_ms"] = benchmark::Counter(collect_ms, benchmark::Counter::kAvgIterations);
+    // Each thread's CPU per task: on 2 cores, what the four threads together spend is what
+    // limits the rate, so this is the figure a change to the hot path should lower.
+    const ThreadCpu after = ThreadCpu::now(supervisor, workers_pids);
+    const double tasks = static_cast<double>(state.iterations()) * kTasks;
+    state.counters["caller_ns"] = (after.caller_ns - before.caller_ns) / tasks;
+    state.counters["supervisor_ns"] = (after.supervisor_ns - before.supervisor_ns) / tasks;
+    state.counters["workers_ns"] = (after.workers_ns - before.workers_ns) / tasks;
 }
 BENCHMARK(BM_TrivialThroughputSteady)->Arg(1)->Arg(2)->Iterations(30)->UseRealTime()->Unit(benchmark::kMillisecond);
 
