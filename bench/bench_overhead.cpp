@@ -24,6 +24,13 @@
 //       (get_results + check); caller_ns, supervisor_ns and workers_ns, the CPU time per task
 //       of the calling thread, the supervisor thread and the workers together (from
 //       /proc/.../schedstat): the rate is bound by their sum over the machine's cores.
+//   BM_RingFloor/<workers>
+//       The floor under BM_TrivialThroughputSteady: the same 100000 tasks as frames through the
+//       same rings (256 KiB, at most 4096 tasks in flight per worker), with none of the library's
+//       bookkeeping. One thread stages task frames and reads result frames into a vector; each
+//       worker (a forked process that spins, no doorbells) answers every task frame with a
+//       result frame. The gap to BM_TrivialThroughputSteady is what the library's own work
+//       costs: encoding, queues, in-flight records, results delivered and decoded.
 //   BM_StringThroughput
 //       Like BM_TrivialThroughput/2, but the method takes a 20-char `const std::string&` and
 //       returns a std::string, so arguments and results go through Boost.Serialization.
@@ -92,12 +99,14 @@
 
 #include <benchmark/benchmark.h>
 #include <sys/eventfd.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 #include <multiworker/processor.hpp>
 
 #include <algorithm>
 #include <chrono>
+#include <csignal>
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
@@ -114,6 +123,7 @@
 namespace {
 
 namespace mw = multiworker;
+namespace mwd = multiworker::detail;
 using Clock = std::chrono::steady_clock;
 
 constexpr int kTasks = 100'000;
@@ -323,6 +333,108 @@ void BM_TrivialThroughputSteady(benchmark::State& state) {
     state.counters["workers_ns"] = (after.workers_ns - before.workers_ns) / tasks;
 }
 BENCHMARK(BM_TrivialThroughputSteady)->Arg(1)->Arg(2)->Iterations(30)->UseRealTime()->Unit(benchmark::kMillisecond);
+
+// ----- the floor under the trivial stream -----
+
+/// What a worker of BM_RingFloor does: answers each task frame in its ring with a result frame
+/// carrying the argument + 1, until a shutdown frame. No claims, no doorbells: it spins.
+[[noreturn]] void echo_increments(mwd::ByteRing tasks, mwd::ByteRing results, pid_t parent) {
+    ::prctl(PR_SET_PDEATHSIG, SIGKILL);  // it spins: it must not outlive a benchmark killed midway
+    if (::getppid() != parent) ::_exit(0);
+    tasks.resync();
+    results.resync();
+    mwd::FrameReader reader{64};
+    for (int idle = 0;;) {
+        if (!reader.poll_ring(tasks, 64)) {
+            mwd::spin_pause(idle++ % 1024);
+            continue;
+        }
+        idle = 0;
+        if (reader.header().kind == mwd::FrameKind::shutdown) ::_exit(0);
+        int value = 0;
+        std::memcpy(&value, reader.payload().data(), sizeof value);
+        ++value;
+        const mwd::FrameHeader reply{.kind = mwd::FrameKind::result,
+                                     .sequence = reader.header().sequence,
+                                     .task = reader.header().task,
+                                     .length = sizeof value};
+        reader.next();
+        while (!results.stage_whole(mwd::header_bytes(reply), {reinterpret_cast<const char*>(&value), sizeof value}))
+            mwd::spin_pause(idle++ % 1024);
+        results.publish();
+        tasks.release();
+    }
+}
+
+/// BM_TrivialThroughputSteady's job through the same rings and frames, with none of the
+/// library's bookkeeping: one thread stages task frames for the workers (at most 4096 each in
+/// flight) and reads their results into a vector, as fast as the wire allows.
+void BM_RingFloor(benchmark::State& state) {
+    const auto workers = static_cast<std::size_t>(state.range(0));
+    constexpr std::size_t ring_bytes = 256 * 1024;
+    constexpr std::size_t window = 4096;
+    const std::size_t counters_bytes = (workers * 2 * sizeof(mwd::RingCounters) + 4095) / 4096 * 4096;
+    mwd::SharedMapping shared{counters_bytes + workers * 2 * ring_bytes};
+    mwd::prefault(shared.data(), shared.size());
+    auto* counters = new (shared.data()) mwd::RingCounters[workers * 2];
+    char* data = reinterpret_cast<char*>(shared.data()) + counters_bytes;
+    std::vector<mwd::ByteRing> tasks;
+    std::vector<mwd::ByteRing> results;
+    for (std::size_t i = 0; i < workers; ++i) {
+        tasks.emplace_back(&counters[2 * i], data + 2 * i * ring_bytes, ring_bytes);
+        results.emplace_back(&counters[2 * i + 1], data + (2 * i + 1) * ring_bytes, ring_bytes);
+    }
+    std::vector<pid_t> children;
+    const pid_t parent = ::getpid();
+    for (std::size_t i = 0; i < workers; ++i) {
+        const pid_t child = ::fork();
+        if (child == 0) echo_increments(tasks[i], results[i], parent);
+        children.push_back(child);
+    }
+    std::vector<int> answers(kTasks);
+    std::vector<mwd::FrameReader> readers;
+    for (std::size_t i = 0; i < workers; ++i) readers.emplace_back(64);
+    for (auto _ : state) {
+        std::vector<std::size_t> in_flight(workers, 0);
+        int sent = 0;
+        int received = 0;
+        while (received < kTasks) {
+            for (std::size_t i = 0; i < workers; ++i) {
+                while (readers[i].poll_ring(results[i], 64)) {
+                    std::memcpy(&answers[readers[i].header().task], readers[i].payload().data(), sizeof(int));
+                    readers[i].next();
+                    --in_flight[i];
+                    ++received;
+                }
+                results[i].release();
+                while (sent < kTasks && in_flight[i] < window) {
+                    const mwd::FrameHeader header{.kind = mwd::FrameKind::task,
+                                                  .sequence = 0,
+                                                  .task = static_cast<std::uint64_t>(sent),
+                                                  .length = sizeof(int)};
+                    if (!tasks[i].stage_whole(mwd::header_bytes(header),
+                                              {reinterpret_cast<const char*>(&sent), sizeof sent}))
+                        break;
+                    ++sent;
+                    ++in_flight[i];
+                }
+                tasks[i].publish();
+            }
+        }
+        if (answers.front() != 1 || answers.back() != kTasks) {
+            state.SkipWithError("wrong answers");
+            break;
+        }
+    }
+    for (std::size_t i = 0; i < workers; ++i) {
+        const mwd::FrameHeader shutdown{.kind = mwd::FrameKind::shutdown};
+        while (!tasks[i].stage_whole(mwd::header_bytes(shutdown), {})) std::this_thread::yield();
+        tasks[i].publish();
+    }
+    for (pid_t child : children) ::waitpid(child, nullptr, 0);
+    state.SetItemsProcessed(state.iterations() * kTasks);
+}
+BENCHMARK(BM_RingFloor)->Arg(1)->Arg(2)->Iterations(30)->UseRealTime()->Unit(benchmark::kMillisecond);
 
 // ----- strings -----
 
