@@ -1,5 +1,6 @@
 // Retrieving results: pop_result with no wait, a bounded wait and an unbounded
-// wait; results_within; get_results; done() and wait().
+// wait; results_within; get_results; done() and wait(); the results wait()
+// decodes ahead, taken once whichever getter and thread takes them.
 
 #include <multiworker/multiworker.hpp>
 
@@ -7,8 +8,10 @@
 
 #include <catch2/catch.hpp>
 
+#include <mutex>
 #include <set>
 #include <thread>
+#include <vector>
 
 namespace {
 
@@ -114,4 +117,103 @@ TEST_CASE("done() turns true only when every task has a result") {
     CHECK_FALSE(processor.done());  // a new task reopens it
     processor.wait();
     CHECK(processor.get_results().size() == 1);
+}
+
+// wait() decodes results a batch at a time (1024) while the rest run; the
+// getters hand those out first. Enough tasks here for several batches.
+namespace {
+
+constexpr int kMany = 5000;
+
+std::set<multiworker::TaskId> add_quick_tasks(SleepProcessor& processor, int count) {
+    std::set<multiworker::TaskId> ids;
+    for (int i = 0; i < count; ++i) ids.insert(processor.add(0));
+    return ids;
+}
+
+}  // namespace
+
+TEST_CASE("after wait(), get_results() returns every result once, also those wait() decoded") {
+    test_support::Watchdog watchdog{120s};
+    SleepProcessor processor{Sleeper{}, {.workers = 2}};
+    processor.start();
+    for (int round = 0; round < 2; ++round) {
+        const auto ids = add_quick_tasks(processor, kMany);
+        processor.wait();
+        const auto results = processor.get_results();
+        REQUIRE(results.size() == ids.size());
+        std::set<multiworker::TaskId> seen;
+        for (const auto& result : results) {
+            CHECK(result.value() == 0);
+            seen.insert(result.id());
+        }
+        CHECK(seen == ids);
+        CHECK(processor.get_results().empty());
+    }
+}
+
+TEST_CASE("after wait(), pop_result() hands out the decoded results in arrival order, then none") {
+    test_support::Watchdog watchdog{120s};
+    SleepProcessor processor{Sleeper{}, {.workers = 1}};  // one worker: results arrive in task order
+    const auto ids = add_quick_tasks(processor, kMany);
+    processor.start();
+    processor.wait();
+    std::vector<multiworker::TaskId> order;
+    while (auto result = processor.pop_result(0ms)) order.push_back(result->id());
+    CHECK(std::vector<multiworker::TaskId>(ids.begin(), ids.end()) == order);
+    CHECK_FALSE(processor.pop_result().has_value());
+    CHECK(processor.results_within(0ms).empty());
+}
+
+TEST_CASE("a thread in pop_result() gets results that wait() in another thread decoded") {
+    test_support::Watchdog watchdog{120s};
+    SleepProcessor processor{Sleeper{}, {.workers = 2}};
+    const auto ids = add_quick_tasks(processor, kMany);
+    const auto slow = processor.add(3000);
+    processor.start();
+    std::thread waiter{[&processor] { processor.wait(); }};
+    // The quick results reach this thread while the slow task still runs,
+    // whether it takes them from the mailbox or from what wait() decoded.
+    std::set<multiworker::TaskId> popped;
+    bool slow_still_running = true;
+    while (popped.size() < ids.size()) {
+        auto result = processor.pop_result();
+        REQUIRE(result.has_value());
+        REQUIRE(result->id() != slow);
+        popped.insert(result->id());
+        slow_still_running = slow_still_running && !processor.done();
+    }
+    waiter.join();
+    CHECK(slow_still_running);
+    CHECK(popped == ids);
+    const auto rest = processor.get_results();
+    REQUIRE(rest.size() == 1);
+    CHECK(rest.front().id() == slow);
+    CHECK(rest.front().value() == 3000);
+}
+
+TEST_CASE("results taken concurrently by wait(), pop_result() and get_results() are each taken once") {
+    test_support::Watchdog watchdog{120s};
+    SleepProcessor processor{Sleeper{}, {.workers = 2}};
+    processor.start();
+    const auto ids = add_quick_tasks(processor, 4 * kMany);
+    std::mutex seen_mutex;
+    std::multiset<multiworker::TaskId> seen;
+    const auto record = [&](const multiworker::Result<int>& result) {
+        std::lock_guard lock{seen_mutex};
+        seen.insert(result.id());
+    };
+    std::thread waiter{[&processor] { processor.wait(); }};
+    std::thread popper{[&] {
+        while (auto result = processor.pop_result()) record(*result);
+    }};
+    while (!processor.done()) {
+        for (const auto& result : processor.get_results()) record(result);
+        std::this_thread::sleep_for(1ms);
+    }
+    waiter.join();
+    popper.join();
+    for (const auto& result : processor.get_results()) record(result);
+    CHECK(seen.size() == ids.size());
+    CHECK(std::set<multiworker::TaskId>(seen.begin(), seen.end()) == ids);
 }

@@ -16,11 +16,14 @@
 #include <spdlog/sinks/basic_file_sink.h>
 #include <spdlog/spdlog.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstdlib>
 #include <exception>
 #include <functional>
+#include <iterator>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -86,6 +89,8 @@ inline std::vector<std::shared_ptr<spdlog::logger>> log_destinations(const Optio
 /// Latency: while the library's supervisor thread sleeps, add() hands its
 /// task to a worker itself, and pop_result() collects the result itself
 /// while it waits, so that one task on idle workers costs one wake-up.
+/// wait() decodes results as they arrive, so that get_results() after it
+/// has little left to do.
 template <class T, auto Method>
 class Processor {
     static_assert(detail::member_function_pointer<decltype(Method)>,
@@ -200,15 +205,26 @@ public:
 
     /// Blocks until done(). Throws std::logic_error if tasks are outstanding
     /// and start() was never called, as the wait could not end.
+    ///
+    /// Meanwhile it decodes the results that have arrived, a batch at a time,
+    /// for the getters to hand out: decoding them while the workers run
+    /// leaves little for get_results() to do once the last one is in.
     void wait() {
         require_progress_possible("wait()");
-        mailbox_.wait();
+        for (;;) {
+            const bool settled = mailbox_.wait_for_batch();
+            decode_arrived();
+            if (settled) return;
+        }
     }
 
     /// Takes every result that has arrived, each exactly once; never blocks.
     [[nodiscard]] std::vector<Result<result_type>> get_results() {
+        std::lock_guard lock{decoded_mutex_};
+        std::vector<Result<result_type>> results = take_decoded();
         std::vector<detail::RawResult> raws = mailbox_.take_all();
-        std::vector<Result<result_type>> results = convert(raws);
+        detail::reserve_prefaulted(results, results.size() + raws.size());
+        for (auto& raw : raws) results.push_back(convert(std::move(raw)));
         mailbox_.recycle(std::move(raws));
         return results;
     }
@@ -217,14 +233,14 @@ public:
     /// when every task is settled and no result is left.
     [[nodiscard]] std::optional<Result<result_type>> pop_result() {
         require_progress_possible("pop_result() without a timeout");
-        return convert(mailbox_.pop(std::nullopt, help_backend_));
+        return pop_until(std::nullopt);
     }
 
     /// Takes the oldest arrived result, waiting at most `timeout` (0: just
     /// look). Empty when none arrived in time or none can arrive any more.
     template <class Rep, class Period>
     [[nodiscard]] std::optional<Result<result_type>> pop_result(std::chrono::duration<Rep, Period> timeout) {
-        return convert(mailbox_.pop(std::chrono::steady_clock::now() + timeout, help_backend_));
+        return pop_until(std::chrono::steady_clock::now() + timeout);
     }
 
     /// Collects results as they arrive until `timeout` has passed or no more
@@ -233,7 +249,7 @@ public:
     [[nodiscard]] std::vector<Result<result_type>> results_within(std::chrono::duration<Rep, Period> timeout) {
         const auto deadline = std::chrono::steady_clock::now() + timeout;
         std::vector<Result<result_type>> results;
-        while (auto raw = mailbox_.pop(deadline, help_backend_)) results.push_back(convert(std::move(*raw)));
+        while (auto result = pop_until(deadline)) results.push_back(std::move(*result));
         return results;
     }
 
@@ -374,16 +390,69 @@ private:
         }
     }
 
-    std::optional<Result<result_type>> convert(std::optional<detail::RawResult> raw) {
-        if (!raw) return std::nullopt;
-        return convert(std::move(*raw));
+    // Moves the results that have arrived into decoded_, decoded. Under
+    // decoded_mutex_ from taking to storing, so that a getter that finds
+    // both the mailbox and decoded_ empty knows that no result is in between.
+    void decode_arrived() {
+        std::lock_guard lock{decoded_mutex_};
+        std::vector<detail::RawResult> raws = mailbox_.take_all();
+        if (!raws.empty()) {
+            if (decoded_front_ == decoded_.size()) {
+                decoded_.clear();
+                decoded_front_ = 0;
+            }
+            detail::reserve_prefaulted(decoded_, decoded_.size() + raws.size());
+            for (auto& raw : raws) decoded_.push_back(convert(std::move(raw)));
+            decoded_waiting_.store(true, std::memory_order_release);
+        }
+        mailbox_.recycle(std::move(raws));
+        // A thread in pop_result() waits in the mailbox: it must look here.
+        if (decoded_waiting_.load(std::memory_order_relaxed)) mailbox_.wake_takers();
     }
 
-    std::vector<Result<result_type>> convert(std::vector<detail::RawResult>& raws) {
-        std::vector<Result<result_type>> results;
-        detail::reserve_prefaulted(results, raws.size());
-        for (auto& raw : raws) results.push_back(convert(std::move(raw)));
-        return results;
+    // Every result in decoded_, oldest first; call with decoded_mutex_ held.
+    std::vector<Result<result_type>> take_decoded() {
+        std::vector<Result<result_type>> taken;
+        if (decoded_front_ == 0) {
+            taken.swap(decoded_);
+        } else {
+            taken.assign(std::make_move_iterator(decoded_.begin() + static_cast<std::ptrdiff_t>(decoded_front_)),
+                         std::make_move_iterator(decoded_.end()));
+            decoded_.clear();
+        }
+        decoded_front_ = 0;
+        decoded_waiting_.store(false, std::memory_order_relaxed);
+        return taken;
+    }
+
+    // Moves the oldest result in decoded_ into `out`; false if there is none.
+    bool take_one_decoded(std::optional<Result<result_type>>& out) {
+        std::lock_guard lock{decoded_mutex_};
+        if (decoded_front_ == decoded_.size()) return false;
+        out.emplace(std::move(decoded_[decoded_front_++]));
+        if (decoded_front_ == decoded_.size()) {
+            decoded_.clear();
+            decoded_front_ = 0;
+            decoded_waiting_.store(false, std::memory_order_relaxed);
+        }
+        return true;
+    }
+
+    // pop_result(): results wait() decoded come first (they arrived first).
+    std::optional<Result<result_type>> pop_until(std::optional<std::chrono::steady_clock::time_point> deadline) {
+        const auto decoded_waiting = [this] { return decoded_waiting_.load(std::memory_order_acquire); };
+        std::optional<Result<result_type>> result;  // one object, returned in place
+        for (;;) {
+            if (take_one_decoded(result)) return result;
+            if (auto raw = mailbox_.pop(deadline, help_backend_, decoded_waiting)) {
+                result.emplace(convert(std::move(*raw)));
+                return result;
+            }
+            // The deadline passed, every task is settled, or wait() decoded
+            // results meanwhile (look again).
+            if (take_one_decoded(result)) return result;
+            if (mailbox_.drained() || (deadline && std::chrono::steady_clock::now() >= *deadline)) return result;
+        }
     }
 
     void require_progress_possible(const char* call) const {
@@ -397,6 +466,12 @@ private:
     detail::Bytes encoded_head_;  // run_task()'s, reused: no allocation per task
     Options options_;
     detail::ResultMailbox mailbox_;
+    // Results wait() took out of the mailbox and decoded, oldest first from
+    // decoded_front_; the getters hand these out before the mailbox's.
+    std::mutex decoded_mutex_;
+    std::vector<Result<result_type>> decoded_;
+    std::size_t decoded_front_ = 0;
+    std::atomic<bool> decoded_waiting_{false};  // decoded_ holds results (read without the lock)
     std::unique_ptr<detail::ExecutionBackend> backend_;
     const std::function<void()> help_backend_ = [this] { backend_->help_while_waiting(); };
     std::unique_ptr<detail::ProgressReporter> progress_;

@@ -139,8 +139,8 @@ inline TaskError error_from_report(TaskId id, std::span<const char> report, int 
 /// Built for streams of millions of tiny results: storage is recycled between
 /// take_all() calls (no page faults of fresh memory per batch), and waiters
 /// are woken only when what they wait for may have happened (a thread in
-/// wait() is not woken for every delivery, which on a machine with few cores
-/// would cost the workers their CPU).
+/// wait_for_batch() is not woken for every delivery, which on a machine with
+/// few cores would cost the workers their CPU).
 class ResultMailbox {
 public:
     /// Counts one more task; called by add() before the task is submitted.
@@ -204,22 +204,46 @@ public:
         return settled_ == added();
     }
 
-    void wait() {
+    /// Blocks until at least batch_results results wait or every task is
+    /// settled; returns true in the latter case. A caller waiting for the
+    /// whole job takes and decodes results batch by batch while the rest
+    /// run, woken once per batch, not per delivery (nor at all while fewer
+    /// arrive, as with long tasks).
+    bool wait_for_batch() {
         std::unique_lock lock{mutex_};
-        ++waiting_for_all_;
-        changed_.wait(lock, [this] { return settled_ == added(); });
-        --waiting_for_all_;
+        ++waiting_for_batch_;
+        changed_.wait(lock, [this] { return batch_ready(); });
+        --waiting_for_batch_;
+        return settled_ == added();
+    }
+
+    /// True when every task is settled and no result is left to take.
+    [[nodiscard]] bool drained() const {
+        std::lock_guard lock{mutex_};
+        return settled_ == added() && front_ == results_.size();
+    }
+
+    /// Wakes the threads in pop(), so that they look at `stop_early` again
+    /// (results taken out of the mailbox and held elsewhere, say).
+    void wake_takers() {
+        {
+            std::lock_guard lock{mutex_};
+            changes_.fetch_add(1, std::memory_order_relaxed);
+        }
+        changed_.notify_all();
     }
 
     /// Takes the oldest result, waiting until `deadline` (none: forever) for
-    /// one to arrive. Empty when the deadline passes or when every task is
-    /// settled and nothing is left to take. Before it sleeps, it calls `help`
-    /// (if any) between yields, with no lock held: the backend may deliver
-    /// the result from this very thread.
+    /// one to arrive. Empty when the deadline passes, when every task is
+    /// settled and nothing is left to take, or when `stop_early` (if any)
+    /// holds. Before it sleeps, it calls `help` (if any) between yields, with
+    /// no lock held: the backend may deliver the result from this very thread.
     std::optional<RawResult> pop(std::optional<std::chrono::steady_clock::time_point> deadline,
-                                 const std::function<void()>& help = {}) {
+                                 const std::function<void()>& help = {}, const std::function<bool()>& stop_early = {}) {
         std::unique_lock lock{mutex_};
-        const auto ready = [this] { return front_ != results_.size() || settled_ == added(); };
+        const auto ready = [this, &stop_early] {
+            return front_ != results_.size() || settled_ == added() || (stop_early && stop_early());
+        };
         if (!ready() && (!deadline || *deadline > std::chrono::steady_clock::now())) {
             // A result is often microseconds away. Yielding for a moment
             // instead of sleeping saves the wake-up, and keeps this core
@@ -278,11 +302,18 @@ private:
     // Storage for this many results is kept for reuse (about 20 MiB); a
     // larger batch is given back to the allocator.
     static constexpr std::size_t max_recycled_results = std::size_t{1} << 18;
+    // wait_for_batch() returns once this many results wait: enough that a
+    // wake-up (a few microseconds) is small beside decoding them.
+    static constexpr std::size_t batch_results = 1024;
 
     [[nodiscard]] std::uint64_t added() const noexcept { return added_.load(std::memory_order_acquire); }
 
+    [[nodiscard]] bool batch_ready() const noexcept {
+        return results_.size() - front_ >= batch_results || settled_ == added();
+    }
+
     [[nodiscard]] bool should_wake() const noexcept {
-        return waiting_for_one_ > 0 || (waiting_for_all_ > 0 && settled_ == added());
+        return waiting_for_one_ > 0 || (waiting_for_batch_ > 0 && batch_ready());
     }
 
     mutable std::mutex mutex_;
@@ -299,7 +330,7 @@ private:
     std::uint64_t cancelled_ = 0;
     std::uint64_t failed_ = 0;
     std::atomic<std::uint64_t> changes_{0};  // deliveries and cancellations: pop() spins on it without the lock
-    int waiting_for_all_ = 0;                // threads in wait()
+    int waiting_for_batch_ = 0;              // threads in wait_for_batch()
     int waiting_for_one_ = 0;                // threads in pop()
 };
 
