@@ -21,7 +21,6 @@
 #include <cstdlib>
 #include <exception>
 #include <functional>
-#include <iterator>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -412,17 +411,8 @@ private:
 
     // Every result in decoded_, oldest first; call with decoded_mutex_ held.
     std::vector<Result<result_type>> take_decoded() {
-        std::vector<Result<result_type>> taken;
-        if (decoded_front_ == 0) {
-            taken.swap(decoded_);
-        } else {
-            taken.assign(std::make_move_iterator(decoded_.begin() + static_cast<std::ptrdiff_t>(decoded_front_)),
-                         std::make_move_iterator(decoded_.end()));
-            decoded_.clear();
-        }
-        decoded_front_ = 0;
         decoded_waiting_.store(false, std::memory_order_relaxed);
-        return taken;
+        return detail::take_fifo(decoded_, decoded_front_);
     }
 
     // Moves the oldest result in decoded_ into `out`; false if there is none.

@@ -24,6 +24,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <functional>
+#include <iterator>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -130,6 +131,23 @@ inline TaskError error_from_report(TaskId id, std::span<const char> report, int 
             ErrorKind::bad_message, id,        "", std::string{"failure report could not be decoded: "} + e.what(),
             worker_index,           worker_pid};
     }
+}
+
+/// Moves the elements of a FIFO kept in a vector, `items` from index `front`
+/// on, into `taken` (cleared first; its storage reused) and empties the FIFO.
+/// When nothing was taken from the front, the vectors are swapped instead.
+template <class T>
+std::vector<T> take_fifo(std::vector<T>& items, std::size_t& front, std::vector<T> taken = {}) {
+    taken.clear();
+    if (front == 0) {
+        taken.swap(items);
+    } else {
+        taken.assign(std::make_move_iterator(items.begin() + static_cast<std::ptrdiff_t>(front)),
+                     std::make_move_iterator(items.end()));
+        items.clear();
+    }
+    front = 0;
+    return taken;
 }
 
 /// Where backends deliver results and users collect them. Tracks how many
@@ -277,17 +295,7 @@ public:
     /// Takes every waiting result. Give the emptied vector back with recycle().
     std::vector<RawResult> take_all() {
         std::lock_guard lock{mutex_};
-        std::vector<RawResult> taken = std::move(spare_);
-        taken.clear();
-        if (front_ == 0) {
-            taken.swap(results_);
-        } else {
-            taken.assign(std::make_move_iterator(results_.begin() + static_cast<std::ptrdiff_t>(front_)),
-                         std::make_move_iterator(results_.end()));
-            results_.clear();
-            front_ = 0;
-        }
-        return taken;
+        return take_fifo(results_, front_, std::move(spare_));
     }
 
     /// Returns a vector from take_all(), so that its storage serves the next batch.
