@@ -220,7 +220,8 @@ public:
     /// Takes every result that has arrived, each exactly once; never blocks.
     [[nodiscard]] std::vector<Result<result_type>> get_results() {
         std::lock_guard lock{decoded_mutex_};
-        std::vector<Result<result_type>> results = take_decoded();
+        std::vector<Result<result_type>> results = decoded_.take_all();
+        decoded_waiting_.store(false, std::memory_order_relaxed);
         std::vector<detail::RawResult> raws = mailbox_.take_all();
         detail::reserve_prefaulted(results, results.size() + raws.size());
         for (auto& raw : raws) results.push_back(convert(std::move(raw)));
@@ -395,36 +396,22 @@ private:
     void decode_arrived() {
         std::lock_guard lock{decoded_mutex_};
         std::vector<detail::RawResult> raws = mailbox_.take_all();
-        if (!raws.empty()) {
-            if (decoded_front_ == decoded_.size()) {
-                decoded_.clear();
-                decoded_front_ = 0;
-            }
-            detail::reserve_prefaulted(decoded_, decoded_.size() + raws.size());
-            for (auto& raw : raws) decoded_.push_back(convert(std::move(raw)));
-            decoded_waiting_.store(true, std::memory_order_release);
-        }
+        const bool arrived = !raws.empty();
+        decoded_.reserve_more(raws.size());
+        for (auto& raw : raws) decoded_.push_back(convert(std::move(raw)));
         mailbox_.recycle(std::move(raws));
+        if (!arrived) return;
+        decoded_waiting_.store(true, std::memory_order_release);
         // A thread in pop_result() waits in the mailbox: it must look here.
-        if (decoded_waiting_.load(std::memory_order_relaxed)) mailbox_.wake_takers();
-    }
-
-    // Every result in decoded_, oldest first; call with decoded_mutex_ held.
-    std::vector<Result<result_type>> take_decoded() {
-        decoded_waiting_.store(false, std::memory_order_relaxed);
-        return detail::take_fifo(decoded_, decoded_front_);
+        mailbox_.wake_takers();
     }
 
     // Moves the oldest result in decoded_ into `out`; false if there is none.
     bool take_one_decoded(std::optional<Result<result_type>>& out) {
         std::lock_guard lock{decoded_mutex_};
-        if (decoded_front_ == decoded_.size()) return false;
-        out.emplace(std::move(decoded_[decoded_front_++]));
-        if (decoded_front_ == decoded_.size()) {
-            decoded_.clear();
-            decoded_front_ = 0;
-            decoded_waiting_.store(false, std::memory_order_relaxed);
-        }
+        if (decoded_.empty()) return false;
+        out.emplace(decoded_.pop_front());
+        decoded_waiting_.store(!decoded_.empty(), std::memory_order_relaxed);
         return true;
     }
 
@@ -456,12 +443,13 @@ private:
     detail::Bytes encoded_head_;  // run_task()'s, reused: no allocation per task
     Options options_;
     detail::ResultMailbox mailbox_;
-    // Results wait() took out of the mailbox and decoded, oldest first from
-    // decoded_front_; the getters hand these out before the mailbox's.
+    // Results wait() took out of the mailbox and decoded; the getters hand
+    // these out before the mailbox's.
     std::mutex decoded_mutex_;
-    std::vector<Result<result_type>> decoded_;
-    std::size_t decoded_front_ = 0;
-    std::atomic<bool> decoded_waiting_{false};  // decoded_ holds results (read without the lock)
+    detail::VectorFifo<Result<result_type>> decoded_;
+    // !decoded_.empty(), for pop() to read under the mailbox's lock, where
+    // taking decoded_mutex_ would invert the lock order.
+    std::atomic<bool> decoded_waiting_{false};
     std::unique_ptr<detail::ExecutionBackend> backend_;
     const std::function<void()> help_backend_ = [this] { backend_->help_while_waiting(); };
     std::unique_ptr<detail::ProgressReporter> progress_;

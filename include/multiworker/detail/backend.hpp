@@ -10,6 +10,7 @@
 
 #include <multiworker/detail/codec.hpp>
 #include <multiworker/detail/spin.hpp>
+#include <multiworker/detail/vector_fifo.hpp>
 #include <multiworker/detail/wire.hpp>
 #include <multiworker/error.hpp>
 #include <multiworker/task_id.hpp>
@@ -24,7 +25,6 @@
 #include <condition_variable>
 #include <cstdint>
 #include <functional>
-#include <iterator>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -133,23 +133,6 @@ inline TaskError error_from_report(TaskId id, std::span<const char> report, int 
     }
 }
 
-/// Moves the elements of a FIFO kept in a vector, `items` from index `front`
-/// on, into `taken` (cleared first; its storage reused) and empties the FIFO.
-/// When nothing was taken from the front, the vectors are swapped instead.
-template <class T>
-std::vector<T> take_fifo(std::vector<T>& items, std::size_t& front, std::vector<T> taken = {}) {
-    taken.clear();
-    if (front == 0) {
-        taken.swap(items);
-    } else {
-        taken.assign(std::make_move_iterator(items.begin() + static_cast<std::ptrdiff_t>(front)),
-                     std::make_move_iterator(items.end()));
-        items.clear();
-    }
-    front = 0;
-    return taken;
-}
-
 /// Where backends deliver results and users collect them. Tracks how many
 /// tasks were added and how many are settled (result delivered, or cancelled),
 /// so that "done" and "no more results can arrive" are exact.
@@ -175,20 +158,10 @@ public:
             settled_ += results.size();
             delivered_ += results.size();
             for (const auto& result : results) failed_ += result.failed() ? 1 : 0;
-            if (front_ == results_.size() && results.capacity() >= results_.capacity()) {
-                // Nothing waiting: hand over the whole batch without moving a result.
-                results_.clear();
-                front_ = 0;
-                results_.swap(results);
-            } else {
-                reserve_prefaulted(results_, results_.size() + results.size());
-                results_.insert(results_.end(), std::make_move_iterator(results.begin()),
-                                std::make_move_iterator(results.end()));
-            }
+            results_.append(results);  // nothing waiting: the whole batch, no result moved
             wake = should_wake();
             changes_.fetch_add(1, std::memory_order_relaxed);
         }
-        results.clear();
         if (wake) changed_.notify_all();
     }
 
@@ -238,7 +211,7 @@ public:
     /// True when every task is settled and no result is left to take.
     [[nodiscard]] bool drained() const {
         std::lock_guard lock{mutex_};
-        return settled_ == added() && front_ == results_.size();
+        return settled_ == added() && results_.empty();
     }
 
     /// Wakes the threads in pop(), so that they look at `stop_early` again
@@ -260,7 +233,7 @@ public:
                                  const std::function<void()>& help = {}, const std::function<bool()>& stop_early = {}) {
         std::unique_lock lock{mutex_};
         const auto ready = [this, &stop_early] {
-            return front_ != results_.size() || settled_ == added() || (stop_early && stop_early());
+            return !results_.empty() || settled_ == added() || (stop_early && stop_early());
         };
         if (!ready() && (!deadline || *deadline > std::chrono::steady_clock::now())) {
             // A result is often microseconds away. Yielding for a moment
@@ -283,19 +256,14 @@ public:
             changed_.wait(lock, ready);
         }
         --waiting_for_one_;
-        if (front_ == results_.size()) return std::nullopt;
-        RawResult result = std::move(results_[front_++]);
-        if (front_ == results_.size()) {
-            results_.clear();
-            front_ = 0;
-        }
-        return result;
+        if (results_.empty()) return std::nullopt;
+        return results_.pop_front();
     }
 
     /// Takes every waiting result. Give the emptied vector back with recycle().
     std::vector<RawResult> take_all() {
         std::lock_guard lock{mutex_};
-        return take_fifo(results_, front_, std::move(spare_));
+        return results_.take_all(std::move(spare_));
     }
 
     /// Returns a vector from take_all(), so that its storage serves the next batch.
@@ -316,9 +284,7 @@ private:
 
     [[nodiscard]] std::uint64_t added() const noexcept { return added_.load(std::memory_order_acquire); }
 
-    [[nodiscard]] bool batch_ready() const noexcept {
-        return results_.size() - front_ >= batch_results || settled_ == added();
-    }
+    [[nodiscard]] bool batch_ready() const noexcept { return results_.size() >= batch_results || settled_ == added(); }
 
     [[nodiscard]] bool should_wake() const noexcept {
         return waiting_for_one_ > 0 || (waiting_for_batch_ > 0 && batch_ready());
@@ -326,9 +292,8 @@ private:
 
     mutable std::mutex mutex_;
     std::condition_variable changed_;
-    std::vector<RawResult> results_;  // waiting to be taken from index front_ on
-    std::size_t front_ = 0;
-    std::vector<RawResult> spare_;  // empty, its storage kept for the next take_all()
+    VectorFifo<RawResult> results_;  // waiting to be taken
+    std::vector<RawResult> spare_;   // empty, its storage kept for the next take_all()
     // Counted without the lock: add() is the hot path. Whoever reads it under
     // the lock after a result of a task sees that task counted, since add()
     // counts before it hands the task over.
