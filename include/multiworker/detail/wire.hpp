@@ -249,7 +249,9 @@ public:
 
     /// Hands over the payload of the complete frame and readies for the next.
     Bytes take_payload() {
-        Bytes payload = held_in_place_ ? Bytes(in_place_.begin(), in_place_.end()) : std::move(payload_);
+        // Raw pointers, not span iterators: the range is then copied with memcpy, not byte by byte.
+        Bytes payload =
+            held_in_place_ ? Bytes(in_place_.data(), in_place_.data() + in_place_.size()) : std::move(payload_);
         if (!held_in_place_) payload_ = Bytes{};
         next();
         return payload;
