@@ -218,7 +218,8 @@ private:
         bool shutdown_sent = false;
         std::string fault;  // why the parent killed it, if it did
         ErrorKind fault_kind = ErrorKind::worker_died;
-        double task_ns = 0;  // moving average of task duration; 0 = unknown
+        double task_ns = 0;           // moving average of task duration; 0 = unknown
+        std::size_t pass_window = 0;  // window() as this dispatch pass began
         Clock::time_point last_collect{};
 
         /// A process runs in this slot (it may be faulted and about to die).
@@ -579,7 +580,12 @@ private:
 
     bool dispatch() {
         bool progress = false;
-        for (Worker& worker : workers_) progress |= continue_sending(worker);
+        for (Worker& worker : workers_) {
+            progress |= continue_sending(worker);
+            // Exact for the whole pass: sending a task adds one to both the
+            // tasks in flight and the tasks dispatched, which is all window() reads.
+            worker.pass_window = window(worker);
+        }
         while (!backlog_.empty()) {
             Worker* target = least_loaded_ready_worker();
             if (target == nullptr) break;
@@ -616,7 +622,7 @@ private:
         Worker* best = nullptr;
         for (Worker& worker : workers_) {
             if (!worker.alive() || !worker.fault.empty() || worker.sending || worker.shutdown_sent) continue;
-            if (worker.in_flight.size() >= window(worker)) continue;
+            if (worker.in_flight.size() >= worker.pass_window) continue;
             if (best == nullptr || worker.in_flight.size() < best->in_flight.size()) best = &worker;
         }
         return best;
