@@ -9,6 +9,7 @@
 // the same code path and a new backend needs no templates.
 
 #include <multiworker/detail/codec.hpp>
+#include <multiworker/detail/function_ref.hpp>
 #include <multiworker/detail/spin.hpp>
 #include <multiworker/detail/vector_fifo.hpp>
 #include <multiworker/detail/wire.hpp>
@@ -47,7 +48,7 @@ struct EncodedView {
 };
 
 /// Receives a task's encoded return value (empty for void).
-using ResultSender = std::function<void(const EncodedView& value)>;
+using ResultSender = FunctionRef<void(const EncodedView& value)>;
 
 /// Runs one task on the executing process's object: decodes the arguments,
 /// calls the method, and calls `send` once with the encoded result while the
@@ -56,7 +57,7 @@ using TaskRunner = std::function<void(std::span<const char> arguments, const Res
 
 /// Receives a task's outcome: `ok` and the encoded value, or not `ok` and an
 /// encoded FailureReport.
-using OutcomeSender = std::function<void(bool ok, const EncodedView& payload)>;
+using OutcomeSender = FunctionRef<void(bool ok, const EncodedView& payload)>;
 
 /// Calls made in each worker process around its tasks (not in-process).
 struct WorkerHooks {
