@@ -456,7 +456,7 @@ private:
             stop = stop_requested_;
             grace = stop_grace_;
         }
-        for (auto& [id, arguments] : arrived_) backlog_.push_back(QueuedTask{id, std::move(arguments), 0});
+        for (auto& [id, arguments] : arrived_) backlog_.emplace_back(id, std::move(arguments), 0u);
         arrived_.clear();  // keeps its capacity for the next swap
         fail_backlog_if_no_worker();
         for (auto& request : cancels) request.set_value(cancel_unstarted());
@@ -501,8 +501,7 @@ private:
             FrameReader& reader = *worker.receiving;
             // A large result is read into its final value instead (see LargePayload).
             while (reader.poll_ring(worker.endpoints.results, large_buffer_bytes - 1)) {
-                std::unique_ptr<LargePayload> large = reader.take_large();
-                accept_result(worker, reader.header(), reader.take_payload(), std::move(large));
+                accept_result(worker, reader);
                 ++count;
             }
             // Space for the worker's next results: freed in one store, and
@@ -516,7 +515,10 @@ private:
         return count > 0;
     }
 
-    void accept_result(Worker& worker, const FrameHeader& header, Bytes payload, std::unique_ptr<LargePayload> large) {
+    /// Makes the complete frame in `reader` the outcome of the worker's oldest
+    /// task, and readies the reader for the next frame.
+    void accept_result(Worker& worker, FrameReader& reader) {
+        const FrameHeader& header = reader.header();
         if (header.kind != FrameKind::result && header.kind != FrameKind::failure) {
             throw ProtocolError{"unexpected frame kind " + std::to_string(static_cast<std::uint32_t>(header.kind))};
         }
@@ -526,16 +528,25 @@ private:
         }
         QueuedTask& task = worker.in_flight.front().task;
         ++worker.completed;
-        if (header.kind == FrameKind::result && large) {
-            finished_.push_back(RawResult{task.id, std::move(large), worker.index, worker.pid});
-        } else if (header.kind == FrameKind::result) {
-            finished_.push_back(RawResult{task.id, std::move(payload), worker.index, worker.pid});
+        if (header.kind == FrameKind::result) {
+            if (std::unique_ptr<LargePayload> large = reader.take_large()) {
+                finished_.push_back(RawResult{task.id, std::move(large), worker.index, worker.pid});
+            } else {
+                // Built where it stays, the payload copied straight into it:
+                // a small value is not moved from record to record on its way.
+                RawResult& result = finished_.emplace_back();
+                result.id = task.id;
+                result.worker_index = worker.index;
+                result.worker_pid = worker.pid;
+                reader.take_payload_into(std::get<Bytes>(result.outcome));
+            }
         } else {
-            TaskError error = error_from_report(task.id, payload, worker.index, worker.pid);
+            TaskError error = error_from_report(task.id, reader.payload(), worker.index, worker.pid);
             if (error.kind() != ErrorKind::exception || !options_.retry_exceptions || !retry(task, error.what())) {
                 finished_.push_back(
                     RawResult{task.id, std::make_unique<TaskError>(std::move(error)), worker.index, worker.pid});
             }
+            reader.next();
         }
         worker.in_flight.pop_front();
     }
@@ -591,7 +602,7 @@ private:
             if (target == nullptr) break;
             const std::uint64_t sequence = ++target->last_sequence;
             ++target->dispatched;
-            target->in_flight.push_back(InFlight{sequence, std::move(backlog_.front())});
+            target->in_flight.emplace_back(sequence, std::move(backlog_.front()));
             backlog_.pop_front();
             if (target->last_collect == Clock::time_point{}) target->last_collect = Clock::now();
             send_task(*target, target->in_flight.back());

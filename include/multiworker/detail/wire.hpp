@@ -249,12 +249,21 @@ public:
 
     /// Hands over the payload of the complete frame and readies for the next.
     Bytes take_payload() {
-        // Raw pointers, not span iterators: the range is then copied with memcpy, not byte by byte.
-        Bytes payload =
-            held_in_place_ ? Bytes(in_place_.data(), in_place_.data() + in_place_.size()) : std::move(payload_);
-        if (!held_in_place_) payload_ = Bytes{};
-        next();
+        Bytes payload;
+        take_payload_into(payload);
         return payload;
+    }
+
+    /// take_payload() into `out`, which is replaced.
+    void take_payload_into(Bytes& out) {
+        if (held_in_place_) {
+            // Raw pointers, not span iterators: the range is copied with memcpy, not byte by byte.
+            out.assign(in_place_.data(), in_place_.data() + in_place_.size());
+        } else {
+            out = std::move(payload_);
+            payload_ = Bytes{};
+        }
+        next();
     }
 
     /// The payload of the complete frame, valid until next().
