@@ -224,7 +224,7 @@ public:
         decoded_waiting_.store(false, std::memory_order_relaxed);
         std::vector<detail::RawResult> raws = mailbox_.take_all();
         detail::reserve_prefaulted(results, results.size() + raws.size());
-        for (auto& raw : raws) results.push_back(convert(std::move(raw)));
+        for (auto& raw : raws) results.push_back(convert(raw));
         mailbox_.recycle(std::move(raws));
         return results;
     }
@@ -354,7 +354,9 @@ private:
         }
     }
 
-    Result<result_type> convert(detail::RawResult raw) {
+    // Takes `raw` by reference, moving out only an error or a large value:
+    // a small result's record is read where it lies, not moved first.
+    Result<result_type> convert(detail::RawResult& raw) {
         if (auto* error = std::get_if<std::unique_ptr<TaskError>>(&raw.outcome)) {
             return Result<result_type>{raw.id, std::move(**error)};
         }
@@ -398,7 +400,7 @@ private:
         std::vector<detail::RawResult> raws = mailbox_.take_all();
         const bool arrived = !raws.empty();
         decoded_.reserve_more(raws.size());
-        for (auto& raw : raws) decoded_.push_back(convert(std::move(raw)));
+        for (auto& raw : raws) decoded_.push_back(convert(raw));
         mailbox_.recycle(std::move(raws));
         if (!arrived) return;
         decoded_waiting_.store(true, std::memory_order_release);
@@ -422,7 +424,7 @@ private:
         for (;;) {
             if (take_one_decoded(result)) return result;
             if (auto raw = mailbox_.pop(deadline, help_backend_, decoded_waiting)) {
-                result.emplace(convert(std::move(*raw)));
+                result.emplace(convert(*raw));
                 return result;
             }
             // The deadline passed, every task is settled, or wait() decoded
