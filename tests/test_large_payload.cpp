@@ -152,3 +152,24 @@ TEST_CASE("arguments and results of every size pass intact - read in place, acro
         CHECK(result.value() == pattern((std::size_t{seed} * 7919) % (2 * ring_bytes), seed));
     }
 }
+
+TEST_CASE("large results one after another keep their worker - none is taken for corrupt data") {
+    test_support::Watchdog watchdog{60s};
+    multiworker::Processor<Blobs, &Blobs::make> processor{Blobs{}, {.workers = 1}};
+    processor.start();
+    const std::vector<pid_t> pids = processor.worker_pids();
+    REQUIRE(pids.size() == 1);
+    // Each is read straight into its final value (see LargePayload), then a small one.
+    std::map<multiworker::TaskId, std::size_t> sizes;
+    for (std::uint32_t seed = 0; seed < 4; ++seed) sizes.emplace(processor.add(std::size_t{1} << 20, seed), seed);
+    sizes.emplace(processor.add(std::size_t{10}, 9u), 9);
+    processor.wait();
+    const auto results = processor.get_results();
+    REQUIRE(results.size() == sizes.size());
+    for (const auto& result : results) {
+        REQUIRE(result.ok());
+        const auto seed = static_cast<std::uint32_t>(sizes.at(result.id()));
+        CHECK(result.value() == pattern(seed == 9 ? 10 : std::size_t{1} << 20, seed));
+    }
+    CHECK(processor.worker_pids() == pids);  // a worker killed as corrupt would have been replaced
+}

@@ -518,7 +518,7 @@ private:
     /// Makes the complete frame in `reader` the outcome of the worker's oldest
     /// task, and readies the reader for the next frame.
     void accept_result(Worker& worker, FrameReader& reader) {
-        const FrameHeader& header = reader.header();
+        const FrameHeader header = reader.header();
         if (header.kind != FrameKind::result && header.kind != FrameKind::failure) {
             throw ProtocolError{"unexpected frame kind " + std::to_string(static_cast<std::uint32_t>(header.kind))};
         }
@@ -546,8 +546,8 @@ private:
                 finished_.push_back(
                     RawResult{task.id, std::make_unique<TaskError>(std::move(error)), worker.index, worker.pid});
             }
-            reader.next();
         }
+        reader.next();
         worker.in_flight.pop_front();
     }
 

@@ -251,10 +251,12 @@ public:
     Bytes take_payload() {
         Bytes payload;
         take_payload_into(payload);
+        next();
         return payload;
     }
 
-    /// take_payload() into `out`, which is replaced.
+    /// Moves or copies the payload of the complete frame into `out`, which
+    /// is replaced; next() readies for the next frame.
     void take_payload_into(Bytes& out) {
         if (held_in_place_) {
             // Raw pointers, not span iterators: the range is copied with memcpy, not byte by byte.
@@ -263,7 +265,6 @@ public:
             out = std::move(payload_);
             payload_ = Bytes{};
         }
-        next();
     }
 
     /// The payload of the complete frame, valid until next().
