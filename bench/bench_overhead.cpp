@@ -354,10 +354,8 @@ BENCHMARK(BM_TrivialThroughputSteady)->Arg(1)->Arg(2)->Iterations(30)->UseRealTi
         int value = 0;
         std::memcpy(&value, reader.payload().data(), sizeof value);
         ++value;
-        const mwd::FrameHeader reply{.kind = mwd::FrameKind::result,
-                                     .sequence = reader.header().sequence,
-                                     .task = reader.header().task,
-                                     .length = sizeof value};
+        const mwd::FrameHeader reply{
+            .kind = mwd::FrameKind::result, .sequence = reader.header().sequence, .length = sizeof value};
         reader.next();
         while (!results.stage_whole(mwd::header_bytes(reply), {reinterpret_cast<const char*>(&value), sizeof value}))
             mwd::spin_pause(idle++ % 1024);
@@ -401,7 +399,7 @@ void BM_RingFloor(benchmark::State& state) {
         while (received < kTasks) {
             for (std::size_t i = 0; i < workers; ++i) {
                 while (readers[i].poll_ring(results[i], 64)) {
-                    std::memcpy(&answers[readers[i].header().task], readers[i].payload().data(), sizeof(int));
+                    std::memcpy(&answers[readers[i].header().sequence], readers[i].payload().data(), sizeof(int));
                     readers[i].next();
                     --in_flight[i];
                     ++received;
@@ -409,8 +407,7 @@ void BM_RingFloor(benchmark::State& state) {
                 results[i].release();
                 while (sent < kTasks && in_flight[i] < window) {
                     const mwd::FrameHeader header{.kind = mwd::FrameKind::task,
-                                                  .sequence = 0,
-                                                  .task = static_cast<std::uint64_t>(sent),
+                                                  .sequence = static_cast<std::uint32_t>(sent),
                                                   .length = sizeof(int)};
                     if (!tasks[i].stage_whole(mwd::header_bytes(header),
                                               {reinterpret_cast<const char*>(&sent), sizeof sent}))

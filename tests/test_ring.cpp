@@ -215,7 +215,7 @@ TEST_CASE("small whole frames are read in place - others are left to a frame rea
 
     SECTION("a small frame, then nothing") {
         const std::vector<char> payload = pattern(40, 14);
-        send(FrameHeader{.kind = FrameKind::result, .sequence = 5, .task = 77}, payload);
+        send(FrameHeader{.kind = FrameKind::result, .sequence = 5}, payload);
         const auto frame = peek_whole_frame(shared.ring, 1 << 20, 4096);
         REQUIRE(frame);
         CHECK(frame->header.sequence == 5);
@@ -225,7 +225,7 @@ TEST_CASE("small whole frames are read in place - others are left to a frame rea
         CHECK_FALSE(peek_whole_frame(shared.ring, 1 << 20, 4096));
     }
     SECTION("a frame whose payload is not all published yet") {
-        FrameHeader header{.kind = FrameKind::result, .sequence = 1, .task = 1, .length = 100};
+        FrameHeader header{.kind = FrameKind::result, .sequence = 1, .length = 100};
         REQUIRE(shared.ring.write_some(header_bytes(header)) == sizeof header);
         CHECK_FALSE(peek_whole_frame(shared.ring, 1 << 20, 4096));
         FrameReader reader{1 << 20};
@@ -234,7 +234,7 @@ TEST_CASE("small whole frames are read in place - others are left to a frame rea
         CHECK(reader.poll(shared.ring));
     }
     SECTION("a payload above the in-place limit") {
-        send(FrameHeader{.kind = FrameKind::result, .sequence = 1, .task = 1}, std::vector<char>(4097));
+        send(FrameHeader{.kind = FrameKind::result, .sequence = 1}, std::vector<char>(4097));
         CHECK_FALSE(peek_whole_frame(shared.ring, 1 << 20, 4096));
     }
     SECTION("a frame across the ring's end") {
@@ -242,7 +242,7 @@ TEST_CASE("small whole frames are read in place - others are left to a frame rea
         send(FrameHeader{.kind = FrameKind::result}, std::vector<char>(out.size() - sizeof(FrameHeader)));
         REQUIRE(shared.ring.read_some(out) == out.size());
         const std::vector<char> payload = pattern(100, 16);
-        send(FrameHeader{.kind = FrameKind::result, .sequence = 2, .task = 3}, payload);
+        send(FrameHeader{.kind = FrameKind::result, .sequence = 2}, payload);
         CHECK_FALSE(peek_whole_frame(shared.ring, 1 << 20, 4096));
         FrameReader reader{1 << 20};
         REQUIRE(reader.poll(shared.ring));
@@ -261,8 +261,8 @@ TEST_CASE("small whole frames are read in place - others are left to a frame rea
 TEST_CASE("a frame reader holds a small whole frame in the ring and reassembles the others") {
     SharedRing shared{4096};
     auto* counters = reinterpret_cast<RingCounters*>(shared.mapping.data());
-    const auto send = [&shared](std::uint64_t task, std::span<const char> payload) {
-        FrameHeader header{.kind = FrameKind::result, .sequence = task, .task = task, .length = payload.size()};
+    const auto send = [&shared](std::uint32_t sequence, std::span<const char> payload) {
+        FrameHeader header{.kind = FrameKind::result, .sequence = sequence, .length = payload.size()};
         REQUIRE(shared.ring.stage_whole(header_bytes(header), payload));
         shared.ring.publish();
     };
@@ -270,7 +270,7 @@ TEST_CASE("a frame reader holds a small whole frame in the ring and reassembles 
     const std::vector<char> small = pattern(100, 17);
     send(1, small);
     REQUIRE(reader.poll_ring(shared.ring, 4096));
-    CHECK(reader.header().task == 1);
+    CHECK(reader.header().sequence == 1);
     CHECK(std::ranges::equal(reader.payload(), small));
     CHECK(counters->head.load() == 0);  // held in the ring: taken, not released
     CHECK(std::ranges::equal(reader.take_payload(), small));
@@ -286,14 +286,14 @@ TEST_CASE("a frame reader holds a small whole frame in the ring and reassembles 
     const std::vector<char> wrapping = pattern(4000, 19);  // its end lies past the ring's end
     send(3, wrapping);
     REQUIRE(reader.poll_ring(shared.ring, 4096));
-    CHECK(reader.header().task == 3);
+    CHECK(reader.header().sequence == 3);
     CHECK(std::ranges::equal(reader.take_payload(), wrapping));
 }
 
 TEST_CASE("frames larger than the ring stream through it") {
     SharedRing shared{4096};
     const std::vector<char> payload = pattern(100'000, 6);
-    FrameWriter writer{FrameHeader{.kind = FrameKind::result, .sequence = 3, .task = 9}, payload};
+    FrameWriter writer{FrameHeader{.kind = FrameKind::result, .sequence = 3}, payload};
     FrameReader reader{1 << 20};
     bool received = false;
     while (!received) {
@@ -303,7 +303,6 @@ TEST_CASE("frames larger than the ring stream through it") {
     CHECK(writer.done());
     CHECK(reader.header().kind == FrameKind::result);
     CHECK(reader.header().sequence == 3);
-    CHECK(reader.header().task == 9);
     CHECK(std::ranges::equal(reader.take_payload(), payload));
 }
 
@@ -313,7 +312,7 @@ TEST_CASE("a payload in two pieces arrives as one - also when they straddle the 
     const std::vector<char> body = pattern(50'000, 9);
     FrameReader reader{1 << 20};
     for (int frame = 0; frame < 3; ++frame) {
-        FrameWriter writer{FrameHeader{.kind = FrameKind::result, .sequence = 1, .task = 2}, head, body};
+        FrameWriter writer{FrameHeader{.kind = FrameKind::result, .sequence = 1}, head, body};
         bool received = false;
         while (!received) {
             writer.poll(shared.ring);
@@ -330,7 +329,7 @@ TEST_CASE("a frame writer that kept its payload finishes after the caller's copy
     SharedRing shared{4096};
     auto payload = std::make_unique<std::vector<char>>(pattern(10'000, 7));
     const std::vector<char> expected = *payload;
-    FrameWriter writer{FrameHeader{.kind = FrameKind::task, .sequence = 1, .task = 1}, *payload};
+    FrameWriter writer{FrameHeader{.kind = FrameKind::task, .sequence = 1}, *payload};
     REQUIRE_FALSE(writer.poll(shared.ring));  // part of it is out
     writer.keep_payload();
     std::fill(payload->begin(), payload->end(), '\0');
@@ -346,7 +345,7 @@ TEST_CASE("a frame writer that kept its payload finishes after the caller's copy
 
 TEST_CASE("invalid frame headers are protocol errors") {
     SharedRing shared{4096};
-    FrameHeader header{.kind = FrameKind::result, .sequence = 1, .task = 1, .length = 0};
+    FrameHeader header{.kind = FrameKind::result, .sequence = 1, .length = 0};
     FrameReader reader{1000};
 
     SECTION("bad magic") {
@@ -373,7 +372,7 @@ TEST_CASE("a large result frame is read straight into its value - other frames i
                            return Payload::make(bytes);
                        }};
     const auto receive = [&](FrameKind kind, const Bytes& payload) {
-        FrameWriter writer{FrameHeader{.kind = kind, .sequence = 1, .task = 1}, payload};
+        FrameWriter writer{FrameHeader{.kind = kind, .sequence = 1}, payload};
         bool received = false;
         while (!received) {
             writer.poll(shared.ring);

@@ -52,7 +52,7 @@ void try_decode(std::span<const char> payload) {
 
 void decode_payload(const FrameHeader& header, const Bytes& payload) {
     if (header.kind == FrameKind::failure) {
-        const auto error = error_from_report(multiworker::TaskId{header.task}, payload, 0, 1);
+        const auto error = error_from_report(multiworker::TaskId{header.sequence}, payload, 0, 1);
         (void)error.what();
         return;
     }

@@ -8,12 +8,12 @@ import sys
 out = sys.argv[1] if len(sys.argv) > 1 else os.path.join(os.path.dirname(__file__), "corpus")
 os.makedirs(out, exist_ok=True)
 
-MAGIC_FRAME = 0x314B574D
+MAGIC_FRAME = 0x574D
 MAGIC_LOG = 0x474C574D
 
 
-def frame(kind, sequence, task, payload):
-    return struct.pack("<IIQQQ", MAGIC_FRAME, kind, sequence, task, len(payload)) + payload
+def frame(kind, sequence, payload):
+    return struct.pack("<HHIQ", MAGIC_FRAME, kind, sequence, len(payload)) + payload
 
 
 def archive_string(text):
@@ -30,11 +30,11 @@ def log_record(level, name, text):
 
 
 seeds = {
-    "frames_string": b"\x00\x07" + frame(2, 5, 1, archive_string(b"hello")),
-    "frames_two": b"\x00\x01" + frame(2, 0, 1, archive_string(b"a")) + frame(2, 4, 2, struct.pack("<id", 3, 1.5)),
-    "frames_failure": b"\x00\x20" + frame(3, 1, 9, failure(0, b"std::runtime_error", b"boom")),
-    "frames_vector": b"\x00\x03" + frame(2, 1, 3, struct.pack("<QI", 3, 0) + struct.pack("<3i", 1, 2, 3)),
-    "ring_frame": b"\x01\x00" + struct.pack("<QQ", 0, 45) + frame(2, 5, 1, archive_string(b"hello")),
+    "frames_string": b"\x00\x07" + frame(2, 5, archive_string(b"hello")),
+    "frames_two": b"\x00\x01" + frame(2, 0, archive_string(b"a")) + frame(2, 4, struct.pack("<id", 3, 1.5)),
+    "frames_failure": b"\x00\x20" + frame(3, 1, failure(0, b"std::runtime_error", b"boom")),
+    "frames_vector": b"\x00\x03" + frame(2, 1, struct.pack("<QI", 3, 0) + struct.pack("<3i", 1, 2, 3)),
+    "ring_frame": b"\x01\x00" + struct.pack("<QQ", 0, 29) + frame(2, 5, archive_string(b"hello")),
     "log_records": b"\x02\x05" + log_record(2, b"", b"task 1 done") + log_record(3, b"named", b"careful"),
 }
 for name, data in seeds.items():

@@ -522,9 +522,9 @@ private:
         if (header.kind != FrameKind::result && header.kind != FrameKind::failure) {
             throw ProtocolError{"unexpected frame kind " + std::to_string(static_cast<std::uint32_t>(header.kind))};
         }
-        if (worker.in_flight.empty() || worker.in_flight.front().sequence != header.sequence ||
-            worker.in_flight.front().task.id.value() != header.task) {
-            throw ProtocolError{"result for task " + std::to_string(header.task) + " that it was not running"};
+        if (worker.in_flight.empty() || sequence_bits(worker.in_flight.front().sequence) != header.sequence) {
+            throw ProtocolError{"result for its task number " + std::to_string(header.sequence) +
+                                " (mod 2^32), which it was not running"};
         }
         QueuedTask& task = worker.in_flight.front().task;
         ++worker.completed;
@@ -643,7 +643,7 @@ private:
     /// streaming it (borrowing the arguments from in_flight, whose elements
     /// stay in place until they leave it).
     void send_task(Worker& worker, const InFlight& sent) {
-        FrameHeader header{.kind = FrameKind::task, .sequence = sent.sequence, .task = sent.task.id.value()};
+        FrameHeader header{.kind = FrameKind::task, .sequence = sequence_bits(sent.sequence)};
         header.length = sent.task.arguments.size();
         try {
             if (worker.endpoints.tasks.stage_whole(header_bytes(header), sent.task.arguments)) return;

@@ -1,9 +1,11 @@
 #pragma once
 
-// The framing of messages on a ring: a fixed 32-byte header, then `length`
-// payload bytes. Task frames go parent -> worker, result and failure frames
-// worker -> parent. Readers and writers are incremental so that one thread
-// can serve many rings and frames of any size stream through a small ring.
+// The framing of messages on a ring: a fixed 16-byte header, then `length`
+// payload bytes. The header is small because a stream of tiny tasks is
+// mostly headers: each cache line of a ring that passes between two cores
+// costs both of them, and a line holds three small frames instead of two. Task frames go parent -> worker, result and
+// failure frames worker -> parent. Readers and writers are incremental so that one thread can serve many rings and
+// frames of any size stream through a small ring.
 //
 // Everything a parent reads was written by a process that may have crashed
 // halfway or scribbled over its memory, so FrameReader validates every header
@@ -27,7 +29,7 @@
 
 namespace multiworker::detail {
 
-enum class FrameKind : std::uint32_t {
+enum class FrameKind : std::uint16_t {
     task = 1,      // payload: encoded arguments
     result = 2,    // payload: encoded return value
     failure = 3,   // payload: encoded FailureReport
@@ -35,15 +37,22 @@ enum class FrameKind : std::uint32_t {
 };
 
 struct FrameHeader {
-    static constexpr std::uint32_t expected_magic = 0x314b574d;  // "MWK1"
+    static constexpr std::uint16_t expected_magic = 0x574d;  // "MW"
 
-    std::uint32_t magic = expected_magic;
+    std::uint16_t magic = expected_magic;
     FrameKind kind = FrameKind::task;
-    std::uint64_t sequence = 0;  // per-worker task number, 1, 2, ...
-    std::uint64_t task = 0;      // the TaskId's value
-    std::uint64_t length = 0;    // payload bytes
+    // The low 32 bits of the task's per-worker number 1, 2, ... (see
+    // worker_loop.hpp): both sides count every task frame, so these bits
+    // only check that they agree. A result names its task this way.
+    std::uint32_t sequence = 0;
+    std::uint64_t length = 0;  // payload bytes
 };
-static_assert(sizeof(FrameHeader) == 32 && std::is_trivially_copyable_v<FrameHeader>);
+static_assert(sizeof(FrameHeader) == 16 && std::is_trivially_copyable_v<FrameHeader>);
+
+/// What a header carries of a task's per-worker number.
+constexpr std::uint32_t sequence_bits(std::uint64_t sequence) noexcept {
+    return static_cast<std::uint32_t>(sequence);
+}
 
 /// Thrown when a peer sends bytes that cannot be a valid frame.
 class ProtocolError : public std::runtime_error {

@@ -4,8 +4,9 @@
 // claim it, run it, stream the result frame into the result ring; repeat until
 // a shutdown frame arrives.
 //
-// Claiming: every task a parent sends to a worker carries a per-worker
-// sequence number 1, 2, 3, ... Before running task s the worker moves the
+// Claiming: every task a parent sends to a worker has a per-worker sequence
+// number 1, 2, 3, ... (both sides count the task frames; a frame carries the
+// number's low bits as a check). Before running task s the worker moves the
 // shared `claimed` counter from s-1 to s with a compare-and-swap. The parent
 // takes back tasks not yet started (cancel(), stop(), a dead worker) by moving
 // the same counter forward past them. Whoever moves the counter first owns
@@ -107,8 +108,7 @@ private:
 
     /// Sends the outcome of the task `task` names, then publishes it.
     void send_outcome(const FrameHeader& task, bool ok, const EncodedView& payload) {
-        FrameHeader reply{
-            .kind = ok ? FrameKind::result : FrameKind::failure, .sequence = task.sequence, .task = task.task};
+        FrameHeader reply{.kind = ok ? FrameKind::result : FrameKind::failure, .sequence = task.sequence};
         if (payload.size() > endpoints_.max_message_bytes) {
             reply.kind = FrameKind::failure;
             send_frame(reply, oversized_report(payload.size()), {});
@@ -137,7 +137,14 @@ private:
     bool serve(const FrameHeader& header, std::span<const char> arguments) {
         if (header.kind == FrameKind::shutdown) return false;
         if (header.kind != FrameKind::task) throw ProtocolError{"worker received a non-task frame"};
-        if (!claim(header.sequence)) return true;  // the parent took it back
+        // Every task frame the parent wrote is read here, taken back or not,
+        // so counting them gives each its full number.
+        const std::uint64_t sequence = ++last_sequence_;
+        if (sequence_bits(sequence) != header.sequence) {
+            throw ProtocolError{"task number " + std::to_string(header.sequence) + " (mod 2^32) arrived as task " +
+                                std::to_string(sequence)};
+        }
+        if (!claim(sequence)) return true;  // the parent took it back
         execute_task(runner_, arguments,
                      [this, &header](bool ok, const EncodedView& payload) { send_outcome(header, ok, payload); });
         return true;
@@ -184,6 +191,7 @@ private:
     const std::size_t max_in_place_ = endpoints_.tasks.capacity() / 4;
     const TaskRunner& runner_;
     FrameReader reader_;
+    std::uint64_t last_sequence_ = 0;  // task frames read so far
 };
 
 /// Set by SIGCONT while a worker waits for a debugger.
