@@ -219,7 +219,6 @@ TEST_CASE("small whole frames are read in place - others are left to a frame rea
         const auto frame = peek_whole_frame(shared.ring, 1 << 20, 4096);
         REQUIRE(frame);
         CHECK(frame->header.sequence == 5);
-        CHECK(frame->header.task == 77);
         CHECK(std::ranges::equal(frame->payload, payload));
         shared.ring.skip(frame->size());
         CHECK_FALSE(peek_whole_frame(shared.ring, 1 << 20, 4096));
@@ -249,7 +248,7 @@ TEST_CASE("small whole frames are read in place - others are left to a frame rea
         CHECK(std::ranges::equal(reader.take_payload(), payload));
     }
     SECTION("an invalid header") {
-        send(FrameHeader{.magic = 0xdeadbeef, .kind = FrameKind::result}, {});
+        send(FrameHeader{.magic = 0xbeef, .kind = FrameKind::result}, {});
         CHECK_THROWS_AS(peek_whole_frame(shared.ring, 1 << 20, 4096), ProtocolError);
     }
     SECTION("a length beyond the limit") {
@@ -349,7 +348,7 @@ TEST_CASE("invalid frame headers are protocol errors") {
     FrameReader reader{1000};
 
     SECTION("bad magic") {
-        header.magic = 0xdeadbeef;
+        header.magic = 0xbeef;
     }
     SECTION("bad kind") {
         header.kind = static_cast<FrameKind>(99);
