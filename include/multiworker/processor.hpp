@@ -9,6 +9,7 @@
 #include <multiworker/detail/inprocess_backend.hpp>
 #include <multiworker/detail/method_traits.hpp>
 #include <multiworker/detail/progress_reporter.hpp>
+#include <multiworker/detail/vector_fifo.hpp>
 #include <multiworker/options.hpp>
 #include <multiworker/result.hpp>
 #include <multiworker/task_id.hpp>
@@ -222,10 +223,12 @@ public:
         std::lock_guard lock{decoded_mutex_};
         std::vector<Result<result_type>> results = decoded_.take_all();
         decoded_waiting_.store(false, std::memory_order_relaxed);
-        std::vector<detail::RawResult> raws = mailbox_.take_all();
-        detail::reserve_prefaulted(results, results.size() + raws.size());
-        for (auto& raw : raws) results.push_back(convert(raw));
-        mailbox_.recycle(std::move(raws));
+        detail::ResultMailbox::Batches batches = mailbox_.take_all();
+        detail::reserve_prefaulted(results, results.size() + count_results(batches));
+        for (auto& batch : batches) {
+            for (auto& raw : batch) results.push_back(convert(raw));
+        }
+        mailbox_.recycle(std::move(batches));
         return results;
     }
 
@@ -392,17 +395,25 @@ private:
         }
     }
 
+    static std::size_t count_results(const detail::ResultMailbox::Batches& batches) noexcept {
+        std::size_t count = 0;
+        for (const auto& batch : batches) count += batch.size();
+        return count;
+    }
+
     // Moves the results that have arrived into decoded_, decoded. Under
     // decoded_mutex_ from taking to storing, so that a getter that finds
     // both the mailbox and decoded_ empty knows that no result is in between.
     void decode_arrived() {
         std::lock_guard lock{decoded_mutex_};
-        std::vector<detail::RawResult> raws = mailbox_.take_all();
-        const bool arrived = !raws.empty();
-        decoded_.reserve_more(raws.size());
-        for (auto& raw : raws) decoded_.push_back(convert(raw));
-        mailbox_.recycle(std::move(raws));
-        if (!arrived) return;
+        detail::ResultMailbox::Batches batches = mailbox_.take_all();
+        const std::size_t arrived = count_results(batches);
+        decoded_.reserve_more(arrived);
+        for (auto& batch : batches) {
+            for (auto& raw : batch) decoded_.push_back(convert(raw));
+        }
+        mailbox_.recycle(std::move(batches));
+        if (arrived == 0) return;
         decoded_waiting_.store(true, std::memory_order_release);
         // A thread in pop_result() waits in the mailbox: it must look here.
         mailbox_.wake_takers();

@@ -8,10 +8,10 @@
 // decoding of the user's types stays in the Processor, so every backend runs
 // the same code path and a new backend needs no templates.
 
+#include <multiworker/detail/batch_queue.hpp>
 #include <multiworker/detail/codec.hpp>
 #include <multiworker/detail/function_ref.hpp>
 #include <multiworker/detail/spin.hpp>
-#include <multiworker/detail/vector_fifo.hpp>
 #include <multiworker/detail/wire.hpp>
 #include <multiworker/error.hpp>
 #include <multiworker/task_id.hpp>
@@ -138,8 +138,9 @@ inline TaskError error_from_report(TaskId id, std::span<const char> report, int 
 /// tasks were added and how many are settled (result delivered, or cancelled),
 /// so that "done" and "no more results can arrive" are exact.
 ///
-/// Built for streams of millions of tiny results: storage is recycled between
-/// take_all() calls (no page faults of fresh memory per batch), and waiters
+/// Built for streams of millions of tiny results: results pass through in
+/// the batches they were delivered in, whose storage is recycled (no result
+/// moved on the way, no page faults of fresh memory per batch), and waiters
 /// are woken only when what they wait for may have happened (a thread in
 /// wait_for_batch() is not woken for every delivery, which on a machine with
 /// few cores would cost the workers their CPU).
@@ -150,8 +151,12 @@ public:
     /// which serves as its id.
     std::uint64_t expect_one() noexcept { return added_.fetch_add(1, std::memory_order_release) + 1; }
 
-    /// Takes the results out of `results` (left empty, its capacity reusable).
-    void deliver(std::vector<RawResult>&& results) {
+    /// Results taken out at once, in the batches they were delivered in.
+    using Batches = BatchQueue<RawResult>::Batches;
+
+    /// Takes the results out of `results`, which is left empty (with the
+    /// storage of results taken before, when there is some).
+    void deliver(std::vector<RawResult>& results) {
         if (results.empty()) return;
         bool wake = false;
         {
@@ -159,7 +164,7 @@ public:
             settled_ += results.size();
             delivered_ += results.size();
             for (const auto& result : results) failed_ += result.failed() ? 1 : 0;
-            results_.append(results);  // nothing waiting: the whole batch, no result moved
+            results_.append(results);  // the whole batch, no result moved
             wake = should_wake();
             changes_.fetch_add(1, std::memory_order_relaxed);
         }
@@ -261,24 +266,19 @@ public:
         return results_.pop_front();
     }
 
-    /// Takes every waiting result. Give the emptied vector back with recycle().
-    std::vector<RawResult> take_all() {
+    /// Takes every waiting result. Give the batches back with recycle().
+    Batches take_all() {
         std::lock_guard lock{mutex_};
-        return results_.take_all(std::move(spare_));
+        return results_.take_all();
     }
 
-    /// Returns a vector from take_all(), so that its storage serves the next batch.
-    void recycle(std::vector<RawResult>&& used) {
-        used.clear();
-        if (used.capacity() > max_recycled_results) return;
+    /// Returns batches from take_all(), so that their storage serves the next deliveries.
+    void recycle(Batches&& used) {
         std::lock_guard lock{mutex_};
-        if (used.capacity() > spare_.capacity()) spare_.swap(used);
+        results_.recycle(std::move(used));
     }
 
 private:
-    // Storage for this many results is kept for reuse (about 20 MiB); a
-    // larger batch is given back to the allocator.
-    static constexpr std::size_t max_recycled_results = std::size_t{1} << 18;
     // wait_for_batch() returns once this many results wait: enough that a
     // wake-up (a few microseconds) is small beside decoding them.
     static constexpr std::size_t batch_results = 1024;
@@ -293,8 +293,7 @@ private:
 
     mutable std::mutex mutex_;
     std::condition_variable changed_;
-    VectorFifo<RawResult> results_;  // waiting to be taken
-    std::vector<RawResult> spare_;   // empty, its storage kept for the next take_all()
+    BatchQueue<RawResult> results_;  // waiting to be taken
     // Counted without the lock: add() is the hot path. Whoever reads it under
     // the lock after a result of a task sees that task counted, since add()
     // counts before it hands the task over.

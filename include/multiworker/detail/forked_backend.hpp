@@ -390,7 +390,7 @@ private:
             for (Worker& worker : workers_) progress |= collect(worker);
         }
         progress |= dispatch();
-        mailbox_.deliver(std::move(finished_));
+        mailbox_.deliver(finished_);
         if (progress) last_progress_ = Clock::now();
         return progress;
     }
@@ -867,7 +867,7 @@ private:
         if (!stopping_ && !worker.disabled) request_worker(worker);
         publish_pids();
         fail_backlog_if_no_worker();
-        mailbox_.deliver(std::move(finished_));
+        mailbox_.deliver(finished_);
     }
 
     /// The fork server is gone (killed from outside): its workers die with it.
@@ -911,7 +911,7 @@ private:
         const auto deadline = Clock::now() + std::chrono::seconds{5};
         while (!no_processes() && fork_server_.valid() && Clock::now() < deadline) wait_for_events(100, false);
         fail_backlog_if_no_worker();
-        mailbox_.deliver(std::move(finished_));
+        mailbox_.deliver(finished_);
     }
 
     void begin_stop(std::chrono::milliseconds grace) {

@@ -84,7 +84,7 @@ private:
         }
         std::vector<RawResult> batch;
         batch.push_back(std::move(result));
-        mailbox_.deliver(std::move(batch));
+        mailbox_.deliver(batch);
     }
 
     ResultMailbox& mailbox_;
