@@ -179,6 +179,9 @@ private:
     // sleeping worker measures its wake-up too: 50-100 us on a virtual machine.
     static constexpr double short_task_ns = 200'000;
     static constexpr std::chrono::microseconds recent_progress{50};
+    // A worker that has had tasks this long without a result is taken to
+    // be waiting for a core (see make_way_for_workers()).
+    static constexpr std::chrono::microseconds starved_worker_delay{20};
 
     using Clock = std::chrono::steady_clock;
 
@@ -362,6 +365,7 @@ private:
                     wait_for_events(0, false);
                     next_server_check = now + server_check_interval;
                 }
+                make_way_for_workers(now);
             } catch (const std::exception& e) {
                 abandon_everything(std::string{"internal error in the supervisor: "} + e.what());
             }
@@ -373,6 +377,24 @@ private:
         supervisor_running_ = false;
         for (auto& request : cancel_requests_) request.set_value(0);
         cancel_requests_.clear();
+    }
+
+    /// Yields this thread's core when a worker has had tasks for a while and
+    /// returned no result. While a caller adds tasks one by one, it and the
+    /// supervisor, which takes them a few at a time, are both always
+    /// runnable; a worker woken with tasks would otherwise wait for a core
+    /// until one of them ends its time slice (milliseconds with the kernel's
+    /// EEVDF scheduler), and the tasks pile up unprocessed. At most once per
+    /// starved_worker_delay: a yield is a system call.
+    void make_way_for_workers(Clock::time_point now) {
+        if (now - last_yield_ < starved_worker_delay) return;
+        const bool starved = std::any_of(workers_.begin(), workers_.end(), [now](const Worker& worker) {
+            return worker.alive() && !worker.in_flight.empty() && worker.last_collect != Clock::time_point{} &&
+                   now - worker.last_collect > starved_worker_delay;
+        });
+        if (!starved) return;
+        last_yield_ = now;
+        ::sched_yield();
     }
 
     /// What a user thread serving in the supervisor's place does (see serve_in_caller()).
@@ -985,6 +1007,7 @@ private:
     bool stopping_ = false;
     bool stop_killed_ = false;
     Clock::time_point last_progress_{};
+    Clock::time_point last_yield_{};
     std::int64_t stop_grace_ms_ = 0;
     Clock::time_point stop_deadline_{};
 };
