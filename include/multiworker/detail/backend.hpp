@@ -317,7 +317,7 @@ public:
     /// Begins executing; tasks submitted before are queued until then.
     virtual void start() = 0;
     /// Queues a task; the mailbox has already counted it.
-    virtual void submit(TaskId id, Bytes arguments) = 0;
+    virtual void submit(TaskId id, Bytes&& arguments) = 0;
     /// Drops every task no worker has taken; returns how many.
     virtual std::size_t cancel() = 0;
     /// Drops queued tasks, lets running ones finish for up to `grace`, then

@@ -112,7 +112,7 @@ public:
         }
     }
 
-    void submit(TaskId id, Bytes arguments) override {
+    void submit(TaskId id, Bytes&& arguments) override {
         {
             std::lock_guard lock{requests_mutex_};
             reserve_prefaulted(inbox_, inbox_.size() + 1);

@@ -36,7 +36,7 @@ public:
     }
 
     /// Before start(): queues. After: runs the task now, before returning.
-    void submit(TaskId id, Bytes arguments) override {
+    void submit(TaskId id, Bytes&& arguments) override {
         std::lock_guard lock{mutex_};
         if (started_) {
             run(id, arguments);
