@@ -121,8 +121,11 @@ public:
         const bool raised = raise_requests_flag();
         // A sleeping supervisor would take a wake-up of tens of microseconds
         // to hand the task on; this thread can do it now.
-        if (serve_in_caller(CallerRole::adding)) return;
-        if (raised) ring_supervisor();
+        if (!serve_in_caller(CallerRole::adding) && raised) ring_supervisor();
+        // A caller adding task after task never gives up its core by itself;
+        // a worker queued behind it would wait for the end of its time slice
+        // (see make_way_for_workers()). Every 64th task, when workers wait.
+        if (id.value() % 64 == 0 && workers_wait_for_core_.load(std::memory_order_relaxed)) ::sched_yield();
     }
 
     std::size_t cancel() override {
@@ -392,6 +395,7 @@ private:
             return worker.alive() && !worker.in_flight.empty() && worker.last_collect != Clock::time_point{} &&
                    now - worker.last_collect > starved_worker_delay;
         });
+        workers_wait_for_core_.store(starved, std::memory_order_relaxed);
         if (!starved) return;
         last_yield_ = now;
         ::sched_yield();
@@ -988,6 +992,7 @@ private:
     bool supervisor_running_ = false;
     std::vector<pid_t> live_pids_;
     std::atomic<bool> requests_pending_{false};
+    std::atomic<bool> workers_wait_for_core_{false};  // see make_way_for_workers()
 
     std::thread supervisor_;
 
