@@ -704,14 +704,21 @@ struct Large {
     std::vector<char> f(std::size_t bytes) const { return std::vector<char>(bytes, 'x'); }
 };
 
-/// One 256 MiB result per benchmark iteration from a started Processor.
+/// One 256 MiB result per benchmark iteration from a started Processor. A worker replaced
+/// meanwhile (the parent killed it for a frame it misread, say) fails the benchmark: its
+/// figures would hide a fork per result.
 template <class LargeProcessor>
 void time_large_results(benchmark::State& state, LargeProcessor& processor) {
+    const auto pids = processor.worker_pids();
     for (auto _ : state) {
         processor.add(kLargeBytes);
         const auto result = processor.pop_result();
         if (!result || !result->ok() || result->value().size() != kLargeBytes || result->value().back() != 'x') {
             state.SkipWithError("the large result is missing or wrong");
+            break;
+        }
+        if (processor.worker_pids() != pids) {
+            state.SkipWithError("a worker was replaced during the benchmark");
             break;
         }
     }
