@@ -564,7 +564,12 @@ private:
                 result.id = task.id;
                 result.worker_index = worker.index;
                 result.worker_pid = worker.pid;
-                reader.take_payload_into(std::get<Bytes>(result.outcome));
+                try {
+                    reader.take_payload_into(std::get<Bytes>(result.outcome));
+                } catch (...) {
+                    finished_.pop_back();  // the task stays in flight, to be accounted for with the worker
+                    throw;
+                }
             }
         } else {
             TaskError error = error_from_report(task.id, reader.payload(), worker.index, worker.pid);
