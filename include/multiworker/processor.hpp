@@ -223,12 +223,8 @@ public:
         std::lock_guard lock{decoded_mutex_};
         std::vector<Result<result_type>> results = decoded_.take_all();
         decoded_waiting_.store(false, std::memory_order_relaxed);
-        detail::ResultMailbox::Batches batches = mailbox_.take_all();
-        detail::reserve_prefaulted(results, results.size() + count_results(batches));
-        for (auto& batch : batches) {
-            for (auto& raw : batch) results.push_back(convert(raw));
-        }
-        mailbox_.recycle(std::move(batches));
+        take_converted(results,
+                       [&results](std::size_t count) { detail::reserve_prefaulted(results, results.size() + count); });
         return results;
     }
 
@@ -395,9 +391,18 @@ private:
         }
     }
 
-    static std::size_t count_results(const detail::ResultMailbox::Batches& batches) noexcept {
+    // Takes every result waiting in the mailbox and appends it, decoded, to
+    // `out`, after `reserve(count)` has made room for all; returns the count.
+    template <class Out, class Reserve>
+    std::size_t take_converted(Out& out, Reserve&& reserve) {
+        detail::ResultMailbox::Batches batches = mailbox_.take_all();
         std::size_t count = 0;
         for (const auto& batch : batches) count += batch.size();
+        reserve(count);
+        for (auto& batch : batches) {
+            for (auto& raw : batch) out.push_back(convert(raw));
+        }
+        mailbox_.recycle(std::move(batches));
         return count;
     }
 
@@ -406,13 +411,8 @@ private:
     // both the mailbox and decoded_ empty knows that no result is in between.
     void decode_arrived() {
         std::lock_guard lock{decoded_mutex_};
-        detail::ResultMailbox::Batches batches = mailbox_.take_all();
-        const std::size_t arrived = count_results(batches);
-        decoded_.reserve_more(arrived);
-        for (auto& batch : batches) {
-            for (auto& raw : batch) decoded_.push_back(convert(raw));
-        }
-        mailbox_.recycle(std::move(batches));
+        const std::size_t arrived =
+            take_converted(decoded_, [this](std::size_t count) { decoded_.reserve_more(count); });
         if (arrived == 0) return;
         decoded_waiting_.store(true, std::memory_order_release);
         // A thread in pop_result() waits in the mailbox: it must look here.

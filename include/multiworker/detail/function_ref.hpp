@@ -25,10 +25,10 @@ class FunctionRef;
 template <class R, class... Args>
 class FunctionRef<R(Args...)> {
 public:
+    // Implicit, as it stands in for a lambda argument.
     template <class F>
-    requires(!std::is_same_v<std::remove_cvref_t<F>, FunctionRef> && std::is_invocable_r_v<R, F&, Args...>)
-        FunctionRef(F&& callable)
-    noexcept  // NOLINT(google-explicit-constructor): stands in for a lambda argument
+    FunctionRef(F&& callable) noexcept  // NOLINT(google-explicit-constructor)
+        requires(!std::is_same_v<std::remove_cvref_t<F>, FunctionRef> && std::is_invocable_r_v<R, F&, Args...>)
         : callable_{const_cast<void*>(static_cast<const void*>(std::addressof(callable)))},
           call_{[](void* target, Args... args) -> R {
               return std::invoke(*static_cast<std::remove_reference_t<F>*>(target), std::forward<Args>(args)...);

@@ -1,11 +1,12 @@
 #pragma once
 
 // The framing of messages on a ring: a fixed 16-byte header, then `length`
-// payload bytes. The header is small because a stream of tiny tasks is
-// mostly headers: each cache line of a ring that passes between two cores
-// costs both of them, and a line holds three small frames instead of two. Task frames go parent -> worker, result and
-// failure frames worker -> parent. Readers and writers are incremental so that one thread can serve many rings and
-// frames of any size stream through a small ring.
+// payload bytes. Task frames go parent -> worker, result and failure frames
+// worker -> parent. Readers and writers are incremental so that one thread
+// can serve many rings and frames of any size stream through a small ring.
+// The header is small because a stream of tiny tasks is mostly headers: each
+// cache line of a ring that passes between two cores costs both of them, and
+// a line holds three small frames instead of two.
 //
 // Everything a parent reads was written by a process that may have crashed
 // halfway or scribbled over its memory, so FrameReader validates every header
