@@ -595,13 +595,24 @@ private:
 
     void update_task_duration(Worker& worker, std::size_t results) {
         const auto now = Clock::now();
+        // A worker that finished every task it had may have waited for the
+        // next ones for part of the interval, so its time per result then
+        // only bounds the task time from above: it may lower the estimate,
+        // never raise it. Otherwise a worker given few tasks, and collected
+        // from seldom (the supervisor waiting for a core), would look slow,
+        // be given fewer tasks still, and idle while the other one works.
+        const bool drained = worker.in_flight.empty();
         if (worker.last_collect != Clock::time_point{}) {
             const double sample =
                 static_cast<double>((now - worker.last_collect).count()) / static_cast<double>(results);
-            worker.task_ns = worker.task_ns == 0 ? sample : 0.8 * worker.task_ns + 0.2 * sample;
+            if (worker.task_ns == 0) {
+                worker.task_ns = sample;
+            } else if (!drained || sample < worker.task_ns) {
+                worker.task_ns = 0.8 * worker.task_ns + 0.2 * sample;
+            }
         }
         // Only an interval during which the worker had work measures its speed.
-        worker.last_collect = worker.in_flight.empty() ? Clock::time_point{} : now;
+        worker.last_collect = drained ? Clock::time_point{} : now;
     }
 
     // ----- dispatch -----
