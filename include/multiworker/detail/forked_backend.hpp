@@ -879,7 +879,9 @@ private:
         bool running_long = false;
         for (const Worker& worker : workers_) {
             if (!worker.alive() || worker.in_flight.empty()) continue;
-            if (worker.task_ns < short_task_ns) return true;
+            // A large frame streaming through the ring: its next piece is
+            // a ring-full away, and the worker waits for the space.
+            if (worker.task_ns < short_task_ns || worker.receiving->mid_frame()) return true;
             running_long = true;
         }
         return !running_long && Clock::now() - last_progress_ < recent_progress;

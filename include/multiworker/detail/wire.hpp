@@ -298,6 +298,9 @@ public:
 
     [[nodiscard]] const FrameHeader& header() const noexcept { return header_; }
 
+    /// Part of a frame is read and the rest is still to come.
+    [[nodiscard]] bool mid_frame() const noexcept { return header_filled_ != 0 && !complete_; }
+
     /// The complete frame's payload when it was read into a LargePayload
     /// (take_payload() is then empty); null otherwise. Call before take_payload().
     std::unique_ptr<LargePayload> take_large() noexcept { return std::move(large_); }
