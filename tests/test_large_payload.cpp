@@ -1,6 +1,5 @@
 // Messages far larger than a ring stream through it intact: a 100 MiB
-// argument and a 100 MiB result. Large results are copied straight out of
-// the worker's memory where that is permitted, through the rings otherwise.
+// argument and a 100 MiB result.
 
 #include <multiworker/multiworker.hpp>
 
@@ -8,12 +7,8 @@
 
 #include <catch2/catch.hpp>
 
-#include <signal.h>
-#include <unistd.h>
-
 #include <map>
 #include <numeric>
-#include <thread>
 
 namespace {
 
@@ -45,15 +40,6 @@ struct Blobs {
 
 constexpr std::size_t hundred_mib = std::size_t{100} << 20;
 
-/// While it lives, the parent acts as if it may not read workers' memory.
-class RefuseResultReferences {
-public:
-    explicit RefuseResultReferences(bool refuse) { multiworker::detail::refuse_result_references_for_testing = refuse; }
-    ~RefuseResultReferences() { multiworker::detail::refuse_result_references_for_testing = false; }
-    RefuseResultReferences(const RefuseResultReferences&) = delete;
-    RefuseResultReferences& operator=(const RefuseResultReferences&) = delete;
-};
-
 }  // namespace
 
 TEST_CASE("a 100 MiB argument arrives intact") {
@@ -74,8 +60,6 @@ TEST_CASE("a 100 MiB argument arrives intact") {
 TEST_CASE("a 100 MiB result arrives intact - also through a tiny ring") {
     test_support::Watchdog watchdog{110s};
     const std::size_t ring_bytes = GENERATE(std::size_t{1} << 20, std::size_t{64} << 10);
-    // Copied out of the worker, or through the ring when that is refused.
-    const RefuseResultReferences refuse{GENERATE(false, true)};
     multiworker::Processor<Blobs, &Blobs::make> processor{Blobs{}, {.workers = 2, .ring_bytes = ring_bytes}};
     processor.add(hundred_mib, 11u);
     processor.add(std::size_t{1000}, 12u);
@@ -188,71 +172,4 @@ TEST_CASE("large results one after another keep their worker - none is taken for
         CHECK(result.value() == pattern(seed == 9 ? 10 : std::size_t{1} << 20, seed));
     }
     CHECK(processor.worker_pids() == pids);  // a worker killed as corrupt would have been replaced
-}
-
-TEST_CASE("a large result is copied out of the worker - through the rings where that is not permitted") {
-    test_support::Watchdog watchdog{60s};
-    const bool refused = GENERATE(false, true);
-    const RefuseResultReferences refuse{refused};
-    auto [logger, sink] = test_support::capturing_logger();
-    {
-        multiworker::Processor<Blobs, &Blobs::make> processor{Blobs{}, {.workers = 2, .logger = logger}};
-        processor.start();
-        const std::vector<pid_t> pids = processor.worker_pids();
-        std::map<multiworker::TaskId, std::uint32_t> seeds;
-        for (std::uint32_t seed = 0; seed < 6; ++seed) seeds.emplace(processor.add(std::size_t{3} << 20, seed), seed);
-        processor.wait();
-        const auto results = processor.get_results();
-        REQUIRE(results.size() == seeds.size());
-        for (const auto& result : results) {
-            REQUIRE(result.ok());
-            CHECK(result.value() == pattern(std::size_t{3} << 20, seeds.at(result.id())));
-        }
-        CHECK(processor.worker_pids() == pids);  // refused is not corrupt: no worker was replaced
-    }
-    const bool fell_back = sink->text().find("large results go through the rings") != std::string::npos;
-    CHECK(fell_back == refused);
-}
-
-namespace {
-
-/// Returns a large value and has its process killed a moment later, while
-/// the parent may be copying the value out of it.
-struct DiesAfterReturning {
-    std::vector<char> make(std::size_t size, int delay_us) const {
-        std::vector<char> value = pattern(size, 5);
-        std::thread{[delay_us] {
-            std::this_thread::sleep_for(std::chrono::microseconds{delay_us});
-            ::kill(::getpid(), SIGKILL);
-        }}.detach();
-        return value;
-    }
-};
-
-}  // namespace
-
-TEST_CASE("a worker killed while its large result is copied out of it - one outcome and the next task runs") {
-    test_support::Watchdog watchdog{60s};
-    multiworker::Processor<DiesAfterReturning, &DiesAfterReturning::make> processor{DiesAfterReturning{},
-                                                                                    {.workers = 1, .retries = 0}};
-    processor.start();
-    // From killed before the copy begins to killed after it ended: each must give exactly one outcome.
-    for (const int delay_us : {0, 200, 1000, 3000, 10000, 30000}) {
-        INFO("killed " << delay_us << " us after the value was made");
-        processor.add(std::size_t{64} << 20, delay_us);
-        const auto result = processor.pop_result();
-        REQUIRE(result.has_value());
-        if (result->ok()) {
-            CHECK(checksum(result->value()) == checksum(pattern(std::size_t{64} << 20, 5)));
-        } else {
-            CHECK(result->error().kind() == multiworker::ErrorKind::worker_died);
-        }
-        // The worker dies either way; its replacement serves the next task.
-        CHECK_FALSE(processor.pop_result(std::chrono::milliseconds{50}).has_value());
-    }
-    processor.add(std::size_t{10}, 1000000);  // returns before its killer fires
-    const auto last = processor.pop_result();
-    REQUIRE(last.has_value());
-    REQUIRE(last->ok());
-    CHECK(last->value() == pattern(10, 5));
 }

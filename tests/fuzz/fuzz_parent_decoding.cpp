@@ -51,13 +51,6 @@ void try_decode(std::span<const char> payload) {
 }
 
 void decode_payload(const FrameHeader& header, const Bytes& payload) {
-    if (header.kind == FrameKind::result_reference) {
-        try {
-            (void)decode_result_reference(payload);
-        } catch (const ProtocolError&) {
-        }
-        return;
-    }
     if (header.kind == FrameKind::failure) {
         const auto error = error_from_report(multiworker::TaskId{header.sequence}, payload, 0, 1);
         (void)error.what();

@@ -34,8 +34,6 @@ seeds = {
     "frames_two": b"\x00\x01" + frame(2, 0, archive_string(b"a")) + frame(2, 4, struct.pack("<id", 3, 1.5)),
     "frames_failure": b"\x00\x20" + frame(3, 1, failure(0, b"std::runtime_error", b"boom")),
     "frames_vector": b"\x00\x03" + frame(2, 1, struct.pack("<QI", 3, 0) + struct.pack("<3i", 1, 2, 3)),
-    # A large result left in the worker: its 8-byte element count, then its address and length there.
-    "frames_reference": b"\x00\x10" + frame(5, 2, struct.pack("<QQQ", 1 << 20, 0x7F0000000000, 1 << 20)),
     "ring_frame": b"\x01\x00" + struct.pack("<QQ", 0, 29) + frame(2, 5, archive_string(b"hello")),
     "log_records": b"\x02\x05" + log_record(2, b"", b"task 1 done") + log_record(3, b"named", b"careful"),
 }

@@ -47,7 +47,6 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
-#include <sys/uio.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -78,10 +77,6 @@ inline std::string describe_exit_status(int status) {
     }
     return "ended with wait status " + std::to_string(status);
 }
-
-/// Makes the parent act as if reading a worker's memory were not permitted
-/// (as under some sandboxes), so that tests reach the fallback through the rings.
-inline std::atomic<bool> refuse_result_references_for_testing{false};
 
 class ForkedBackend final : public ExecutionBackend {
 public:
@@ -190,9 +185,6 @@ private:
     // A worker that has had tasks this long without a result is taken to
     // be waiting for a core (see make_way_for_workers()).
     static constexpr std::chrono::microseconds starved_worker_delay{20};
-    // A referenced result is copied this much per pass (about a millisecond),
-    // so that the other workers are served meanwhile.
-    static constexpr std::size_t reference_step_bytes = std::size_t{8} << 20;
 
     using Clock = std::chrono::steady_clock;
 
@@ -213,13 +205,6 @@ private:
         QueuedTask task;
     };
 
-    /// A large result being copied out of the worker's memory (see ResultReference).
-    struct ReferenceRead {
-        std::unique_ptr<LargePayload> value;
-        std::uint64_t address = 0;  // in the worker
-        std::uint64_t copied = 0;   // bytes of the body so far
-    };
-
     /// Parent-side state of one worker slot; touched only by the supervisor thread.
     struct Worker {
         int index = 0;
@@ -233,7 +218,6 @@ private:
         BlockDeque<InFlight> in_flight;  // sent, no result yet; oldest first
         std::optional<FrameWriter> sending;
         std::optional<FrameReader> receiving;
-        std::optional<ReferenceRead> reading;  // the result of the oldest task in flight, being copied
         std::uint64_t last_sequence = 0;
         std::uint64_t dispatched = 0;  // tasks sent to this process (for recycling)
         std::uint64_t completed = 0;   // results received from this process
@@ -275,9 +259,7 @@ private:
                 .parent = parent_doorbell_,
                 .claimed = &worker.slot->claimed,
                 .started_ns = &worker.slot->started_ns,
-                .reference_answer = &worker.slot->reference_answer,
                 .max_message_bytes = options_.max_message_bytes,
-                .results_by_reference = static_cast<bool>(make_large_result_),
                 .track_start_times = options_.task_timeout.count() > 0,
                 .wait_for_debugger = options_.debug_worker == worker.index,
             };
@@ -318,14 +300,12 @@ private:
     void request_worker(Worker& worker) {
         worker.slot->claimed.store(0, std::memory_order_relaxed);
         worker.slot->started_ns.store(0, std::memory_order_relaxed);
-        worker.slot->reference_answer.store(ReferenceAnswer::pending, std::memory_order_relaxed);
         worker.slot->doorbell.sleeping.store(0, std::memory_order_relaxed);
         worker.endpoints.tasks.reset();
         worker.endpoints.results.reset();
         worker.receiving.emplace(options_.max_message_bytes, make_large_result_);
         worker.in_flight.clear();
         worker.sending.reset();
-        worker.reading.reset();
         worker.last_sequence = 0;
         worker.dispatched = 0;
         worker.completed = 0;
@@ -542,13 +522,12 @@ private:
 
     bool collect(Worker& worker) {
         if (!worker.alive() || !worker.fault.empty()) return false;
-        if (worker.reading) return continue_reading(worker);
         std::size_t count = 0;
         try {
             FrameReader& reader = *worker.receiving;
             // A large result is read into its final value instead (see LargePayload).
             while (reader.poll_ring(worker.endpoints.results, large_buffer_bytes - 1)) {
-                if (!accept_result(worker, reader)) break;  // the rest comes by reference
+                accept_result(worker, reader);
                 ++count;
             }
             // Space for the worker's next results: freed in one store, and
@@ -563,22 +542,15 @@ private:
     }
 
     /// Makes the complete frame in `reader` the outcome of the worker's oldest
-    /// task, and readies the reader for the next frame. False when the frame
-    /// is a result reference: the outcome comes when its copy is done.
-    bool accept_result(Worker& worker, FrameReader& reader) {
+    /// task, and readies the reader for the next frame.
+    void accept_result(Worker& worker, FrameReader& reader) {
         const FrameHeader header = reader.header();
-        if (header.kind != FrameKind::result && header.kind != FrameKind::failure &&
-            header.kind != FrameKind::result_reference) {
+        if (header.kind != FrameKind::result && header.kind != FrameKind::failure) {
             throw ProtocolError{"unexpected frame kind " + std::to_string(static_cast<std::uint32_t>(header.kind))};
         }
         if (worker.in_flight.empty() || sequence_bits(worker.in_flight.front().sequence) != header.sequence) {
             throw ProtocolError{"result for its task number " + std::to_string(header.sequence) +
                                 " (mod 2^32), which it was not running"};
-        }
-        if (header.kind == FrameKind::result_reference) {
-            start_reading(worker, decode_result_reference(reader.payload()));
-            reader.next();
-            return false;
         }
         QueuedTask& task = worker.in_flight.front().task;
         ++worker.completed;
@@ -608,82 +580,6 @@ private:
         }
         reader.next();
         worker.in_flight.pop_front();
-        return true;
-    }
-
-    // ----- large results by reference -----
-
-    /// Prepares the value a ResultReference is copied into; the copy itself
-    /// runs in steps, one per pass (continue_reading()).
-    void start_reading(Worker& worker, const ResultReference& reference) {
-        if (!make_large_result_ || reference.length > options_.max_message_bytes) {
-            throw ProtocolError{"unexpected result reference of " + std::to_string(reference.length) + " bytes"};
-        }
-        std::unique_ptr<LargePayload> value = make_large_result_(reference.head.size() + reference.length);
-        if (!value || value->head().size() != reference.head.size() || value->body().size() != reference.length) {
-            throw ProtocolError{"result reference of " + std::to_string(reference.length) +
-                                " bytes that no value encodes to"};
-        }
-        std::memcpy(value->head().data(), reference.head.data(), reference.head.size());
-        worker.reading = ReferenceRead{std::move(value), reference.address, 0};
-    }
-
-    /// Copies the next step of a referenced result out of the worker; when it
-    /// is whole, makes it the outcome of the worker's oldest task.
-    bool continue_reading(Worker& worker) {
-        ReferenceRead& reading = *worker.reading;
-        const std::span<char> body = reading.value->body();
-        const std::size_t step = std::min<std::uint64_t>(body.size() - reading.copied, reference_step_bytes);
-        iovec local{body.data() + reading.copied, step};
-        iovec remote{reinterpret_cast<void*>(static_cast<std::uintptr_t>(reading.address + reading.copied)), step};
-        const ssize_t count = refuse_result_references_for_testing.load(std::memory_order_relaxed)
-                                  ? (errno = EPERM, -1)
-                                  : ::process_vm_readv(worker.pid, &local, 1, &remote, 1, 0);
-        if (count > 0) {
-            reading.copied += static_cast<std::uint64_t>(count);
-            if (reading.copied == body.size()) finish_reading(worker);
-            return true;
-        }
-        const int error = count == 0 ? EFAULT : errno;
-        if (error == EPERM || error == EACCES || error == ENOSYS || error == ENOMEM) {
-            // Not allowed here (a security policy, a sandbox), or not now:
-            // the worker sends it through the ring instead, and from then on.
-            if (!references_refused_) {
-                references_refused_ = true;
-                log_collector_.report(spdlog::level::info,
-                                      std::string{"large results go through the rings: reading them out of a "
-                                                  "worker (process_vm_readv) failed: "} +
-                                          ::strerror(error));
-            }
-            worker.reading.reset();
-            answer_reference(worker, ReferenceAnswer::send_by_value);
-        } else if (error != ESRCH) {  // ESRCH: it died; its exit is handled as any other
-            fault(worker, ErrorKind::worker_died,
-                  std::string{"sent a result reference that cannot be read ("} + ::strerror(error) + ")");
-        }
-        return true;
-    }
-
-    void finish_reading(Worker& worker) {
-        // The pid names this worker only while it lives: bytes read after it
-        // died could be another process's. Alive now means alive throughout.
-        pollfd exited{worker.pidfd.get(), POLLIN, 0};
-        if (worker.pidfd.valid() && ::poll(&exited, 1, 0) != 0) {
-            worker.reading.reset();
-            return;
-        }
-        answer_reference(worker, ReferenceAnswer::copied);
-        QueuedTask& task = worker.in_flight.front().task;
-        ++worker.completed;
-        finished_.push_back(RawResult{task.id, std::move(worker.reading->value), worker.index, worker.pid});
-        worker.reading.reset();
-        worker.in_flight.pop_front();
-        update_task_duration(worker, 1);
-    }
-
-    static void answer_reference(Worker& worker, ReferenceAnswer answer) noexcept {
-        worker.slot->reference_answer.store(answer, std::memory_order_release);
-        worker.endpoints.own.ring();
     }
 
     /// Requeues a failed task if its retries allow; false if they are used up.
@@ -892,7 +788,7 @@ private:
         if (requests_pending_.load(std::memory_order_acquire)) return true;
         for (const Worker& worker : workers_) {
             if (!worker.alive() || !worker.fault.empty()) continue;
-            if (worker.reading || worker.endpoints.results.has_readable()) return true;
+            if (worker.endpoints.results.has_readable()) return true;
             if (worker.sending && worker.endpoints.tasks.has_space()) return true;
         }
         return false;
@@ -977,11 +873,7 @@ private:
 
     void on_worker_exit(Worker& worker, const std::string& how, int status) {
         log_collector_.drain_exited(worker.pid);
-        // Results it completed before it ended; not one it offered by
-        // reference: its memory is gone.
-        worker.reading.reset();
-        if (worker.fault.empty()) collect(worker);
-        worker.reading.reset();
+        if (worker.fault.empty()) collect(worker);  // results it completed before it ended
         const bool clean_exit = WIFEXITED(status) && WEXITSTATUS(status) == 0;
         const bool expected = clean_exit && worker.shutdown_sent && worker.in_flight.empty();
         const std::string reason = worker.fault.empty() ? how : worker.fault + " and " + how;
@@ -1135,7 +1027,6 @@ private:
     BlockDeque<QueuedTask> backlog_;
     std::vector<RawResult> finished_;
     int start_error_ = 0;
-    bool references_refused_ = false;  // process_vm_readv was not permitted (logged once)
     bool stopping_ = false;
     bool stop_killed_ = false;
     Clock::time_point last_progress_{};

@@ -31,11 +31,10 @@
 namespace multiworker::detail {
 
 enum class FrameKind : std::uint16_t {
-    task = 1,              // payload: encoded arguments
-    result = 2,            // payload: encoded return value
-    failure = 3,           // payload: encoded FailureReport
-    shutdown = 4,          // no payload: finish and exit
-    result_reference = 5,  // payload: a ResultReference (the value stays in the worker)
+    task = 1,      // payload: encoded arguments
+    result = 2,    // payload: encoded return value
+    failure = 3,   // payload: encoded FailureReport
+    shutdown = 4,  // no payload: finish and exit
 };
 
 struct FrameHeader {
@@ -73,8 +72,7 @@ inline void validate_header(const FrameHeader& header, std::size_t max_length) {
         throw ProtocolError{"bad frame magic " + std::to_string(header.magic)};
     }
     const auto kind = static_cast<std::uint32_t>(header.kind);
-    if (kind < static_cast<std::uint32_t>(FrameKind::task) ||
-        kind > static_cast<std::uint32_t>(FrameKind::result_reference)) {
+    if (kind < static_cast<std::uint32_t>(FrameKind::task) || kind > static_cast<std::uint32_t>(FrameKind::shutdown)) {
         throw ProtocolError{"bad frame kind " + std::to_string(kind)};
     }
     if (header.length > max_length) {
@@ -100,49 +98,6 @@ inline FailureReport decode_failure(std::span<const char> payload) {
     auto [kind, type_name, message] = decode_values<std::uint32_t, std::string, std::string>(payload);
     return FailureReport{kind, std::move(type_name), std::move(message)};
 }
-
-/// A large result that the parent copies straight out of the worker's memory
-/// (process_vm_readv) instead of through the ring: one copy instead of two,
-/// and no trip around the ring per ring-full. The frame carries the encoded
-/// value's first bytes (`head`, small) and where the rest lies in the worker;
-/// the worker keeps it there until the parent answers (see ReferenceAnswer).
-struct ResultReference {
-    std::span<const char> head;
-    std::uint64_t address = 0;
-    std::uint64_t length = 0;
-};
-
-/// Results whose encoded body is at least this large go by reference, when
-/// the parent reads them that way at all; smaller ones pass the ring quickly.
-inline constexpr std::size_t min_referenced_bytes = std::size_t{1} << 20;
-
-/// Encodes a reference to `body`, which must stay where it is until answered.
-inline Bytes encode_result_reference(std::span<const char> head, std::span<const char> body) {
-    Bytes out;
-    out.assign(head.data(), head.data() + head.size());
-    const std::array<std::uint64_t, 2> where{reinterpret_cast<std::uintptr_t>(body.data()), body.size()};
-    const auto* bytes = reinterpret_cast<const char*>(where.data());
-    out.insert(out.end(), bytes, bytes + sizeof where);
-    return out;
-}
-
-/// Decodes a result_reference payload; throws ProtocolError if it is too short.
-inline ResultReference decode_result_reference(std::span<const char> payload) {
-    std::array<std::uint64_t, 2> where{};
-    if (payload.size() < sizeof where) {
-        throw ProtocolError{"result reference of " + std::to_string(payload.size()) + " bytes"};
-    }
-    const std::size_t head_size = payload.size() - sizeof where;
-    std::memcpy(where.data(), payload.data() + head_size, sizeof where);
-    return ResultReference{payload.first(head_size), where[0], where[1]};
-}
-
-/// What the parent answers a result_reference with, in the worker's slot.
-enum class ReferenceAnswer : std::uint32_t {
-    pending = 0,
-    copied = 1,         // the worker may let the value go
-    send_by_value = 2,  // the parent cannot read it (not permitted): send it through the ring
-};
 
 /// A payload in two pieces, back to back: the rest of the piece that the
 /// byte at `offset` belongs to (the reader's and the writer's next step).

@@ -51,9 +51,8 @@ struct WorkerSlotState {
     DoorbellFlag doorbell;                              // the worker sleeps on this
     alignas(64) std::atomic<std::uint64_t> claimed{0};  // last task sequence claimed (see above)
     std::atomic<std::int64_t> started_ns{0};            // steady-clock time the claimed task started
-    std::atomic<ReferenceAnswer> reference_answer{ReferenceAnswer::pending};  // to the last result_reference
-    RingCounters tasks;                                                       // parent -> worker
-    RingCounters results;                                                     // worker -> parent
+    RingCounters tasks;                                 // parent -> worker
+    RingCounters results;                               // worker -> parent
 };
 
 /// Everything a worker process needs, as seen from inside it.
@@ -66,11 +65,9 @@ struct WorkerEndpoints {
     Doorbell parent;
     std::atomic<std::uint64_t>* claimed = nullptr;
     std::atomic<std::int64_t>* started_ns = nullptr;
-    std::atomic<ReferenceAnswer>* reference_answer = nullptr;
     std::size_t max_message_bytes = 0;
-    bool results_by_reference = false;  // the parent reads large results out of this process
-    bool track_start_times = false;     // for task_timeout: record when each task starts
-    bool wait_for_debugger = false;     // Options::debug_worker names this worker
+    bool track_start_times = false;  // for task_timeout: record when each task starts
+    bool wait_for_debugger = false;  // Options::debug_worker names this worker
 };
 
 class WorkerLoop {
@@ -115,7 +112,7 @@ private:
         if (payload.size() > endpoints_.max_message_bytes) {
             reply.kind = FrameKind::failure;
             send_frame(reply, oversized_report(payload.size()), {});
-        } else if (!ok || !send_by_reference(reply, payload)) {
+        } else {
             send_frame(reply, payload.head, payload.body);
         }
         // One result per publication: the parent sees each result as soon
@@ -151,26 +148,6 @@ private:
         execute_task(runner_, arguments,
                      [this, &header](bool ok, const EncodedView& payload) { send_outcome(header, ok, payload); });
         return true;
-    }
-
-    /// Offers a large result to the parent by reference and waits until it
-    /// has copied it (the value must not move meanwhile); false if the
-    /// value is to go through the ring instead.
-    bool send_by_reference(FrameHeader reply, const EncodedView& payload) {
-        if (!endpoints_.results_by_reference || references_refused_ || payload.body.size() < min_referenced_bytes) {
-            return false;
-        }
-        endpoints_.reference_answer->store(ReferenceAnswer::pending, std::memory_order_relaxed);
-        reply.kind = FrameKind::result_reference;
-        send_frame(reply, encode_result_reference(payload.head, payload.body), {});
-        publish();
-        const auto answered = [this] {
-            return endpoints_.reference_answer->load(std::memory_order_acquire) != ReferenceAnswer::pending;
-        };
-        while (!endpoints_.own.wait(answered, spins_before_sleep, worker_sleep_ms)) exit_if_orphaned();
-        if (endpoints_.reference_answer->load(std::memory_order_acquire) == ReferenceAnswer::copied) return true;
-        references_refused_ = true;  // the parent will refuse every reference
-        return false;
     }
 
     void wait_for_tasks() {
@@ -215,7 +192,6 @@ private:
     const TaskRunner& runner_;
     FrameReader reader_;
     std::uint64_t last_sequence_ = 0;  // task frames read so far
-    bool references_refused_ = false;
 };
 
 /// Set by SIGCONT while a worker waits for a debugger.
