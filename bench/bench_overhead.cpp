@@ -70,18 +70,15 @@
 //       the median over 30 Processors, as a program that starts its workers early would see it.
 //       `bench_overhead --startup-probe 100` does the same after touching 100 MiB more.
 //   BM_LargeResult
-//       One already-running worker returns a 256 MiB std::vector<char> per iteration (copied
-//       straight out of the worker's memory, see ResultReference); bytes_per_second is the result
-//       bandwidth end to end (the method's own allocation and fill, the copy into the value handed
-//       to the caller, the worker freeing its own). A first
+//       One already-running worker returns a 256 MiB std::vector<char> per iteration (through the
+//       default 256 KiB ring); bytes_per_second is the result bandwidth end to end (the method's
+//       own allocation and fill, encode in the worker, ring copy, decode in the parent). A first
 //       result, not timed, warms both processes up; its own time is the first_ms counter: on a
 //       virtual machine the first huge pages a process touches can cost far more than later ones.
-//   BM_LargeResultTransport
+//   BM_LargeResultTransport/W
 //       The same, but the method returns a reference to a 256 MiB vector it built once, so the
-//       figure is the library's alone, without the method's page faults.
-//   BM_LargeResultTransportThroughRings
-//       BM_LargeResultTransport with the copy through the default 256 KiB ring, the fallback
-//       where reading a worker's memory is not permitted.
+//       figure is the library's alone (encode, ring, decode), without the method's page faults;
+//       with W workers, each returning one such result per iteration at the same time.
 //   BM_WorkerMemory
 //       2 workers after 200000 trivial tasks: each worker's own memory (Private_Dirty in
 //       /proc/<pid>/smaps_rollup: pages it wrote itself, not the ones it still shares with the
@@ -710,17 +707,21 @@ struct Large {
     std::vector<char> f(std::size_t bytes) const { return std::vector<char>(bytes, 'x'); }
 };
 
-/// One 256 MiB result per benchmark iteration from a started Processor. A worker replaced
-/// meanwhile (the parent killed it for a frame it misread, say) fails the benchmark: its
-/// figures would hide a fork per result.
+/// `per_iteration` 256 MiB results per benchmark iteration from a started Processor, the tasks
+/// added at once. A worker replaced meanwhile (the parent killed it for a frame it misread, say)
+/// fails the benchmark: its figures would hide a fork per result.
 template <class LargeProcessor>
-void time_large_results(benchmark::State& state, LargeProcessor& processor) {
+void time_large_results(benchmark::State& state, LargeProcessor& processor, int per_iteration = 1) {
     const auto pids = processor.worker_pids();
     for (auto _ : state) {
-        processor.add(kLargeBytes);
-        const auto result = processor.pop_result();
-        if (!result || !result->ok() || result->value().size() != kLargeBytes || result->value().back() != 'x') {
-            state.SkipWithError("the large result is missing or wrong");
+        for (int i = 0; i < per_iteration; ++i) processor.add(kLargeBytes);
+        bool ok = true;
+        for (int i = 0; i < per_iteration && ok; ++i) {
+            const auto result = processor.pop_result();
+            ok = result && result->ok() && result->value().size() == kLargeBytes && result->value().back() == 'x';
+        }
+        if (!ok) {
+            state.SkipWithError("a large result is missing or wrong");
             break;
         }
         if (processor.worker_pids() != pids) {
@@ -728,8 +729,8 @@ void time_large_results(benchmark::State& state, LargeProcessor& processor) {
             break;
         }
     }
-    state.SetItemsProcessed(state.iterations());
-    state.SetBytesProcessed(state.iterations() * static_cast<std::int64_t>(kLargeBytes));
+    // Bytes only: a few results a second say less, and bench/ab.py then compares GiB/s.
+    state.SetBytesProcessed(state.iterations() * per_iteration * static_cast<std::int64_t>(kLargeBytes));
 }
 
 void BM_LargeResult(benchmark::State& state) {
@@ -754,7 +755,7 @@ void BM_LargeResultMethodAlone(benchmark::State& state) {
         const std::vector<char> value = Large{}.f(kLargeBytes);
         benchmark::DoNotOptimize(value.data());
     }
-    state.SetItemsProcessed(state.iterations());
+    // Bytes only: a few results a second say less, and bench/ab.py then compares GiB/s.
     state.SetBytesProcessed(state.iterations() * static_cast<std::int64_t>(kLargeBytes));
 }
 BENCHMARK(BM_LargeResultMethodAlone)->Iterations(4)->UseRealTime()->Unit(benchmark::kMillisecond);
@@ -766,28 +767,21 @@ struct LargeKept {
     const std::vector<char>& f(std::size_t) const { return buffer; }
 };
 
-void time_large_transport(benchmark::State& state, bool through_rings) {
-    mwd::refuse_result_references_for_testing = through_rings;
-    mw::Processor<LargeKept, &LargeKept::f> processor{LargeKept{}, mw::Options{.workers = 1}};
-    processor.start();
-    processor.add(kLargeBytes);  // warm up: first use of the worker's copy and of the buffers' memory
-    if (const auto result = processor.pop_result(); !result || !result->ok()) {
-        state.SkipWithError("the large result is missing or wrong");
-        return;
-    }
-    time_large_results(state, processor);
-    mwd::refuse_result_references_for_testing = false;
-}
-
 void BM_LargeResultTransport(benchmark::State& state) {
-    time_large_transport(state, false);
+    const auto workers = static_cast<unsigned>(state.range(0));
+    mw::Processor<LargeKept, &LargeKept::f> processor{LargeKept{}, mw::Options{.workers = workers}};
+    processor.start();
+    // Warm up: first use of each worker's copy and of the buffers' memory.
+    for (unsigned i = 0; i < workers; ++i) processor.add(kLargeBytes);
+    for (unsigned i = 0; i < workers; ++i) {
+        if (const auto result = processor.pop_result(); !result || !result->ok()) {
+            state.SkipWithError("the large result is missing or wrong");
+            return;
+        }
+    }
+    time_large_results(state, processor, static_cast<int>(workers));
 }
-BENCHMARK(BM_LargeResultTransport)->Iterations(5)->UseRealTime()->Unit(benchmark::kMillisecond);
-
-void BM_LargeResultTransportThroughRings(benchmark::State& state) {
-    time_large_transport(state, true);
-}
-BENCHMARK(BM_LargeResultTransportThroughRings)->Iterations(5)->UseRealTime()->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_LargeResultTransport)->Arg(1)->Arg(2)->Iterations(5)->UseRealTime()->Unit(benchmark::kMillisecond);
 
 // ----- CPU-bound scaling -----
 
