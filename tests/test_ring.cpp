@@ -289,20 +289,29 @@ TEST_CASE("a frame reader holds a small whole frame in the ring and reassembles 
     CHECK(std::ranges::equal(reader.take_payload(), wrapping));
 }
 
-TEST_CASE("frames larger than the ring stream through it") {
+TEST_CASE("frames larger than the ring stream through it - the reader knows it is mid-frame meanwhile") {
     SharedRing shared{4096};
     const std::vector<char> payload = pattern(100'000, 6);
     FrameWriter writer{FrameHeader{.kind = FrameKind::result, .sequence = 3}, payload};
     FrameReader reader{1 << 20};
+    CHECK_FALSE(reader.mid_frame());
     bool received = false;
+    int pieces = 0;
     while (!received) {
         writer.poll(shared.ring);
         received = reader.poll(shared.ring);
+        if (!received) {
+            CHECK(reader.mid_frame());  // the supervisor spins for the next piece rather than sleeping
+            ++pieces;
+        }
     }
+    CHECK(pieces > 20);
+    CHECK_FALSE(reader.mid_frame());
     CHECK(writer.done());
     CHECK(reader.header().kind == FrameKind::result);
     CHECK(reader.header().sequence == 3);
     CHECK(std::ranges::equal(reader.take_payload(), payload));
+    CHECK_FALSE(reader.mid_frame());
 }
 
 TEST_CASE("a payload in two pieces arrives as one - also when they straddle the ring's end") {
