@@ -707,6 +707,20 @@ struct Large {
     std::vector<char> f(std::size_t bytes) const { return std::vector<char>(bytes, 'x'); }
 };
 
+/// Adds `count` tasks of a 256 MiB result at once and takes their results; false if one is
+/// missing or wrong.
+template <class LargeProcessor>
+bool run_large_tasks(LargeProcessor& processor, int count) {
+    for (int i = 0; i < count; ++i) processor.add(kLargeBytes);
+    for (int i = 0; i < count; ++i) {
+        const auto result = processor.pop_result();
+        if (!result || !result->ok() || result->value().size() != kLargeBytes || result->value().back() != 'x') {
+            return false;
+        }
+    }
+    return true;
+}
+
 /// `per_iteration` 256 MiB results per benchmark iteration from a started Processor, the tasks
 /// added at once. A worker replaced meanwhile (the parent killed it for a frame it misread, say)
 /// fails the benchmark: its figures would hide a fork per result.
@@ -714,13 +728,7 @@ template <class LargeProcessor>
 void time_large_results(benchmark::State& state, LargeProcessor& processor, int per_iteration = 1) {
     const auto pids = processor.worker_pids();
     for (auto _ : state) {
-        for (int i = 0; i < per_iteration; ++i) processor.add(kLargeBytes);
-        bool ok = true;
-        for (int i = 0; i < per_iteration && ok; ++i) {
-            const auto result = processor.pop_result();
-            ok = result && result->ok() && result->value().size() == kLargeBytes && result->value().back() == 'x';
-        }
-        if (!ok) {
+        if (!run_large_tasks(processor, per_iteration)) {
             state.SkipWithError("a large result is missing or wrong");
             break;
         }
@@ -737,9 +745,8 @@ void BM_LargeResult(benchmark::State& state) {
     mw::Processor<Large, &Large::f> processor{Large{}, mw::Options{.workers = 1}};
     processor.start();
     const auto start = Clock::now();
-    processor.add(kLargeBytes);
-    if (const auto result = processor.pop_result(); !result || !result->ok()) {
-        state.SkipWithError("the large result is missing or wrong");
+    if (!run_large_tasks(processor, 1)) {
+        state.SkipWithError("the first large result is missing or wrong");
         return;
     }
     state.counters["first_ms"] = ms_since(start);
@@ -772,12 +779,9 @@ void BM_LargeResultTransport(benchmark::State& state) {
     mw::Processor<LargeKept, &LargeKept::f> processor{LargeKept{}, mw::Options{.workers = workers}};
     processor.start();
     // Warm up: first use of each worker's copy and of the buffers' memory.
-    for (unsigned i = 0; i < workers; ++i) processor.add(kLargeBytes);
-    for (unsigned i = 0; i < workers; ++i) {
-        if (const auto result = processor.pop_result(); !result || !result->ok()) {
-            state.SkipWithError("the large result is missing or wrong");
-            return;
-        }
+    if (!run_large_tasks(processor, static_cast<int>(workers))) {
+        state.SkipWithError("a warm-up large result is missing or wrong");
+        return;
     }
     time_large_results(state, processor, static_cast<int>(workers));
 }

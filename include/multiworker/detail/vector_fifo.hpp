@@ -1,12 +1,11 @@
 #pragma once
 
-// VectorFifo: a first-in first-out queue kept in one vector, for results that
-// arrive in batches and are mostly taken all at once.
+// VectorFifo: a first-in first-out queue kept in one vector, for decoded
+// results that are mostly taken all at once.
 //
-// Why not std::deque: a batch moves in and out whole. Appended to an empty
-// queue, a batch's vector becomes the queue (a swap, no element moved), and
-// take_all() hands the queue's vector over the same way; elements are taken
-// from the front by index, and the storage is reused once the queue empties.
+// Why not std::deque: take_all() hands the queue's vector over whole (a swap,
+// no element moved); elements are taken from the front by index, and the
+// storage is reused once the queue empties.
 
 #include <multiworker/detail/system.hpp>
 
@@ -23,20 +22,6 @@ public:
     [[nodiscard]] bool empty() const noexcept { return front_ == items_.size(); }
     [[nodiscard]] std::size_t size() const noexcept { return items_.size() - front_; }
 
-    /// Appends every element of `batch` and leaves it empty; it may get this
-    /// queue's old storage in exchange for its own.
-    void append(std::vector<T>& batch) {
-        if (empty() && batch.capacity() >= items_.capacity()) {
-            items_.clear();
-            front_ = 0;
-            items_.swap(batch);
-        } else {
-            reserve_more(batch.size());
-            items_.insert(items_.end(), std::make_move_iterator(batch.begin()), std::make_move_iterator(batch.end()));
-        }
-        batch.clear();
-    }
-
     /// Room for `count` more elements, prefaulted when that pays (see reserve_prefaulted()).
     void reserve_more(std::size_t count) { reserve_prefaulted(items_, items_.size() + count); }
 
@@ -49,19 +34,18 @@ public:
         return value;
     }
 
-    /// Takes every element, oldest first, into `storage` (emptied first, its
-    /// capacity reused); when nothing was taken from the front, the vectors
-    /// are swapped instead.
-    std::vector<T> take_all(std::vector<T> storage = {}) {
-        storage.clear();
+    /// Takes every element, oldest first; when nothing was taken from the
+    /// front, the queue's vector itself.
+    std::vector<T> take_all() {
+        std::vector<T> taken;
         if (front_ == 0) {
-            storage.swap(items_);
+            taken.swap(items_);
         } else {
-            storage.assign(std::make_move_iterator(items_.begin() + static_cast<std::ptrdiff_t>(front_)),
-                           std::make_move_iterator(items_.end()));
+            taken.assign(std::make_move_iterator(items_.begin() + static_cast<std::ptrdiff_t>(front_)),
+                         std::make_move_iterator(items_.end()));
         }
         clear();
-        return storage;
+        return taken;
     }
 
 private:
