@@ -194,13 +194,21 @@ private:
     using BlockDeque =
         boost::container::deque<T, void, boost::container::deque_options_t<boost::container::block_bytes<8192>>>;
 
+    // Constructors, not aggregates: emplace_back() builds them in place, and
+    // clang before 16 has no parenthesized aggregate initialization.
     struct QueuedTask {
+        QueuedTask(TaskId task_id, Bytes&& task_arguments) noexcept
+            : id{task_id}, arguments{std::move(task_arguments)} {}
+
         TaskId id;
         Bytes arguments;        // kept until the result, to run the task again if need be
         unsigned failures = 0;  // runs that ended in a worker death (or a retried exception)
     };
 
     struct InFlight {
+        InFlight(std::uint64_t task_sequence, QueuedTask&& queued) noexcept
+            : sequence{task_sequence}, task{std::move(queued)} {}
+
         std::uint64_t sequence;
         QueuedTask task;
     };
@@ -482,7 +490,7 @@ private:
             stop = stop_requested_;
             grace = stop_grace_;
         }
-        for (auto& [id, arguments] : arrived_) backlog_.emplace_back(id, std::move(arguments), 0u);
+        for (auto& [id, arguments] : arrived_) backlog_.emplace_back(id, std::move(arguments));
         arrived_.clear();  // keeps its capacity for the next swap
         fail_backlog_if_no_worker();
         for (auto& request : cancels) request.set_value(cancel_unstarted());
