@@ -123,3 +123,74 @@ TEST_CASE("in-process tasks added from several threads run one at a time") {
     REQUIRE(results.size() == 200);
     for (const auto& result : results) CHECK(result.value() >= 0);
 }
+
+namespace {
+
+/// A worker whose on_worker_start fails, as when a connection cannot be opened.
+struct Unstartable {
+    void on_worker_start() { throw std::runtime_error{"cannot connect"}; }
+    int twice(int x) const { return 2 * x; }
+};
+
+/// Throws on its first call in each copy of the object, then works.
+struct FlakyOnce {
+    bool called = false;
+    int call(int x) {
+        if (!std::exchange(called, true)) throw std::runtime_error{"first call fails"};
+        return x;
+    }
+};
+
+}  // namespace
+
+TEST_CASE("in-process: an on_worker_start that throws gives every task a no_worker error, as with workers") {
+    test_support::Watchdog watchdog{60s};
+    auto run = [](unsigned workers) {
+        multiworker::Processor<Unstartable, &Unstartable::twice> processor{
+            Unstartable{}, {.workers = workers, .log_level = spdlog::level::off}};
+        processor.add(1);
+        processor.start();  // returns: the failure is the tasks' outcome
+        processor.add(2);
+        processor.wait();  // and nothing blocks
+        CHECK(processor.done());
+        return sorted_results(processor);
+    };
+    const auto in_process = run(0);
+    const auto forked = run(1);
+    REQUIRE(in_process.size() == 2);
+    REQUIRE(forked.size() == 2);
+    for (std::size_t i = 0; i < 2; ++i) {
+        REQUIRE_FALSE(in_process[i].ok());
+        REQUIRE_FALSE(forked[i].ok());
+        CHECK(in_process[i].error().kind() == multiworker::ErrorKind::no_worker);
+        CHECK(forked[i].error().kind() == multiworker::ErrorKind::no_worker);
+        CHECK_THAT(in_process[i].error().what(),
+                   Catch::Contains("on_worker_start threw std::runtime_error: cannot connect"));
+    }
+}
+
+TEST_CASE("in-process: options it cannot honour are refused at construction, saying why") {
+    using P = multiworker::Processor<Tokenizer, &Tokenizer::split>;
+    CHECK_THROWS_WITH((P{Tokenizer{}, {.workers = 0, .task_timeout = std::chrono::milliseconds{100}}}),
+                      Catch::Contains("Options::task_timeout needs worker processes") &&
+                          Catch::Contains("nothing can stop it at a deadline"));
+    CHECK_THROWS_WITH((P{Tokenizer{}, {.workers = 0, .max_tasks_per_worker = 10}}),
+                      Catch::Contains("Options::max_tasks_per_worker needs worker processes"));
+    CHECK_NOTHROW(P{Tokenizer{}, {.workers = 1, .task_timeout = std::chrono::milliseconds{100}}});
+}
+
+TEST_CASE("in-process: retry_exceptions retries a throwing task, as with workers") {
+    test_support::Watchdog watchdog{60s};
+    for (const unsigned workers : {0u, 1u}) {
+        INFO("workers " << workers);
+        multiworker::Processor<FlakyOnce, &FlakyOnce::call> processor{
+            FlakyOnce{}, {.workers = workers, .log_level = spdlog::level::off, .retries = 1, .retry_exceptions = true}};
+        processor.add(5);
+        processor.start();
+        processor.wait();
+        auto results = processor.get_results();
+        REQUIRE(results.size() == 1);
+        REQUIRE(results[0].ok());
+        CHECK(results[0].value() == 5);
+    }
+}

@@ -201,3 +201,80 @@ TEST_CASE("the library's threads are named, and workers keep the program's name"
     processor.stop();
     CHECK(thread_names_of_this_process().count("mw-supervisor") == 0);
 }
+
+TEST_CASE("start() with 1,000 workers returns - and every worker serves") {
+    test_support::Watchdog watchdog{110s};
+    constexpr unsigned workers = 1000;
+    {
+        // The smallest rings: 1,000 workers share 8 MiB.
+        multiworker::Processor<Counter, &Counter::next> processor{Counter{}, {.workers = workers, .ring_bytes = 4096}};
+        // Added before start(): two for each worker's first window.
+        for (unsigned i = 0; i < 2 * workers; ++i) processor.add(0);
+        processor.start();
+        CHECK(processor.worker_pids().size() == workers);
+        processor.wait();
+        std::set<int> pids;
+        for (const auto& result : processor.get_results()) {
+            REQUIRE(result.ok());
+            pids.insert(result.value().first);
+        }
+        CHECK(pids.size() == workers);
+    }
+    CHECK(test_support::child_pids().empty());
+}
+
+TEST_CASE("workers not ready within start_timeout fail start() with a clear error - and nothing hangs") {
+    test_support::Watchdog watchdog{60s};
+    {
+        multiworker::Processor<Counter, &Counter::next> processor{
+            Counter{}, {.workers = 300, .ring_bytes = 4096, .start_timeout = std::chrono::milliseconds{1}}};
+        processor.add(0);
+        CHECK_THROWS_WITH(processor.start(), Catch::Matches("multiworker::Processor::start\\(\\): [0-9]+ of 300 "
+                                                            "workers were not forked within start_timeout \\(1 ms\\)"));
+        // The Processor is stopped, its task cancelled: nothing waits forever.
+        CHECK(processor.done());
+        processor.wait();
+        CHECK(processor.get_results().empty());
+        CHECK_THROWS_AS(processor.add(0), std::logic_error);
+    }
+    CHECK(test_support::child_pids().empty());
+}
+
+TEST_CASE("only workers running a task are reported killed at stop - naming the period in force") {
+    test_support::Watchdog watchdog{60s};
+    auto [logger, sink] = test_support::capturing_logger();
+    SECTION("stop_now(): the idle worker is not reported") {
+        multiworker::Processor<Sleeper, &Sleeper::sleep_ms> processor{Sleeper{}, {.workers = 3, .logger = logger}};
+        processor.add(30'000);
+        processor.start();
+        std::this_thread::sleep_for(200ms);
+        processor.stop_now();
+        auto results = processor.get_results();
+        REQUIRE(results.size() == 1);
+        CHECK_THAT(results[0].error().what(), Catch::Contains("was still running a task when stop_now() was called"));
+        const std::string log = sink->text();
+        CHECK_THAT(log, !Catch::Contains("stop_timeout"));
+        // One warning: the worker that ran the task; the two idle ones are not named.
+        std::size_t warnings = 0;
+        for (std::size_t at = log.find("was killed by SIGKILL"); at != std::string::npos;
+             at = log.find("was killed by SIGKILL", at + 1)) {
+            ++warnings;
+        }
+        CHECK(warnings == 1);
+    }
+    SECTION("the destructor during an exception says so") {
+        std::vector<multiworker::Result<int>> results;
+        try {
+            multiworker::Processor<Sleeper, &Sleeper::sleep_ms> processor{Sleeper{}, {.workers = 2, .logger = logger}};
+            processor.add(30'000);
+            processor.start();
+            std::this_thread::sleep_for(200ms);
+            throw std::runtime_error{"unwinding"};
+        } catch (const std::runtime_error&) {
+        }
+        const std::string log = sink->text();
+        CHECK_THAT(log,
+                   Catch::Contains("was still running a task when the Processor was destroyed during an exception"));
+        CHECK_THAT(log, !Catch::Contains("stop_timeout, 0 ms"));
+    }
+}

@@ -24,6 +24,21 @@ inline unsigned default_worker_count() noexcept {
 }
 }  // namespace detail
 
+/// Where the stdout and stderr of worker processes go (Options::worker_output).
+enum class WorkerOutput {
+    /// To the parent's stdout and stderr, a whole line at a time: lines of
+    /// different workers never mix, and nothing written is lost when a worker
+    /// ends, is replaced, calls exit() or crashes (a crash or SIGKILL loses at
+    /// most the line being written: a worker's stdout is line buffered).
+    forward,
+    /// Into the log sinks (Options::log_file, logger), one record per line at
+    /// level info, tagged like the worker's log records with [stdout] or [stderr].
+    log,
+    /// Left alone: workers write to the descriptors they inherited, with the
+    /// buffering the C library chooses (their stdio is still flushed at a normal end).
+    inherit,
+};
+
 /// Settings of a Processor. Aggregate, so designated initializers work:
 /// `{.workers = 5, .log_file = "/tmp/run.log"}`.
 struct Options {
@@ -89,6 +104,13 @@ struct Options {
     /// to attach (or for SIGCONT) before it takes any task; -1: none. The
     /// environment variable MULTIWORKER_DEBUG_WORKER, if set, overrides it.
     int debug_worker = -1;
+
+    /// Where the workers' stdout and stderr go (see WorkerOutput).
+    WorkerOutput worker_output = WorkerOutput::forward;
+
+    /// How long start() waits for the workers to be forked and ready before
+    /// it fails with an error saying how many were not.
+    std::chrono::milliseconds start_timeout{30'000};
 };
 
 }  // namespace multiworker

@@ -7,7 +7,7 @@
 #include <multiworker/detail/codec.hpp>
 #include <multiworker/detail/forked_backend.hpp>
 #include <multiworker/detail/inprocess_backend.hpp>
-#include <multiworker/detail/method_traits.hpp>
+#include <multiworker/detail/method_checks.hpp>
 #include <multiworker/detail/progress_reporter.hpp>
 #include <multiworker/detail/vector_fifo.hpp>
 #include <multiworker/options.hpp>
@@ -35,10 +35,6 @@
 namespace multiworker {
 
 namespace detail {
-
-template <class Parameter>
-inline constexpr bool is_output_parameter =
-    std::is_lvalue_reference_v<Parameter> && !std::is_const_v<std::remove_reference_t<Parameter>>;
 
 template <class Tuple>
 struct tuple_decoder;
@@ -93,52 +89,58 @@ inline std::vector<std::shared_ptr<spdlog::logger>> log_destinations(const Optio
 /// has little left to do.
 template <class T, auto Method>
 class Processor {
-    static_assert(detail::member_function_pointer<decltype(Method)>,
+    using check = detail::MethodCheck<T, Method>;
+    using Problem = detail::MethodProblem;
+    // Only the first problem is reported (see method_checks.hpp).
+    static_assert(check::problem != Problem::not_a_method,
                   "multiworker::Processor<T, Method>: Method must be a pointer to a member function, e.g. &T::run");
-    using traits = detail::method_traits<decltype(Method)>;
-    static_assert(std::is_base_of_v<typename traits::object_type, T>,
+    static_assert(check::problem != Problem::not_a_member_of_t,
                   "multiworker::Processor<T, Method>: Method must be a member function of T");
-    static_assert(std::is_copy_constructible_v<T>,
+    static_assert(check::problem != Problem::object_not_copyable,
                   "multiworker::Processor<T, Method>: T must be copyable (each worker runs on its own copy)");
+    static_assert(check::problem != Problem::output_parameter,
+                  "multiworker::Processor: the method takes a non-const lvalue reference; a worker "
+                  "cannot write back into the caller's variables, so take it by value or const&");
+    static_assert(check::problem != Problem::pointer_parameter,
+                  "multiworker::Processor: the method takes a pointer; an address means nothing in "
+                  "another process, so take the value (or a container) instead");
+    static_assert(check::problem != Problem::parameter_not_default_constructible,
+                  "multiworker::Processor: every parameter type must be default-constructible "
+                  "(it is rebuilt from bytes in the worker)");
+    static_assert(check::problem != Problem::parameter_not_serializable,
+                  "multiworker::Processor: a parameter type of the method cannot be serialized: give it a "
+                  "serialize(Archive&, unsigned) member or a free serialize() function (Boost.Serialization), "
+                  "or include Boost's header for it (see multiworker/serialization.hpp)");
+    static_assert(check::problem != Problem::pointer_result,
+                  "multiworker::Processor: a pointer cannot be returned across processes; return a value");
+    static_assert(check::problem != Problem::result_not_default_constructible,
+                  "multiworker::Processor: the return type must be default-constructible "
+                  "(it is rebuilt from bytes in the parent)");
+    static_assert(check::problem != Problem::result_not_serializable,
+                  "multiworker::Processor: the method's return type cannot be serialized: give it a "
+                  "serialize(Archive&, unsigned) member or a free serialize() function (Boost.Serialization), "
+                  "or include Boost's header for it (see multiworker/serialization.hpp)");
+    using traits = typename check::traits;
 
 public:
     /// The method's return type without cv/ref qualifiers; what Result holds.
-    using result_type = std::remove_cvref_t<typename traits::return_type>;
+    using result_type = typename check::result_type;
     /// The argument values a task stores: the method's parameters, decayed.
     using arguments_type = typename traits::stored_arguments;
 
-private:
-    template <class Tuple>
-    struct check_parameters;
-    template <class... Parameters>
-    struct check_parameters<std::tuple<Parameters...>> {
-        static_assert(!(detail::is_output_parameter<Parameters> || ...),
-                      "multiworker::Processor: the method takes a non-const lvalue reference; a worker "
-                      "cannot write back into the caller's variables, so take it by value or const&");
-        static_assert(!(std::is_pointer_v<std::remove_cvref_t<Parameters>> || ...),
-                      "multiworker::Processor: the method takes a pointer; an address means nothing in "
-                      "another process, so take the value (or a container) instead");
-        static_assert((std::is_default_constructible_v<std::remove_cvref_t<Parameters>> && ...),
-                      "multiworker::Processor: every parameter type must be default-constructible "
-                      "(it is rebuilt from bytes in the worker)");
-        static constexpr bool ok = true;
-    };
-    static_assert(check_parameters<typename traits::parameters>::ok);
-    static_assert(!std::is_pointer_v<result_type>,
-                  "multiworker::Processor: a pointer cannot be returned across processes; return a value");
-    static_assert(std::is_void_v<result_type> || std::is_default_constructible_v<result_type>,
-                  "multiworker::Processor: the return type must be default-constructible "
-                  "(it is rebuilt from bytes in the parent)");
-
 public:
     /// Takes the object every worker will copy. Nothing runs until start().
+    /// Throws std::invalid_argument for options in-process mode (workers = 0)
+    /// cannot honour: task_timeout and max_tasks_per_worker.
     explicit Processor(T object, Options options = {})
         : object_{std::move(object)}, options_{with_environment(std::move(options))} {
+        if (options_.workers == 0) reject_for_in_process(options_);
         detail::TaskRunner runner = [this](std::span<const char> arguments, const detail::ResultSender& send) {
             run_task(arguments, send);
         };
         if (options_.workers == 0) {
-            backend_ = std::make_unique<detail::InProcessBackend>(mailbox_, std::move(runner), worker_hooks());
+            backend_ = std::make_unique<detail::InProcessBackend>(mailbox_, std::move(runner), worker_hooks(),
+                                                                  options_.retry_exceptions ? options_.retries : 0);
         } else {
             backend_ =
                 std::make_unique<detail::ForkedBackend>(options_, mailbox_, std::move(runner), worker_hooks(),
@@ -154,7 +156,7 @@ public:
     ~Processor() {
         try {
             if (std::uncaught_exceptions() > 0) {
-                stop_now();
+                stop_with(std::chrono::milliseconds{0}, "the Processor was destroyed during an exception");
             } else {
                 stop();
             }
@@ -167,35 +169,36 @@ public:
     /// method's parameter types and encoded now, so they may be temporaries.
     template <class... Args>
     TaskId add(Args&&... args) {
-        static_assert(sizeof...(Args) == std::tuple_size_v<arguments_type>,
+        constexpr bool count_matches = sizeof...(Args) == std::tuple_size_v<arguments_type>;
+        static_assert(count_matches,
                       "multiworker::Processor::add() arguments: wrong number of arguments for the method");
-        static_assert(std::is_constructible_v<arguments_type, Args&&...>,
+        constexpr bool convertible = count_matches && std::is_constructible_v<arguments_type, Args&&...>;
+        static_assert(!count_matches || convertible,
                       "multiworker::Processor::add() arguments: cannot convert to the method's parameter types");
-        if (stopped_) throw std::logic_error{"multiworker::Processor::add() called after stop()"};
-        detail::Bytes encoded;
-        if constexpr (std::is_same_v<std::tuple<std::remove_cvref_t<Args>...>, arguments_type>) {
-            detail::encode_values(encoded, args...);  // already the parameter types: no copy first
+        // Nothing more is instantiated when the call or the method is wrong:
+        // the message above stays the only error.
+        if constexpr (convertible && check::usable) {
+            return submit(encode_arguments(std::forward<Args>(args)...));
         } else {
-            std::apply([&encoded](const auto&... values) { detail::encode_values(encoded, values...); },
-                       arguments_type{std::forward<Args>(args)...});
+            return TaskId{0};
         }
-        if (encoded.size() > options_.max_message_bytes) {
-            throw std::length_error{"multiworker::Processor::add(): the arguments encode to " +
-                                    std::to_string(encoded.size()) + " bytes, more than max_message_bytes (" +
-                                    std::to_string(options_.max_message_bytes) + ")"};
-        }
-        const TaskId id{mailbox_.expect_one()};
-        backend_->submit(id, std::move(encoded));
-        return id;
     }
 
     /// Forks the workers (or, in-process, runs the tasks added so far) and
-    /// returns. Throws std::system_error if a worker cannot be created.
+    /// returns. Throws std::system_error if a worker cannot be created, and
+    /// std::runtime_error if the workers are not ready within
+    /// Options::start_timeout; the Processor is then stopped, and the tasks
+    /// added so far are cancelled (done() is true, wait() returns).
     void start() {
         if (started_) throw std::logic_error{"multiworker::Processor::start() called twice"};
         if (stopped_) throw std::logic_error{"multiworker::Processor::start() called after stop()"};
+        try {
+            backend_->start();
+        } catch (...) {
+            stop_now();
+            throw;
+        }
         started_ = true;
-        backend_->start();
         start_progress_reports();
     }
 
@@ -262,20 +265,13 @@ public:
     /// releases all shared memory. Results already delivered stay available.
     /// Idempotent; add() and start() are errors afterwards.
     void stop() {
-        if (stopped_) return;
-        stopped_ = true;
-        backend_->stop(options_.stop_timeout);
-        if (progress_) progress_->stop();
+        stop_with(options_.stop_timeout, "stop()'s grace period (stop_timeout, " +
+                                             std::to_string(options_.stop_timeout.count()) + " ms) ended");
     }
 
     /// Like stop(), but kills the workers at once: running tasks get
     /// worker_died errors instead of being waited for.
-    void stop_now() {
-        if (stopped_) return;
-        stopped_ = true;
-        backend_->stop(std::chrono::milliseconds{0});
-        if (progress_) progress_->stop();
-    }
+    void stop_now() { stop_with(std::chrono::milliseconds{0}, "stop_now() was called"); }
 
     /// The pids of the worker processes alive now (empty in-process, before
     /// start() and after stop()). A worker that dies is replaced by one with
@@ -289,6 +285,54 @@ public:
     [[nodiscard]] const T& object() const noexcept { return object_; }
 
 private:
+    template <class... Args>
+    detail::Bytes encode_arguments(Args&&... args) {
+        if (stopped_) throw std::logic_error{"multiworker::Processor::add() called after stop()"};
+        detail::Bytes encoded;
+        if constexpr (std::is_same_v<std::tuple<std::remove_cvref_t<Args>...>, arguments_type>) {
+            detail::encode_values(encoded, args...);  // already the parameter types: no copy first
+        } else {
+            std::apply([&encoded](const auto&... values) { detail::encode_values(encoded, values...); },
+                       arguments_type{std::forward<Args>(args)...});
+        }
+        if (encoded.size() > options_.max_message_bytes) {
+            throw std::length_error{"multiworker::Processor::add(): the arguments encode to " +
+                                    std::to_string(encoded.size()) + " bytes, more than max_message_bytes (" +
+                                    std::to_string(options_.max_message_bytes) + ")"};
+        }
+        return encoded;
+    }
+
+    TaskId submit(detail::Bytes&& encoded) {
+        const TaskId id{mailbox_.expect_one()};
+        backend_->submit(id, std::move(encoded));
+        return id;
+    }
+
+    void stop_with(std::chrono::milliseconds grace, std::string grace_end) {
+        if (stopped_) return;
+        stopped_ = true;
+        backend_->stop(grace, std::move(grace_end));
+        if (progress_) progress_->stop();
+    }
+
+    // In-process, a task runs in the caller's thread: nothing can stop it
+    // at a deadline, and no fresh process can replace the object.
+    static void reject_for_in_process(const Options& options) {
+        const auto reject = [](const char* option, const char* why) {
+            throw std::invalid_argument{std::string{"multiworker::Processor: Options::"} + option +
+                                        " needs worker processes (workers >= 1): " + why};
+        };
+        if (options.task_timeout.count() != 0) {
+            reject("task_timeout",
+                   "in-process mode (workers = 0) runs each task in the calling thread, "
+                   "where nothing can stop it at a deadline");
+        }
+        if (options.max_tasks_per_worker != 0) {
+            reject("max_tasks_per_worker", "in-process mode (workers = 0) has no worker process to replace");
+        }
+    }
+
     static Options with_environment(Options options) {
         if (const char* debug = std::getenv("MULTIWORKER_DEBUG_WORKER"); debug != nullptr && *debug != '\0') {
             options.debug_worker = std::atoi(debug);
@@ -337,6 +381,10 @@ private:
     // Runs in the worker (or in-process, one task at a time): decode, call,
     // encode, and send while the value lives.
     void run_task(std::span<const char> encoded_arguments, const detail::ResultSender& send) {
+        if constexpr (check::usable) run_usable_task(encoded_arguments, send);
+    }
+
+    void run_usable_task(std::span<const char> encoded_arguments, const detail::ResultSender& send) {
         auto arguments = detail::tuple_decoder<arguments_type>::decode(encoded_arguments);
         const auto call = [this](auto&... values) -> decltype(auto) {
             return std::invoke(Method, object_, std::move(values)...);
@@ -371,9 +419,11 @@ private:
             if constexpr (std::is_void_v<result_type>) {
                 if (!bytes.empty()) throw detail::DecodeError{"a void method sent a value"};
                 return Result<void>{raw.id};
-            } else {
+            } else if constexpr (check::usable) {
                 auto [value] = detail::decode_values<result_type>(bytes);
                 return Result<result_type>{raw.id, std::move(value)};
+            } else {
+                throw detail::DecodeError{"the method cannot be used (see the static_assert above)"};
             }
         } catch (const detail::DecodeError& e) {
             return Result<result_type>{raw.id, TaskError{ErrorKind::bad_message, raw.id, "",

@@ -30,6 +30,7 @@
 #include <mutex>
 #include <optional>
 #include <span>
+#include <string>
 #include <typeinfo>
 #include <variant>
 #include <vector>
@@ -322,7 +323,9 @@ public:
     virtual std::size_t cancel() = 0;
     /// Drops queued tasks, lets running ones finish for up to `grace`, then
     /// kills what still runs; releases every process and resource. Idempotent.
-    virtual void stop(std::chrono::milliseconds grace) = 0;
+    /// `grace_end` completes "was still running a task when ..." in the errors
+    /// of tasks killed at the end of the grace period.
+    virtual void stop(std::chrono::milliseconds grace, std::string grace_end) = 0;
     /// The pids of the worker processes alive now (empty in-process).
     [[nodiscard]] virtual std::vector<pid_t> worker_pids() const = 0;
     /// Called repeatedly by a thread about to wait for a result: may move

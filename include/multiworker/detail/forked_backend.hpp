@@ -55,6 +55,7 @@
 #include <bit>
 #include <chrono>
 #include <cstdio>
+#include <deque>
 #include <future>
 #include <memory>
 #include <mutex>
@@ -91,9 +92,9 @@ public:
           hooks_{std::move(hooks)},
           make_large_result_{std::move(make_large_result)},
           ring_capacity_{std::bit_ceil(std::max<std::size_t>(options.ring_bytes, 4096))},
-          log_collector_{std::move(log_destinations), options.log_level} {}
+          log_collector_{std::move(log_destinations), options.log_level, options.worker_output} {}
 
-    ~ForkedBackend() override { stop(options_.stop_timeout); }
+    ~ForkedBackend() override { stop(options_.stop_timeout, "the Processor's destructor stopped"); }
 
     ForkedBackend(const ForkedBackend&) = delete;
     ForkedBackend& operator=(const ForkedBackend&) = delete;
@@ -144,10 +145,13 @@ public:
         return answer.get();
     }
 
-    void stop(std::chrono::milliseconds grace) override {
+    void stop(std::chrono::milliseconds grace, std::string grace_end) override {
         {
             std::lock_guard lock{requests_mutex_};
-            if (!stop_requested_) stop_grace_ = grace;
+            if (!stop_requested_) {
+                stop_grace_ = grace;
+                stop_grace_end_ = std::move(grace_end);
+            }
             stop_requested_ = true;
             if (!supervisor_running_) {
                 mailbox_.forget(inbox_.size());
@@ -176,7 +180,7 @@ private:
     static constexpr std::size_t max_window = 4096;
     static constexpr std::chrono::nanoseconds window_target{std::chrono::milliseconds{1}};
     static constexpr std::chrono::milliseconds server_check_interval{5};
-    static constexpr std::chrono::seconds start_timeout{30};
+    static constexpr int max_unanswered_spawns = 16;
     // Below this measured task time the supervisor spins for the result. The
     // measure runs from dispatch to collection, so a trivial task sent to a
     // sleeping worker measures its wake-up too: 50-100 us on a virtual machine.
@@ -232,6 +236,7 @@ private:
         bool shutdown_sent = false;
         std::string fault;  // why the parent killed it, if it did
         ErrorKind fault_kind = ErrorKind::worker_died;
+        bool killed_idle = false;     // killed at stop() with no task: not worth a warning
         double task_ns = 0;           // moving average of task duration; 0 = unknown
         std::size_t pass_window = 0;  // window() as this dispatch pass began
         Clock::time_point last_collect{};
@@ -294,11 +299,13 @@ private:
             // The fork server and the workers forked from it go by the
             // program's name, not by this thread's.
             name_this_thread(program_invocation_short_name);
-            run_fork_server(theirs.get(), parent, [this, &inherited](int slot, int log_fd, pid_t server) {
-                WorkerEndpoints endpoints = workers_[static_cast<std::size_t>(slot)].endpoints;
-                endpoints.parent_pid = server;
-                run_worker_process(endpoints, runner_, hooks_, log_fd, options_.log_level, inherited);
-            });
+            run_fork_server(theirs.get(), parent, captures_output(),
+                            [this, &inherited](int slot, const WorkerPipes& pipes, pid_t server) {
+                                WorkerEndpoints endpoints = workers_[static_cast<std::size_t>(slot)].endpoints;
+                                endpoints.parent_pid = server;
+                                run_worker_process(endpoints, runner_, hooks_, pipes.log, pipes.out >= 0,
+                                                   options_.log_level, inherited);
+                            });
         }
         fork_server_pid_ = pid;
         fork_server_ = std::move(ours);
@@ -320,14 +327,36 @@ private:
         worker.shutdown_sent = false;
         worker.fault.clear();
         worker.fault_kind = ErrorKind::worker_died;
+        worker.killed_idle = false;
         worker.last_collect = {};
-        if (!fork_server_.valid() ||
-            !send_message(fork_server_.get(), {ForkServerMessage::Kind::spawn, worker.index, 0, 0})) {
+        if (!fork_server_.valid()) {
             worker.disabled = true;
             return;
         }
         worker.spawning = true;
+        spawn_queue_.push_back(worker.index);
+        send_spawn_requests();
     }
+
+    /// Sends queued spawn requests while fewer than max_unanswered_spawns are
+    /// unanswered. Unbounded, a thousand requests fill the socket's buffer
+    /// before the server's answers, which then fill the other way: both sides
+    /// would block in sendmsg() for good.
+    void send_spawn_requests() {
+        while (unanswered_spawns_ < max_unanswered_spawns && !spawn_queue_.empty()) {
+            Worker& worker = workers_[static_cast<std::size_t>(spawn_queue_.front())];
+            spawn_queue_.pop_front();
+            if (!fork_server_.valid() ||
+                !send_message(fork_server_.get(), {ForkServerMessage::Kind::spawn, worker.index, 0, 0})) {
+                worker.spawning = false;
+                worker.disabled = true;
+                continue;
+            }
+            ++unanswered_spawns_;
+        }
+    }
+
+    [[nodiscard]] bool captures_output() const noexcept { return options_.worker_output != WorkerOutput::inherit; }
 
     // ----- the supervisor thread -----
 
@@ -340,9 +369,9 @@ private:
             // inherit, locked, forever.
             log_collector_.start();
             for (Worker& worker : workers_) request_worker(worker);
-            const auto deadline = Clock::now() + start_timeout;
+            const auto deadline = Clock::now() + options_.start_timeout;
             while (std::any_of(workers_.begin(), workers_.end(), [](const Worker& w) { return w.spawning; })) {
-                if (Clock::now() > deadline) throw std::runtime_error{"multiworker: the fork server did not answer"};
+                if (Clock::now() > deadline) throw start_timed_out();
                 wait_for_events(100, false);
             }
             if (start_error_ != 0) {
@@ -388,6 +417,14 @@ private:
         supervisor_running_ = false;
         for (auto& request : cancel_requests_) request.set_value(0);
         cancel_requests_.clear();
+    }
+
+    [[nodiscard]] std::runtime_error start_timed_out() const {
+        const auto waiting =
+            std::count_if(workers_.begin(), workers_.end(), [](const Worker& w) { return w.spawning; });
+        return std::runtime_error{"multiworker::Processor::start(): " + std::to_string(waiting) + " of " +
+                                  std::to_string(workers_.size()) + " workers were not forked within start_timeout (" +
+                                  std::to_string(options_.start_timeout.count()) + " ms)"};
     }
 
     /// Yields this thread's core when a worker has had tasks for a while and
@@ -477,6 +514,7 @@ private:
         std::vector<std::promise<std::size_t>> cancels;
         bool stop = false;
         std::chrono::milliseconds grace{};
+        std::string grace_end;
         {
             std::unique_lock lock{requests_mutex_, std::try_to_lock};
             if (!lock.owns_lock()) {
@@ -489,12 +527,13 @@ private:
             cancels.swap(cancel_requests_);
             stop = stop_requested_;
             grace = stop_grace_;
+            if (stop) grace_end = stop_grace_end_;
         }
         for (auto& [id, arguments] : arrived_) backlog_.emplace_back(id, std::move(arguments));
         arrived_.clear();  // keeps its capacity for the next swap
         fail_backlog_if_no_worker();
         for (auto& request : cancels) request.set_value(cancel_unstarted());
-        if (stop && !stopping_) begin_stop(grace);
+        if (stop && !stopping_) begin_stop(grace, std::move(grace_end));
         return true;
     }
 
@@ -729,11 +768,10 @@ private:
         if (stopping_ && !stop_killed_ && Clock::now() >= stop_deadline_) {
             stop_killed_ = true;
             for (Worker& worker : workers_) {
-                if (worker.alive() && worker.fault.empty()) {
-                    fault(worker, ErrorKind::worker_died,
-                          "was still running when stop()'s grace period (stop_timeout, " +
-                              std::to_string(stop_grace_ms_) + " ms) ended");
-                }
+                if (!worker.alive() || !worker.fault.empty()) continue;
+                // Idle ones were on their way out: killing them is no news.
+                worker.killed_idle = worker.in_flight.empty();
+                fault(worker, ErrorKind::worker_died, "was still running a task when " + stop_grace_end_in_force_);
             }
         }
         if (options_.task_timeout.count() <= 0) return;
@@ -865,7 +903,10 @@ private:
         if (message.slot < 0 || static_cast<std::size_t>(message.slot) >= workers_.size()) return;
         Worker& worker = workers_[static_cast<std::size_t>(message.slot)];
         worker.spawning = false;
-        if (message.kind == ForkServerMessage::Kind::spawn_failed || received.fds.size() != 2) {
+        --unanswered_spawns_;
+        send_spawn_requests();
+        const std::size_t expected_fds = captures_output() ? 4 : 2;
+        if (message.kind == ForkServerMessage::Kind::spawn_failed || received.fds.size() != expected_fds) {
             start_error_ = message.value != 0 ? message.value : EIO;
             worker.disabled = true;
             log_collector_.report(spdlog::level::err, "could not create worker " + std::to_string(worker.index) + ": " +
@@ -876,6 +917,12 @@ private:
         worker.pid = message.pid;
         worker.pidfd = std::move(received.fds[1]);
         log_collector_.add_source(worker.index, worker.pid, std::move(received.fds[0]));
+        if (captures_output()) {
+            log_collector_.add_source(worker.index, worker.pid, std::move(received.fds[2]),
+                                      LogCollector::Stream::stdout_bytes);
+            log_collector_.add_source(worker.index, worker.pid, std::move(received.fds[3]),
+                                      LogCollector::Stream::stderr_bytes);
+        }
         publish_pids();
     }
 
@@ -901,7 +948,7 @@ private:
                 std::make_unique<TaskError>(worker.fault_kind, lost.task.id, "", message, worker.index, worker.pid),
                 worker.index, worker.pid});
         }
-        if (!expected) {
+        if (!expected && !worker.killed_idle) {
             log_collector_.report(spdlog::level::warn, "worker " + std::to_string(worker.index) + " (pid " +
                                                            std::to_string(worker.pid) + ") " + reason);
         }
@@ -927,6 +974,8 @@ private:
         fork_server_.reset();
         ::waitpid(fork_server_pid_, nullptr, 0);
         fork_server_pid_ = 0;
+        spawn_queue_.clear();
+        unanswered_spawns_ = 0;
         for (Worker& worker : workers_) {
             worker.spawning = false;
             worker.disabled = true;
@@ -966,9 +1015,9 @@ private:
         mailbox_.deliver(finished_);
     }
 
-    void begin_stop(std::chrono::milliseconds grace) {
+    void begin_stop(std::chrono::milliseconds grace, std::string grace_end) {
         stopping_ = true;
-        stop_grace_ms_ = grace.count();
+        stop_grace_end_in_force_ = std::move(grace_end);
         stop_deadline_ = Clock::now() + grace;
         cancel_unstarted();
     }
@@ -1015,6 +1064,7 @@ private:
     std::vector<std::promise<std::size_t>> cancel_requests_;
     bool stop_requested_ = false;
     std::chrono::milliseconds stop_grace_{};
+    std::string stop_grace_end_;
     bool supervisor_running_ = false;
     std::vector<pid_t> live_pids_;
     std::atomic<bool> requests_pending_{false};
@@ -1034,12 +1084,14 @@ private:
     std::vector<Worker> workers_;
     BlockDeque<QueuedTask> backlog_;
     std::vector<RawResult> finished_;
+    std::deque<int> spawn_queue_;  // slots whose spawn request waits (see send_spawn_requests())
+    int unanswered_spawns_ = 0;
     int start_error_ = 0;
     bool stopping_ = false;
     bool stop_killed_ = false;
     Clock::time_point last_progress_{};
     Clock::time_point last_yield_{};
-    std::int64_t stop_grace_ms_ = 0;
+    std::string stop_grace_end_in_force_;  // what ends the grace period, for messages
     Clock::time_point stop_deadline_{};
 };
 

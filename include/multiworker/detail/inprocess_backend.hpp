@@ -6,6 +6,10 @@
 // on_worker_start in start(), on_worker_exit in stop(). Arguments and results still
 // go through the same encoding as in worker processes, so a type that does not
 // serialize fails the same way in both modes.
+//
+// Outcomes match those with workers: an exception is retried as
+// retry_exceptions says, and an on_worker_start that throws leaves no worker,
+// so that every task gets a no_worker error (start() itself returns).
 
 #include <multiworker/detail/backend.hpp>
 
@@ -13,20 +17,31 @@
 
 #include <deque>
 #include <mutex>
+#include <optional>
+#include <string>
 #include <utility>
 
 namespace multiworker::detail {
 
 class InProcessBackend final : public ExecutionBackend {
 public:
-    InProcessBackend(ResultMailbox& mailbox, TaskRunner runner, WorkerHooks hooks)
-        : mailbox_{mailbox}, runner_{std::move(runner)}, hooks_{std::move(hooks)} {}
+    /// `exception_retries`: how many times a task whose method threw runs again.
+    InProcessBackend(ResultMailbox& mailbox, TaskRunner runner, WorkerHooks hooks, unsigned exception_retries)
+        : mailbox_{mailbox},
+          runner_{std::move(runner)},
+          hooks_{std::move(hooks)},
+          exception_retries_{exception_retries} {}
 
-    /// Calls the start hook, then runs the tasks added so far, in order. A
-    /// start hook that throws fails start() itself: there is no other worker.
+    /// Calls the start hook, then runs the tasks added so far, in order.
     void start() override {
         std::lock_guard lock{mutex_};
-        if (hooks_.on_start) hooks_.on_start();
+        try {
+            if (hooks_.on_start) hooks_.on_start();
+        } catch (...) {
+            const FailureReport report = report_current_exception();
+            start_failure_ = "the in-process worker failed to start: on_worker_start threw " + report.type_name + ": " +
+                             report.message;
+        }
         started_ = true;
         while (!queued_.empty()) {
             auto [id, arguments] = std::move(queued_.front());
@@ -50,10 +65,10 @@ public:
         return cancel_queued();
     }
 
-    void stop(std::chrono::milliseconds /*grace*/) override {
+    void stop(std::chrono::milliseconds /*grace*/, std::string /*grace_end*/) override {
         std::lock_guard lock{mutex_};
         cancel_queued();
-        if (started_ && hooks_.on_exit) hooks_.on_exit();
+        if (started_ && !start_failure_ && hooks_.on_exit) hooks_.on_exit();
         started_ = false;
     }
 
@@ -68,28 +83,41 @@ private:
     }
 
     void run(TaskId id, const Bytes& arguments) {
-        Bytes payload;
-        bool ok = false;
-        execute_task(runner_, arguments, [&payload, &ok](bool succeeded, const EncodedView& outcome) {
-            ok = succeeded;
-            payload.reserve(outcome.size());
-            payload.assign(outcome.head.begin(), outcome.head.end());
-            payload.insert(payload.end(), outcome.body.begin(), outcome.body.end());
-        });
         RawResult result{id, Bytes{}, 0, ::getpid()};
-        if (ok) {
-            result.outcome = std::move(payload);
+        if (start_failure_) {
+            result.outcome = std::make_unique<TaskError>(ErrorKind::no_worker, id, "", *start_failure_,
+                                                         TaskError::no_worker_index, 0);
         } else {
-            result.outcome = std::make_unique<TaskError>(error_from_report(id, payload, 0, ::getpid()));
+            result.outcome = run_with_retries(id, arguments);
         }
         std::vector<RawResult> batch;
         batch.push_back(std::move(result));
         mailbox_.deliver(batch);
     }
 
+    decltype(RawResult::outcome) run_with_retries(TaskId id, const Bytes& arguments) {
+        for (unsigned attempt = 0;; ++attempt) {
+            Bytes payload;
+            bool ok = false;
+            execute_task(runner_, arguments, [&payload, &ok](bool succeeded, const EncodedView& outcome) {
+                ok = succeeded;
+                payload.reserve(outcome.size());
+                payload.assign(outcome.head.begin(), outcome.head.end());
+                payload.insert(payload.end(), outcome.body.begin(), outcome.body.end());
+            });
+            if (ok) return payload;
+            TaskError error = error_from_report(id, payload, 0, ::getpid());
+            if (error.kind() != ErrorKind::exception || attempt >= exception_retries_) {
+                return std::make_unique<TaskError>(std::move(error));
+            }
+        }
+    }
+
     ResultMailbox& mailbox_;
     TaskRunner runner_;
     WorkerHooks hooks_;
+    const unsigned exception_retries_;
+    std::optional<std::string> start_failure_;  // why on_worker_start failed, if it did
     // Calls from several threads run one task at a time: the object is the
     // user's single-threaded code.
     std::mutex mutex_;

@@ -2,7 +2,10 @@
 
 // Central logging: every worker's spdlog records travel over a pipe of its own
 // to one collector thread in the parent, which writes them to the sinks the
-// user chose, tagged with the worker's index and pid.
+// user chose, tagged with the worker's index and pid. The same thread carries
+// the workers' stdout and stderr, when captured (Options::worker_output), to
+// the parent's own or to the sinks, a whole line at a time: it is their only
+// writer, so lines of different workers cannot mix.
 //
 // In the child, the loggers inherited across fork() must never be used or
 // destroyed: another parent thread may have held a sink mutex at the moment of
@@ -12,6 +15,7 @@
 // installs fresh ones whose sink sends each record with a single write(2).
 
 #include <multiworker/detail/system.hpp>
+#include <multiworker/options.hpp>
 
 #include <spdlog/details/log_msg.h>
 #include <spdlog/sinks/base_sink.h>
@@ -149,19 +153,26 @@ bool extract_log_records(std::vector<char>& pending, Emit&& emit) {
 /// Parent side: reads every worker's pipe and forwards records to the user's sinks.
 class LogCollector {
 public:
-    LogCollector(std::vector<std::shared_ptr<spdlog::logger>> destinations, spdlog::level::level_enum level)
-        : destinations_{std::move(destinations)}, level_{level}, wake_{make_eventfd()} {}
+    /// A captured output line longer than this is passed on in pieces of this size.
+    static constexpr std::size_t max_output_line = 64 * 1024;
+
+    LogCollector(std::vector<std::shared_ptr<spdlog::logger>> destinations, spdlog::level::level_enum level,
+                 WorkerOutput output = WorkerOutput::forward)
+        : destinations_{std::move(destinations)}, level_{level}, output_{output}, wake_{make_eventfd()} {}
 
     LogCollector(const LogCollector&) = delete;
     LogCollector& operator=(const LogCollector&) = delete;
     ~LogCollector() { stop(std::chrono::milliseconds{0}); }
 
+    /// What a worker's pipe carries.
+    enum class Stream { log_records, stdout_bytes, stderr_bytes };
+
     /// Adds a worker's pipe; may be called while the collector runs.
-    void add_source(int worker_index, pid_t pid, FileDescriptor read_end) {
+    void add_source(int worker_index, pid_t pid, FileDescriptor read_end, Stream stream = Stream::log_records) {
         // Two threads read a pipe (see drain_exited()): a read must never wait.
         ::fcntl(read_end.get(), F_SETFL, ::fcntl(read_end.get(), F_GETFL) | O_NONBLOCK);
         std::lock_guard lock{mutex_};
-        sources_.push_back(Source{worker_index, pid, std::move(read_end), {}});
+        sources_.push_back(Source{worker_index, pid, stream, std::move(read_end), {}});
         const std::uint64_t one = 1;
         [[maybe_unused]] const ssize_t ignored = ::write(wake_.get(), &one, sizeof one);
     }
@@ -214,6 +225,10 @@ public:
         const std::uint64_t one = 1;
         [[maybe_unused]] const ssize_t ignored = ::write(wake_.get(), &one, sizeof one);
         thread_.join();
+        // What a source still held at the deadline (a line without its end) is not lost.
+        for (Source& source : sources_) {
+            if (source.stream != Stream::log_records && source.fd.valid()) pass_output(source, true);
+        }
         flush();
     }
 
@@ -221,8 +236,9 @@ private:
     struct Source {
         int worker_index;
         pid_t pid;
+        Stream stream;
         FileDescriptor fd;
-        std::vector<char> pending;  // bytes of a record not yet complete
+        std::vector<char> pending;  // bytes of a record, or of a line, not yet complete
     };
 
     void run() {
@@ -254,17 +270,23 @@ private:
         }
     }
 
-    // Reads what the pipe holds and emits every complete record; closes the
-    // source at end-of-file or on garbage (a worker's bytes are untrusted).
+    // Reads what the pipe holds and passes on every complete record or line;
+    // closes the source at end-of-file or on garbage (a worker's bytes are
+    // untrusted), passing on an unfinished last line as it is.
     void drain(Source& source) {
         char buffer[64 * 1024];
         const ssize_t got = ::read(source.fd.get(), buffer, sizeof buffer);
         if (got < 0 && (errno == EINTR || errno == EAGAIN)) return;  // another reader took it first
         if (got <= 0) {
+            if (source.stream != Stream::log_records) pass_output(source, true);
             source.fd.reset();
             return;
         }
         source.pending.insert(source.pending.end(), buffer, buffer + got);
+        if (source.stream != Stream::log_records) {
+            pass_output(source, false);
+            return;
+        }
         const bool valid = extract_log_records(source.pending, [&](const LogRecord& record) {
             emit(source, record.level, record.logger_name, record.time, record.text);
         });
@@ -272,6 +294,40 @@ private:
             emit(source, spdlog::level::err, {}, std::chrono::system_clock::now(),
                  "sent a malformed log record; its log pipe is closed");
             source.fd.reset();
+        }
+    }
+
+    // Passes on the complete lines at the front of the source's bytes (all of
+    // them at `end_of_stream`, and a piece of an over-long line), in one write
+    // when forwarded: the collector is the only writer of worker output, so
+    // lines of different workers never mix.
+    void pass_output(Source& source, bool end_of_stream) {
+        std::vector<char>& bytes = source.pending;
+        std::size_t whole = 0;
+        if (end_of_stream) {
+            whole = bytes.size();
+        } else if (const auto newline = std::find(bytes.rbegin(), bytes.rend(), '\n'); newline != bytes.rend()) {
+            whole = static_cast<std::size_t>(bytes.rend() - newline);
+        } else if (bytes.size() >= max_output_line) {
+            whole = max_output_line;
+        }
+        if (whole == 0) return;
+        const std::string_view text{bytes.data(), whole};
+        if (output_ == WorkerOutput::log) {
+            log_output_lines(source, text);
+        } else {
+            write_all(source.stream == Stream::stdout_bytes ? STDOUT_FILENO : STDERR_FILENO, text.data(), text.size());
+        }
+        bytes.erase(bytes.begin(), bytes.begin() + static_cast<std::ptrdiff_t>(whole));
+    }
+
+    // WorkerOutput::log: each line a record, tagged with the stream's name.
+    void log_output_lines(const Source& source, std::string_view text) {
+        const std::string_view name = source.stream == Stream::stdout_bytes ? "stdout" : "stderr";
+        while (!text.empty()) {
+            const std::size_t end = std::min(text.find('\n'), text.size());
+            emit(source, spdlog::level::info, name, std::chrono::system_clock::now(), text.substr(0, end));
+            text.remove_prefix(std::min(end + 1, text.size()));
         }
     }
 
@@ -293,6 +349,7 @@ private:
 
     std::vector<std::shared_ptr<spdlog::logger>> destinations_;
     spdlog::level::level_enum level_;
+    WorkerOutput output_;
     FileDescriptor wake_;
     std::mutex mutex_;
     std::vector<Source> sources_;

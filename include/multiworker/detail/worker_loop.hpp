@@ -246,13 +246,25 @@ inline void end_worker_on_exit() {
 /// Exit status of a worker that could not start (its on_worker_start threw, say).
 inline constexpr int worker_start_failed_status = 70;
 
+/// Ends the worker with `status`, its stdio flushed first (the parent's
+/// atexit handlers must not run in it: see run_worker_process()).
+[[noreturn]] inline void end_worker(int status) noexcept {
+    std::fflush(nullptr);
+    ::_exit(status);
+}
+
 /// The body of a forked worker process; never returns.
 ///
 /// `_exit` rather than `exit`: the child is a copy of a multithreaded parent,
 /// and the parent's atexit handlers and static destructors (test frameworks,
 /// loggers with threads) must not run in it.
+///
+/// A captured stdout (`output_captured`: a pipe to the parent) is line
+/// buffered, as on a terminal: a crash or SIGKILL then loses no complete
+/// line, only one still being written.
 [[noreturn]] inline void run_worker_process(const WorkerEndpoints& endpoints, const TaskRunner& runner,
-                                            const WorkerHooks& hooks, int log_fd, spdlog::level::level_enum log_level,
+                                            const WorkerHooks& hooks, int log_fd, bool output_captured,
+                                            spdlog::level::level_enum log_level,
                                             const std::vector<std::shared_ptr<spdlog::logger>>& inherited) noexcept {
     bool logging_ready = false;
     bool started = false;
@@ -260,6 +272,7 @@ inline constexpr int worker_start_failed_status = 70;
         // Die with the fork server; the check catches one that died before prctl.
         ::prctl(PR_SET_PDEATHSIG, SIGKILL);
         if (::getppid() != endpoints.parent_pid) ::_exit(0);
+        if (output_captured) std::setvbuf(stdout, nullptr, _IOLBF, BUFSIZ);
         install_worker_loggers(log_fd, log_level, inherited);
         logging_ready = true;
         install_crash_reporter(log_fd);
@@ -275,12 +288,12 @@ inline constexpr int worker_start_failed_status = 70;
         const char* stage = started ? "failed" : "failed to start";
         if (logging_ready) spdlog::critical("worker {} {}: {}", endpoints.index, stage, e.what());
         std::fprintf(stderr, "multiworker: worker %d %s: %s\n", endpoints.index, stage, e.what());
-        ::_exit(started ? 71 : worker_start_failed_status);
+        end_worker(started ? 71 : worker_start_failed_status);
     } catch (...) {
         if (logging_ready) spdlog::critical("worker {} failed with an unknown exception", endpoints.index);
-        ::_exit(started ? 71 : worker_start_failed_status);
+        end_worker(started ? 71 : worker_start_failed_status);
     }
-    ::_exit(0);
+    end_worker(0);
 }
 
 }  // namespace multiworker::detail
