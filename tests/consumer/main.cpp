@@ -1,12 +1,24 @@
-// Minimal multiworker consumer, built by both consumer tests (find_package and add_subdirectory).
-// Exits non-zero if the library does not behave as documented.
+// Minimal multiworker consumer, built by every consumer test (find_package, add_subdirectory,
+// FetchContent, pkg-config). Exits non-zero if the library does not behave as documented.
 #include <cstdio>
 #include <multiworker/multiworker.hpp>
 #include <multiworker/version.hpp>
 #include <string_view>
 
+// A user type with serialize() goes through a Boost archive, which needs libboost_serialization
+// at link time (an int does not, nor does a std::string): the consumer's link line must carry it.
+struct Pair {
+    int x = 0;
+    int y = 0;
+    template <class Archive>
+    void serialize(Archive& archive, unsigned /*version*/) {
+        archive& x& y;
+    }
+};
+
 struct Sq {
     int square(int x) const { return x * x; }
+    Pair pair(int x) const { return Pair{x, x * x}; }
 };
 
 int main() {
@@ -39,6 +51,16 @@ int main() {
     }
     if (sum != 328350) {  // sum of i*i for i in [0, 100)
         std::fprintf(stderr, "expected sum 328350, got %lld\n", sum);
+        return 1;
+    }
+
+    multiworker::Processor<Sq, &Sq::pair> q{Sq{}, {.workers = 1}};
+    q.add(3);
+    q.start();
+    q.wait();
+    auto pairs = q.get_results();
+    if (pairs.size() != 1 || !pairs[0].ok() || pairs[0].value().x != 3 || pairs[0].value().y != 9) {
+        std::fputs("expected one result {3, 9}\n", stderr);
         return 1;
     }
     std::puts("consumer OK");
