@@ -118,6 +118,7 @@
 #include <ctime>
 #include <filesystem>
 #include <optional>
+#include <set>
 #include <string>
 #include <thread>
 #include <utility>
@@ -659,6 +660,48 @@ void BM_StartToFirstResult(benchmark::State& state) {
     state.counters["parent_rss_mb"] = resident_mib();
 }
 BENCHMARK(BM_StartToFirstResult)->Iterations(30)->UseRealTime()->Unit(benchmark::kMillisecond);
+
+/// A worker's pid: tells which worker ran a task.
+struct WhichWorker {
+    int pid() const { return static_cast<int>(::getpid()); }
+};
+
+/// start() with N workers (4 KiB rings), until every worker has served one task
+/// (`all_served_ms`); the time of start() alone is the benchmark's own figure.
+void BM_StartWorkers(benchmark::State& state) {
+    using WhichProcessor = mw::Processor<WhichWorker, &WhichWorker::pid>;
+    const auto workers = static_cast<unsigned>(state.range(0));
+    double served_ms = 0;
+    for (auto _ : state) {
+        state.PauseTiming();
+        std::optional<WhichProcessor> processor;
+        processor.emplace(WhichWorker{}, mw::Options{.workers = workers, .ring_bytes = 4096});
+        for (unsigned i = 0; i < 2 * workers; ++i) processor->add();
+        state.ResumeTiming();
+        const auto start = Clock::now();
+        processor->start();
+        state.PauseTiming();
+        processor->wait();
+        served_ms += ms_since(start);
+        std::set<int> pids;
+        for (const auto& result : processor->get_results()) pids.insert(result.value());
+        processor.reset();
+        if (pids.size() != workers) {
+            state.SkipWithError("a worker did not serve");
+            break;
+        }
+        state.ResumeTiming();
+    }
+    state.counters["all_served_ms"] = per_iteration(served_ms);
+}
+BENCHMARK(BM_StartWorkers)
+    ->Arg(1)
+    ->Arg(10)
+    ->Arg(100)
+    ->Arg(1000)
+    ->Iterations(3)
+    ->UseRealTime()
+    ->Unit(benchmark::kMillisecond);
 
 /// `bench_overhead --startup-probe [MiB]`: prints the median of 30 start-to-first-result times, in
 /// ms, and this process's resident memory in MiB, after touching MiB of extra memory (default 0),

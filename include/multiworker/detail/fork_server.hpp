@@ -224,6 +224,7 @@ inline void become_worker(const SpawnPipes& pipes) {
             break;
         }
         // Reap first, so an exit is reported before the slot is reused.
+        bool worker_ended = false;
         for (std::size_t i = descriptors.size() - 1; i >= 1; --i) {
             if (descriptors[i].revents == 0) continue;
             const pid_t pid = children[i - 1].pid;
@@ -232,8 +233,12 @@ inline void become_worker(const SpawnPipes& pipes) {
             if (::waitpid(pid, &status, 0) != pid) status = 0;
             children.erase(children.begin() + static_cast<std::ptrdiff_t>(i - 1));
             send_message(socket, {ForkServerMessage::Kind::exited, 0, pid, status});
+            worker_ended = true;
         }
-        fork_server::sweep_strays(children, false);
+        // Orphans appear when a worker ends; the timeout catches those whose
+        // parent, a descendant, ended later. Not at every spawn: a thousand
+        // spawns would scan a thousand children each.
+        if (worker_ended || ready == 0) fork_server::sweep_strays(children, false);
         if (descriptors[0].revents == 0) continue;
         // A quit message, not end-of-file, ends the server: copies of this
         // socket may live on in the fork servers of other Processors.

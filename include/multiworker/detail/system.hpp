@@ -2,6 +2,10 @@
 
 // Thin, error-checked wrappers over the Linux calls the forked backend uses.
 
+#include <boost/interprocess/anonymous_shared_memory.hpp>
+#include <boost/interprocess/exceptions.hpp>
+#include <boost/interprocess/mapped_region.hpp>
+
 #include <fcntl.h>
 #include <poll.h>
 #include <sys/eventfd.h>
@@ -130,39 +134,28 @@ void reserve_prefaulted(Vector& values, std::size_t count) {
     values.swap(bigger);
 }
 
-/// Anonymous MAP_SHARED memory: mapped before fork(), shared with every child,
-/// and gone with the last process that maps it. It has no name, so nothing is
-/// ever left in /dev/shm.
+/// Anonymous shared memory (Boost.Interprocess's anonymous_shared_memory(), a
+/// MAP_SHARED | MAP_ANONYMOUS mapping): mapped before fork(), shared with every
+/// child, and gone with the last process that maps it. It has no name, so
+/// nothing is ever left in /dev/shm, and no lock guards it that a dying
+/// worker could hold.
 class SharedMapping {
 public:
     SharedMapping() noexcept = default;
-    explicit SharedMapping(std::size_t size) : size_{size} {
-        void* base = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-        if (base == MAP_FAILED) throw_errno("mmap of " + std::to_string(size) + " shared bytes");
-        base_ = static_cast<std::byte*>(base);
-    }
-    SharedMapping(SharedMapping&& other) noexcept
-        : base_{std::exchange(other.base_, nullptr)}, size_{std::exchange(other.size_, 0)} {}
-    SharedMapping& operator=(SharedMapping&& other) noexcept {
-        if (this != &other) {
-            unmap();
-            base_ = std::exchange(other.base_, nullptr);
-            size_ = std::exchange(other.size_, 0);
+    explicit SharedMapping(std::size_t size) {
+        try {
+            region_ = boost::interprocess::anonymous_shared_memory(size);
+        } catch (const boost::interprocess::interprocess_exception& e) {
+            throw std::system_error{e.get_native_error(), std::generic_category(),
+                                    "multiworker: mapping " + std::to_string(size) + " bytes of shared memory"};
         }
-        return *this;
     }
-    ~SharedMapping() { unmap(); }
 
-    [[nodiscard]] std::byte* data() const noexcept { return base_; }
-    [[nodiscard]] std::size_t size() const noexcept { return size_; }
+    [[nodiscard]] std::byte* data() const noexcept { return static_cast<std::byte*>(region_.get_address()); }
+    [[nodiscard]] std::size_t size() const noexcept { return region_.get_size(); }
 
 private:
-    void unmap() noexcept {
-        if (base_ != nullptr) ::munmap(base_, size_);
-        base_ = nullptr;
-    }
-    std::byte* base_ = nullptr;
-    std::size_t size_ = 0;
+    boost::interprocess::mapped_region region_;
 };
 
 }  // namespace multiworker::detail
