@@ -30,6 +30,8 @@ public:
     /// Index and pid used when no worker is involved.
     static constexpr int no_worker_index = -1;
 
+    /// The error of `task`, as worker `worker_index` (pid `worker_pid`) reported it; what() says it all in one
+    /// sentence.
     TaskError(ErrorKind kind, TaskId task, std::string type_name, std::string message, int worker_index,
               pid_t worker_pid)
         : std::runtime_error{describe(kind, task, type_name, message, worker_index, worker_pid)},
@@ -40,6 +42,7 @@ public:
           worker_index_{worker_index},
           worker_pid_{worker_pid} {}
 
+    /// What went wrong.
     [[nodiscard]] ErrorKind kind() const noexcept { return kind_; }
     /// The task that failed.
     [[nodiscard]] TaskId task() const noexcept { return task_; }

@@ -27,6 +27,7 @@ struct Progress {
         if (per_second <= 0) return std::chrono::duration<double>{-1};
         return std::chrono::duration<double>{static_cast<double>(total - done) / per_second};
     }
+    /// True when every task has its result.
     [[nodiscard]] bool finished() const noexcept { return done == total; }
 };
 

@@ -23,7 +23,9 @@ namespace multiworker {
 template <class R>
 class Result {
 public:
+    /// A success: the value the method returned for task `id`.
     Result(TaskId id, R value) : id_{id}, outcome_{std::in_place_index<0>, std::move(value)} {}
+    /// A failure: task `id` has no value, for the reason `error` gives.
     Result(TaskId id, TaskError error)
         : id_{id}, outcome_{std::in_place_index<1>, std::make_shared<const TaskError>(std::move(error))} {}
 
@@ -37,6 +39,8 @@ public:
         throw_if_failed();
         return std::get<0>(outcome_);
     }
+    /// Moves the return value out of a result about to be discarded; throws the TaskError when the task
+    /// failed.
     [[nodiscard]] R&& value() && {
         throw_if_failed();
         return std::get<0>(std::move(outcome_));
@@ -61,10 +65,14 @@ private:
 template <>
 class Result<void> {
 public:
+    /// A success of task `id`.
     explicit Result(TaskId id) : id_{id} {}
+    /// A failure of task `id`, for the reason `error` gives.
     Result(TaskId id, TaskError error) : id_{id}, error_{std::make_shared<const TaskError>(std::move(error))} {}
 
+    /// The task this is the result of.
     [[nodiscard]] TaskId id() const noexcept { return id_; }
+    /// True when the method returned normally.
     [[nodiscard]] bool ok() const noexcept { return error_ == nullptr; }
 
     /// Returns when the task succeeded; throws its TaskError otherwise.
@@ -72,6 +80,7 @@ public:
         if (error_) throw *error_;
     }
 
+    /// Why the task failed; throws std::logic_error when it did not.
     [[nodiscard]] const TaskError& error() const {
         if (ok()) throw std::logic_error{"multiworker::Result::error() called on a successful result"};
         return *error_;

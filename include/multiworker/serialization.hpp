@@ -37,6 +37,7 @@ void save(Archive& archive, const std::optional<T>& value, const unsigned int /*
     if (present) archive << *value;
 }
 
+/// Loads a std::optional that save() stored.
 template <class Archive, class T>
 void load(Archive& archive, std::optional<T>& value, const unsigned int /*version*/) {
     bool present = false;
@@ -50,6 +51,7 @@ void load(Archive& archive, std::optional<T>& value, const unsigned int /*versio
     value = std::move(loaded);
 }
 
+/// Serializes a std::optional through save() and load().
 template <class Archive, class T>
 void serialize(Archive& archive, std::optional<T>& value, const unsigned int version) {
     split_free(archive, value, version);

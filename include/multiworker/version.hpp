@@ -5,8 +5,11 @@
 
 #include <string_view>
 
+/// Major version of these headers, as a number for preprocessor checks.
 #define MULTIWORKER_VERSION_MAJOR 0
+/// Minor version of these headers.
 #define MULTIWORKER_VERSION_MINOR 1
+/// Patch version of these headers.
 #define MULTIWORKER_VERSION_PATCH 0
 
 namespace multiworker {
