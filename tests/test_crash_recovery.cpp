@@ -376,6 +376,45 @@ TEST_CASE("a worker killed by a fatal signal logs its stack trace") {
     CHECK_THAT(captured->text(), Catch::Contains("fatal signal SIGSEGV; stack trace of the worker:"));
 }
 
+namespace {
+
+/// Crashes in a function of its own, which the crash report must name.
+struct NamedCrash {
+    static inline volatile int crashes_avoided = 0;
+    [[gnu::noinline]] static void crash_in_user_code(int value) {
+        if (value >= 0) std::raise(SIGSEGV);
+        crashes_avoided =
+            crashes_avoided + 1;  // keeps raise() from being a tail call, which would leave this frame out
+    }
+    int run(int value) const {
+        crash_in_user_code(value);
+        return value;
+    }
+};
+
+}  // namespace
+
+TEST_CASE("a crash report names the user function that crashed - in the log and in the error") {
+    test_support::Watchdog watchdog{60s};
+    auto [logger, captured] = test_support::capturing_logger();
+    {
+        multiworker::Processor<NamedCrash, &NamedCrash::run> processor{NamedCrash{}, {.workers = 1, .logger = logger}};
+        processor.add(1);
+        processor.start();
+        processor.wait();
+        const auto results = processor.get_results();
+        REQUIRE(results.size() == 1);
+        const std::string what = results[0].error().what();
+        CHECK_THAT(what, Catch::Contains("was killed by SIGSEGV (its stack trace is in the log) in ") &&
+                             Catch::Contains("NamedCrash::crash_in_user_code(int)"));
+    }
+    // The log's trace reads like a debugger's: numbered frames, function names.
+    CHECK_THAT(captured->text(), Catch::Contains("#0 ") && Catch::Contains("NamedCrash::crash_in_user_code(int)"));
+#ifndef NDEBUG
+    CHECK_THAT(captured->text(), Catch::Contains("test_crash_recovery.cpp:"));  // debug information: file and line
+#endif
+}
+
 TEST_CASE("a parent thread logging hard while workers die and respawn does not deadlock") {
     test_support::Watchdog watchdog{100s, "log while respawning"};
     const auto path =

@@ -931,7 +931,10 @@ private:
         if (worker.fault.empty()) collect(worker);  // results it completed before it ended
         const bool clean_exit = WIFEXITED(status) && WEXITSTATUS(status) == 0;
         const bool expected = clean_exit && worker.shutdown_sent && worker.in_flight.empty();
-        const std::string reason = worker.fault.empty() ? how : worker.fault + " and " + how;
+        std::string reason = worker.fault.empty() ? how : worker.fault + " and " + how;
+        if (const std::string site = log_collector_.take_crash_site(worker.pid); !site.empty()) {
+            reason += " " + site + ",";
+        }
         std::vector<QueuedTask> unclaimed = take_back_unclaimed(worker);
         if (stopping_) {
             mailbox_.forget(unclaimed.size());

@@ -14,6 +14,7 @@
 // The child therefore parks the inherited loggers (leaked on purpose) and
 // installs fresh ones whose sink sends each record with a single write(2).
 
+#include <multiworker/detail/symbolize.hpp>
 #include <multiworker/detail/system.hpp>
 #include <multiworker/options.hpp>
 
@@ -29,6 +30,7 @@
 #include <chrono>
 #include <cstdint>
 #include <cstring>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <set>
@@ -213,6 +215,18 @@ public:
         [[maybe_unused]] const ssize_t ignored = ::write(wake_.get(), &one, sizeof one);
     }
 
+    /// Where the worker `pid` crashed ("in f at file:line, called
+    /// from ..."), from its crash report, once; empty if it sent none. Call
+    /// after drain_exited(pid).
+    std::string take_crash_site(pid_t pid) {
+        std::lock_guard lock{mutex_};
+        const auto found = crash_sites_.find(pid);
+        if (found == crash_sites_.end()) return {};
+        std::string site = std::move(found->second);
+        crash_sites_.erase(found);
+        return site;
+    }
+
     /// Waits until every source reached end-of-file (each worker exited and
     /// its last record is written), or `grace` passed; then ends the thread.
     void stop(std::chrono::milliseconds grace) {
@@ -288,13 +302,25 @@ private:
             return;
         }
         const bool valid = extract_log_records(source.pending, [&](const LogRecord& record) {
-            emit(source, record.level, record.logger_name, record.time, record.text);
+            if (record.level == spdlog::level::critical && CrashSymbolizer::is_crash_report(record.text)) {
+                emit_crash_report(source, record);
+            } else {
+                emit(source, record.level, record.logger_name, record.time, record.text);
+            }
         });
         if (!valid) {
             emit(source, spdlog::level::err, {}, std::chrono::system_clock::now(),
                  "sent a malformed log record; its log pipe is closed");
             source.fd.reset();
         }
+    }
+
+    // A crash report, symbolized; its crash site is kept for the error of the
+    // task the worker was running (see take_crash_site()).
+    void emit_crash_report(const Source& source, const LogRecord& record) {
+        CrashSymbolizer::Readable readable = symbolizer_.symbolize(record.text);
+        emit(source, record.level, record.logger_name, record.time, readable.trace);
+        if (!readable.site.empty()) crash_sites_[source.pid] = std::move(readable.site);
     }
 
     // Passes on the complete lines at the front of the source's bytes (all of
@@ -353,6 +379,8 @@ private:
     FileDescriptor wake_;
     std::mutex mutex_;
     std::vector<Source> sources_;
+    CrashSymbolizer symbolizer_;
+    std::map<pid_t, std::string> crash_sites_;
     bool stopping_ = false;
     std::chrono::steady_clock::time_point stop_deadline_{};
     std::thread thread_;
