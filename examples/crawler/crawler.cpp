@@ -5,12 +5,14 @@
 //   example_crawler                 crawl a local stand-in for Wikipedia
 //   example_crawler --base https://en.wikipedia.org/wiki/%s
 //   example_crawler --serial        the same Checker in-process, one page at a time
-//   options: --workers N, --delay-ms D (local server), --progress (progress bar)
+//   options: --workers N, --delay-ms D (local server), --progress (progress bar); --help
 
 #include "checker.hpp"
 #include "year_server.hpp"
 
 #include <multiworker/multiworker.hpp>
+
+#include <CLI/CLI.hpp>
 
 #include <algorithm>
 #include <chrono>
@@ -57,21 +59,13 @@ int main(int argc, char** argv) {
     bool serial_only = false;
     bool progress = false;
     int delay_ms = 80;
-    for (int i = 1; i < argc; ++i) {
-        const std::string arg = argv[i];
-        if (arg == "--base" && i + 1 < argc)
-            base = argv[++i];
-        else if (arg == "--workers" && i + 1 < argc)
-            workers = static_cast<unsigned>(std::stoul(argv[++i]));
-        else if (arg == "--delay-ms" && i + 1 < argc)
-            delay_ms = std::stoi(argv[++i]);
-        else if (arg == "--serial")
-            serial_only = true;
-        else if (arg == "--progress")
-            progress = true;
-        else
-            return std::fprintf(stderr, "unknown argument %s (see the top of crawler.cpp)\n", arg.c_str()), 2;
-    }
+    CLI::App app{"Which of Wikipedia's year pages 1950-1999 mention Marilyn Monroe, in worker processes."};
+    app.add_option("--base", base, "URL pattern, %s for the year (default: a local stand-in for Wikipedia)");
+    app.add_option("--workers", workers, "worker processes")->capture_default_str();
+    app.add_option("--delay-ms", delay_ms, "the local server's delay per request")->capture_default_str();
+    app.add_flag("--serial", serial_only, "the same Checker in-process, one page at a time");
+    app.add_flag("--progress", progress, "a progress bar");
+    CLI11_PARSE(app, argc, argv);
     std::optional<crawler::YearServer> server;  // without --base: a local stand-in for Wikipedia
     if (base.empty()) base = server.emplace(std::chrono::milliseconds{delay_ms}).base();
 
