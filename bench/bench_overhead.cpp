@@ -661,6 +661,75 @@ void BM_StartToFirstResult(benchmark::State& state) {
 }
 BENCHMARK(BM_StartToFirstResult)->Iterations(30)->UseRealTime()->Unit(benchmark::kMillisecond);
 
+/// This process's peak resident memory in MiB (VmHWM), since the last reset_peak_rss().
+double peak_resident_mib() {
+    std::FILE* status = std::fopen("/proc/self/status", "r");
+    if (status == nullptr) return -1;
+    char line[256];
+    double kib = -1;
+    while (std::fgets(line, sizeof line, status) != nullptr) {
+        if (std::sscanf(line, "VmHWM: %lf kB", &kib) == 1) break;
+    }
+    std::fclose(status);
+    return kib / 1024;
+}
+
+/// Resets the peak that peak_resident_mib() reports to the current resident size.
+void reset_peak_rss() {
+    if (std::FILE* clear = std::fopen("/proc/self/clear_refs", "w")) {
+        std::fputs("5", clear);
+        std::fclose(clear);
+    }
+}
+
+/// Options::max_pending: a producer thread adds N trivial tasks while a consumer
+/// thread takes the results; the parent's peak RSS must stay bounded whatever N.
+/// `peak_rss_mb` is the parent's peak resident size while they run, `peak_rss_growth_mb`
+/// its growth over the resident size before (run alone, in a fresh process, for the former
+/// to mean the benchmark's own: --benchmark_filter=BM_BoundedMemory).
+void BM_BoundedMemory(benchmark::State& state) {
+    const auto tasks = static_cast<std::uint64_t>(state.range(0));
+    double growth_mb = 0;
+    double peak_mb = 0;
+    for (auto _ : state) {
+        IncProcessor processor{Inc{}, mw::Options{.workers = 2, .max_pending = 1 << 16}};
+        processor.start();
+        const double before_mb = resident_mib();
+        reset_peak_rss();
+        std::thread producer{[&processor, tasks] {
+            for (std::uint64_t i = 0; i < tasks; ++i) processor.add(static_cast<int>(i & 0xffff));
+        }};
+        std::uint64_t taken = 0;
+        bool ok = true;
+        auto last_result = Clock::now();
+        while (taken < tasks && ok) {
+            // pop_result() is empty also while the producer has added nothing yet.
+            if (auto first = processor.pop_result(std::chrono::milliseconds{10})) {
+                ok = first->ok();
+                ++taken;
+                last_result = Clock::now();
+            } else if (Clock::now() - last_result > std::chrono::seconds{10}) {
+                ok = false;
+            }
+            for (const auto& result : processor.get_results()) {
+                ok = ok && result.ok();
+                ++taken;
+            }
+        }
+        producer.join();
+        peak_mb = peak_resident_mib();
+        growth_mb = peak_mb - before_mb;
+        if (!ok || taken != tasks) {
+            state.SkipWithError("a result is missing or failed");
+            break;
+        }
+    }
+    state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations() * tasks));
+    state.counters["peak_rss_growth_mb"] = growth_mb;
+    state.counters["peak_rss_mb"] = peak_mb;
+}
+BENCHMARK(BM_BoundedMemory)->Arg(10'000'000)->Arg(100'000'000)->Iterations(1)->UseRealTime()->Unit(benchmark::kSecond);
+
 /// A worker's pid: tells which worker ran a task.
 struct WhichWorker {
     int pid() const { return static_cast<int>(::getpid()); }

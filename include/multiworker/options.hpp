@@ -111,6 +111,13 @@ struct Options {
     /// How long start() waits for the workers to be forked and ready before
     /// it fails with an error saying how many were not.
     std::chrono::milliseconds start_timeout{30'000};
+
+    /// Bounds the tasks added and not yet handed to a worker: once this many
+    /// wait, add() waits too, so that a program adding any number of tasks
+    /// runs in bounded memory. Before start() nothing is handed out, so an
+    /// add() that would have to wait throws std::logic_error instead of
+    /// waiting forever. 0: no bound.
+    std::size_t max_pending = 0;
 };
 
 }  // namespace multiworker

@@ -304,14 +304,18 @@ private:
     }
 
     TaskId submit(detail::Bytes&& encoded) {
+        if (options_.max_pending > 0 && !started_ && backend_->undispatched() >= options_.max_pending) {
+            throw std::logic_error{"multiworker::Processor::add(): " + std::to_string(options_.max_pending) +
+                                   " tasks (max_pending) already wait for start(); another add() before "
+                                   "start() would wait forever: call start() first, or raise max_pending"};
+        }
         const TaskId id{mailbox_.expect_one()};
         backend_->submit(id, std::move(encoded));
         return id;
     }
 
     void stop_with(std::chrono::milliseconds grace, std::string grace_end) {
-        if (stopped_) return;
-        stopped_ = true;
+        if (stopped_.exchange(true)) return;
         backend_->stop(grace, std::move(grace_end));
         if (progress_) progress_->stop();
     }
@@ -517,7 +521,7 @@ private:
     const std::function<void()> help_backend_ = [this] { backend_->help_while_waiting(); };
     std::unique_ptr<detail::ProgressReporter> progress_;
     bool started_ = false;
-    bool stopped_ = false;
+    std::atomic<bool> stopped_{false};  // read by add(), which may wait for room while another thread stops
 };
 
 }  // namespace multiworker

@@ -331,6 +331,9 @@ public:
     /// Called repeatedly by a thread about to wait for a result: may move
     /// results along in that thread. Never blocks.
     virtual void help_while_waiting() {}
+    /// Tasks submitted and not yet handed to a worker (nor cancelled); counted
+    /// only when Options::max_pending is set (0 otherwise).
+    [[nodiscard]] virtual std::size_t undispatched() const = 0;
 };
 
 }  // namespace multiworker::detail

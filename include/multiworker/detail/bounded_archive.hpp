@@ -26,6 +26,7 @@
 #include <stdexcept>
 #include <streambuf>
 #include <string>
+#include <utility>
 
 namespace multiworker::detail {
 
@@ -78,7 +79,7 @@ protected:
     // Every element takes at least one byte, so a count above the bytes left is a lie.
     void load_override(boost::serialization::collection_size_type& count) {
         this->Archive::load_override(count);
-        require_available(count, "collection");
+        require_available(std::as_const(count), "collection");  // the const conversion: -Wconversion
     }
 
 private:

@@ -60,6 +60,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <stdexcept>
 #include <string>
 #include <thread>
 #include <vector>
@@ -114,8 +115,15 @@ public:
     }
 
     void submit(TaskId id, Bytes&& arguments) override {
+        if (bounded()) wait_for_room();
         {
             std::lock_guard lock{requests_mutex_};
+            if (stop_requested_) {
+                // An add() that waited for room while another thread stopped the run.
+                mailbox_.forget(1);
+                throw std::logic_error{"multiworker::Processor::add(): the Processor was stopped meanwhile"};
+            }
+            if (bounded()) undispatched_.fetch_add(1, std::memory_order_relaxed);
             reserve_prefaulted(inbox_, inbox_.size() + 1);
             inbox_.emplace_back(id, std::move(arguments));
         }
@@ -137,6 +145,7 @@ public:
                 const std::size_t count = inbox_.size();
                 inbox_.clear();
                 mailbox_.forget(count);
+                count_dispatched(count);
                 return count;
             }
             answer = cancel_requests_.emplace_back().get_future();
@@ -153,11 +162,14 @@ public:
                 stop_grace_end_ = std::move(grace_end);
             }
             stop_requested_ = true;
+            stop_requested_flag_.store(true);
             if (!supervisor_running_) {
                 mailbox_.forget(inbox_.size());
+                count_dispatched(inbox_.size());
                 inbox_.clear();
             }
         }
+        undispatched_.notify_all();  // adders waiting for room see the stop
         if (!supervisor_.joinable()) return;
         notify_supervisor();
         supervisor_.join();
@@ -175,6 +187,8 @@ public:
         std::lock_guard lock{requests_mutex_};
         return live_pids_;
     }
+
+    [[nodiscard]] std::size_t undispatched() const override { return undispatched_.load(std::memory_order_relaxed); }
 
 private:
     static constexpr std::size_t max_window = 4096;
@@ -244,6 +258,39 @@ private:
         /// A process runs in this slot (it may be faulted and about to die).
         [[nodiscard]] bool alive() const noexcept { return pid != 0; }
     };
+
+    // ----- bounded queue (Options::max_pending) -----
+
+    /// Only a bounded queue counts its tasks: the count costs the hot path an
+    /// atomic operation on a line the supervisor writes too.
+    [[nodiscard]] bool bounded() const noexcept { return options_.max_pending > 0; }
+
+    /// Blocks the adding thread while max_pending tasks wait for a worker;
+    /// the supervisor wakes it as it hands tasks out. Returns at once when
+    /// stopping: stop() accounts for whatever is added then.
+    void wait_for_room() {
+        for (;;) {
+            const std::size_t waiting = undispatched_.load();
+            if (waiting < options_.max_pending || stop_requested_flag_.load()) return;
+            adders_waiting_.fetch_add(1);
+            undispatched_.wait(waiting);
+            adders_waiting_.fetch_sub(1);
+        }
+    }
+
+    /// Counts tasks leaving the queue (handed to a worker, cancelled, failed)
+    /// and wakes adders waiting for room.
+    void count_dispatched(std::size_t count) {
+        if (count == 0 || !bounded()) return;
+        undispatched_.fetch_sub(count);
+        if (adders_waiting_.load() > 0) undispatched_.notify_all();
+    }
+
+    /// Puts a task back into the queue (a retry, or one a dead worker never started).
+    void requeue(QueuedTask&& task) {
+        if (bounded()) undispatched_.fetch_add(1, std::memory_order_relaxed);
+        backlog_.push_front(std::move(task));
+    }
 
     // ----- set-up -----
 
@@ -540,6 +587,7 @@ private:
     /// Drops the backlog and every task a worker has not claimed; returns the count.
     std::size_t cancel_unstarted() {
         std::size_t count = backlog_.size();
+        count_dispatched(backlog_.size());
         backlog_.clear();
         for (Worker& worker : workers_) {
             if (worker.alive()) count += take_back_unclaimed(worker).size();
@@ -636,7 +684,7 @@ private:
         log_collector_.report(spdlog::level::warn, why + "; running task " + std::to_string(task.id.value()) +
                                                        " again (retry " + std::to_string(task.failures) + " of " +
                                                        std::to_string(options_.retries) + ")");
-        backlog_.push_front(std::move(task));
+        requeue(std::move(task));
         return true;
     }
 
@@ -686,6 +734,7 @@ private:
             // tasks in flight and the tasks dispatched, which is all window() reads.
             worker.pass_window = window(worker);
         }
+        std::size_t handed_out = 0;
         while (!backlog_.empty()) {
             Worker* target = least_loaded_ready_worker();
             if (target == nullptr) break;
@@ -693,10 +742,12 @@ private:
             ++target->dispatched;
             target->in_flight.emplace_back(sequence, std::move(backlog_.front()));
             backlog_.pop_front();
+            ++handed_out;
             if (target->last_collect == Clock::time_point{}) target->last_collect = Clock::now();
             send_task(*target, target->in_flight.back());
             progress = true;
         }
+        count_dispatched(handed_out);
         for (Worker& worker : workers_) {
             progress |= send_shutdown_if_due(worker);
             // Everything staged for this worker in this pass becomes visible
@@ -939,7 +990,7 @@ private:
         if (stopping_) {
             mailbox_.forget(unclaimed.size());
         } else {
-            for (auto it = unclaimed.rbegin(); it != unclaimed.rend(); ++it) backlog_.push_front(std::move(*it));
+            for (auto it = unclaimed.rbegin(); it != unclaimed.rend(); ++it) requeue(std::move(*it));
         }
         for (InFlight& lost : worker.in_flight) {
             const std::string what = "worker " + std::to_string(worker.index) + " (pid " + std::to_string(worker.pid) +
@@ -1003,6 +1054,7 @@ private:
             finished_.push_back(RawResult{task.id, std::make_unique<TaskError>(ErrorKind::no_worker, task.id, "", why,
                                                                                TaskError::no_worker_index, 0)});
         }
+        count_dispatched(backlog_.size());
         backlog_.clear();
     }
 
@@ -1072,6 +1124,10 @@ private:
     std::vector<pid_t> live_pids_;
     std::atomic<bool> requests_pending_{false};
     std::atomic<bool> workers_wait_for_core_{false};  // see make_way_for_workers()
+    // Tasks added and not yet handed to a worker (see wait_for_room()).
+    std::atomic<std::size_t> undispatched_{0};
+    std::atomic<int> adders_waiting_{0};
+    std::atomic<bool> stop_requested_flag_{false};  // stop_requested_, readable without the lock
 
     std::thread supervisor_;
 

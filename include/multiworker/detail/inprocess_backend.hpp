@@ -74,6 +74,12 @@ public:
 
     [[nodiscard]] std::vector<pid_t> worker_pids() const override { return {}; }
 
+    /// Only tasks added before start() wait: later ones run inside add().
+    [[nodiscard]] std::size_t undispatched() const override {
+        std::lock_guard lock{mutex_};
+        return queued_.size();
+    }
+
 private:
     std::size_t cancel_queued() {
         const std::size_t count = queued_.size();
@@ -120,7 +126,7 @@ private:
     std::optional<std::string> start_failure_;  // why on_worker_start failed, if it did
     // Calls from several threads run one task at a time: the object is the
     // user's single-threaded code.
-    std::mutex mutex_;
+    mutable std::mutex mutex_;
     std::deque<std::pair<TaskId, Bytes>> queued_;
     bool started_ = false;
 };

@@ -160,10 +160,14 @@ inline std::string describe_frame(const SymbolizedFrame& frame) {
 }
 
 /// True for frames of the crash machinery itself, the C library's signal
-/// trampoline and raise(), which come before the frames of the crash.
+/// trampoline and raise(), and a sanitizer's interceptors (of backtrace(),
+/// raise()), which come before the frames of the crash.
 inline bool is_crash_machinery(const SymbolizedFrame& frame) {
     const std::string_view name = frame.function.empty() ? std::string_view{frame.raw} : frame.function;
-    return name.find("multiworker::detail::report_crash") != std::string_view::npos ||
+    const bool sanitizer = name.starts_with("__interceptor_") || name.starts_with("__sanitizer") ||
+                           frame.raw.find("libasan.so") != std::string::npos ||
+                           frame.raw.find("libubsan.so") != std::string::npos;
+    return sanitizer || name.find("multiworker::detail::report_crash") != std::string_view::npos ||
            name.find("__restore_rt") != std::string_view::npos || name.find("raise") == 0 ||
            name.find("__pthread_kill") != std::string_view::npos || name.find("pthread_kill") == 0 ||
            name.find("abort") == 0 || frame.raw.find("libc.so") != std::string::npos;
