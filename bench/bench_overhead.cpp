@@ -724,7 +724,7 @@ void BM_BoundedMemory(benchmark::State& state) {
             break;
         }
     }
-    state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations() * tasks));
+    state.SetItemsProcessed(state.iterations() * static_cast<std::int64_t>(tasks));
     state.counters["peak_rss_growth_mb"] = growth_mb;
     state.counters["peak_rss_mb"] = peak_mb;
 }

@@ -30,7 +30,8 @@ using namespace std::chrono_literals;
 struct Chatty {
     int work(int task, int line_length) const {
         spdlog::debug("debug record of task {}", task);
-        spdlog::info("task {} {}", task, std::string(static_cast<std::size_t>(line_length), 'a' + task % 26));
+        spdlog::info("task {} {}", task,
+                     std::string(static_cast<std::size_t>(line_length), static_cast<char>('a' + task % 26)));
         if (auto named = spdlog::get("named")) named->warn("named logger record of task {}", task);
         return static_cast<int>(::getpid());
     }

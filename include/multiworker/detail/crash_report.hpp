@@ -104,7 +104,7 @@ inline void install_crash_reporter(int log_fd) {
 
     struct sigaction action {};
     action.sa_sigaction = report_crash;
-    action.sa_flags = SA_SIGINFO | SA_ONSTACK | SA_RESETHAND;
+    action.sa_flags = static_cast<int>(SA_SIGINFO | SA_ONSTACK | SA_RESETHAND);
     sigemptyset(&action.sa_mask);
     for (int signal : reported_signals) ::sigaction(signal, &action, nullptr);
 }

@@ -58,7 +58,9 @@ inline std::vector<Mapping> file_mappings() {
         int path_at = 0;
         if (std::sscanf(line.c_str(), "%lx-%lx %7s %lx %*s %*s %n", &begin, &end, permissions, &offset, &path_at) < 4)
             continue;
-        if (path_at <= 0 || static_cast<std::size_t>(path_at) >= line.size() || line[path_at] != '/') continue;
+        if (path_at <= 0 || static_cast<std::size_t>(path_at) >= line.size() ||
+            line[static_cast<std::size_t>(path_at)] != '/')
+            continue;
         mapping.begin = begin;
         mapping.end = end;
         mapping.file_offset = offset;
