@@ -162,7 +162,6 @@ public:
                 stop_grace_end_ = std::move(grace_end);
             }
             stop_requested_ = true;
-            stop_requested_flag_.store(true);
             if (!supervisor_running_) {
                 mailbox_.forget(inbox_.size());
                 count_dispatched(inbox_.size());
@@ -250,7 +249,6 @@ private:
         bool shutdown_sent = false;
         std::string fault;  // why the parent killed it, if it did
         ErrorKind fault_kind = ErrorKind::worker_died;
-        bool killed_idle = false;     // killed at stop() with no task: not worth a warning
         double task_ns = 0;           // moving average of task duration; 0 = unknown
         std::size_t pass_window = 0;  // window() as this dispatch pass began
         Clock::time_point last_collect{};
@@ -271,7 +269,7 @@ private:
     void wait_for_room() {
         for (;;) {
             const std::size_t waiting = undispatched_.load();
-            if (waiting < options_.max_pending || stop_requested_flag_.load()) return;
+            if (waiting < options_.max_pending || stop_requested_.load()) return;
             adders_waiting_.fetch_add(1);
             undispatched_.wait(waiting);
             adders_waiting_.fetch_sub(1);
@@ -374,7 +372,6 @@ private:
         worker.shutdown_sent = false;
         worker.fault.clear();
         worker.fault_kind = ErrorKind::worker_died;
-        worker.killed_idle = false;
         worker.last_collect = {};
         if (!fork_server_.valid()) {
             worker.disabled = true;
@@ -820,8 +817,6 @@ private:
             stop_killed_ = true;
             for (Worker& worker : workers_) {
                 if (!worker.alive() || !worker.fault.empty()) continue;
-                // Idle ones were on their way out: killing them is no news.
-                worker.killed_idle = worker.in_flight.empty();
                 fault(worker, ErrorKind::worker_died, "was still running a task when " + stop_grace_end_in_force_);
             }
         }
@@ -1002,7 +997,11 @@ private:
                 std::make_unique<TaskError>(worker.fault_kind, lost.task.id, "", message, worker.index, worker.pid),
                 worker.index, worker.pid});
         }
-        if (!expected && !worker.killed_idle) {
+        // A worker with no task that ends once stop()'s grace period is over
+        // was on its way out: killing it is no news. (A faulted worker is
+        // given and collected nothing, so in_flight is still what it was.)
+        const bool killed_idle = stop_killed_ && worker.in_flight.empty();
+        if (!expected && !killed_idle) {
             log_collector_.report(spdlog::level::warn, "worker " + std::to_string(worker.index) + " (pid " +
                                                            std::to_string(worker.pid) + ") " + reason);
         }
@@ -1117,7 +1116,7 @@ private:
     mutable SpinLock requests_mutex_;  // held for a few instructions at a time
     std::vector<std::pair<TaskId, Bytes>> inbox_;
     std::vector<std::promise<std::size_t>> cancel_requests_;
-    bool stop_requested_ = false;
+    std::atomic<bool> stop_requested_{false};  // atomic too: adders waiting for room read it without the lock
     std::chrono::milliseconds stop_grace_{};
     std::string stop_grace_end_;
     bool supervisor_running_ = false;
@@ -1127,7 +1126,6 @@ private:
     // Tasks added and not yet handed to a worker (see wait_for_room()).
     std::atomic<std::size_t> undispatched_{0};
     std::atomic<int> adders_waiting_{0};
-    std::atomic<bool> stop_requested_flag_{false};  // stop_requested_, readable without the lock
 
     std::thread supervisor_;
 
