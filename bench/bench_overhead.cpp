@@ -21,8 +21,8 @@
 //       One Processor started once, outside the timing; each iteration adds 100000 tasks, waits
 //       and takes the results. Pure per-task cost, without fork or teardown. Counters: add_ms
 //       (the add() loop), wait_ms (from the last add() until wait() returns), collect_ms
-//       (get_results + check); caller_ns, supervisor_ns and workers_ns, the CPU time per task
-//       of the calling thread, the supervisor thread and the workers together (from
+//       (get_results + check); caller_ns, event_loop_ns and workers_ns, the CPU time per task
+//       of the calling thread, the event loop thread and the workers together (from
 //       /proc/.../schedstat): the rate is bound by their sum over the machine's cores.
 //   BM_RingFloor/<workers>
 //       The floor under BM_TrivialThroughputSteady: the same 100000 tasks as frames through the
@@ -49,15 +49,15 @@
 //       a --benchmark_out=results.json --benchmark_out_format=json run (scripts/bench does this).
 //   BM_RoundTripHot
 //       Latency of one add() + blocking pop_result() with 1 already-running worker, back to back,
-//       so the supervisor thread and the worker are normally still spinning (not asleep).
+//       so the event loop thread and the worker are normally still spinning (not asleep).
 //       p50_us and p99_us are the median and 99th percentile of the per-call latency.
 //   BM_RoundTripIdle
-//       The same, but 5 ms (not timed) pass before each add(), so the supervisor and the worker
+//       The same, but 5 ms (not timed) pass before each add(), so the event loop and the worker
 //       have gone to sleep and must be woken through their eventfds.
 //   BM_WakeFloorIdle
 //       The floor under BM_RoundTripIdle on this machine, without the library: two processes that
 //       wake each other once through eventfds after 5 ms of sleep (p50_us, p99_us). The library's
-//       idle round trip is four such wake-ups (caller -> supervisor -> worker -> supervisor ->
+//       idle round trip is four such wake-ups (caller -> event loop -> worker -> event loop ->
 //       caller).
 //   BM_StartToFirstResult
 //       Construct a Processor with 2 workers, add one task, start() and pop_result(): the latency
@@ -276,27 +276,27 @@ double run_ns(const std::string& schedstat_path) {
     return read ? static_cast<double>(ns) : 0;
 }
 
-/// The schedstat of this process's supervisor thread (named mw-supervisor); empty if none.
-std::string supervisor_schedstat() {
+/// The schedstat of this process's event loop thread (named mw-event-loop); empty if none.
+std::string event_loop_schedstat() {
     for (const auto& task : std::filesystem::directory_iterator{"/proc/self/task"}) {
         std::FILE* comm = std::fopen((task.path() / "comm").c_str(), "r");
         if (comm == nullptr) continue;
         char name[64] = {};
         const bool read = std::fgets(name, sizeof name, comm) != nullptr;
         std::fclose(comm);
-        if (read && std::string{name} == "mw-supervisor\n") return task.path() / "schedstat";
+        if (read && std::string{name} == "mw-event-loop\n") return task.path() / "schedstat";
     }
     return {};
 }
 
-/// CPU time of the caller, the supervisor and the workers, to split a run's cost by thread.
+/// CPU time of the caller, the event loop and the workers, to split a run's cost by thread.
 struct ThreadCpu {
     double caller_ns = 0;
-    double supervisor_ns = 0;
+    double event_loop_ns = 0;
     double workers_ns = 0;
 
-    static ThreadCpu now(const std::string& supervisor, const std::vector<pid_t>& workers) {
-        ThreadCpu cpu{run_ns("/proc/thread-self/schedstat"), supervisor.empty() ? 0 : run_ns(supervisor), 0};
+    static ThreadCpu now(const std::string& event_loop, const std::vector<pid_t>& workers) {
+        ThreadCpu cpu{run_ns("/proc/thread-self/schedstat"), event_loop.empty() ? 0 : run_ns(event_loop), 0};
         for (pid_t pid : workers) cpu.workers_ns += run_ns("/proc/" + std::to_string(pid) + "/schedstat");
         return cpu;
     }
@@ -309,9 +309,9 @@ void BM_TrivialThroughputSteady(benchmark::State& state) {
     double add_ms = 0;      // the caller's add() loop, while the workers already run
     double wait_ms = 0;     // from the last add() until wait() returns
     double collect_ms = 0;  // get_results() and the check, with nothing else running
-    const std::string supervisor = supervisor_schedstat();
+    const std::string event_loop = event_loop_schedstat();
     const auto workers_pids = processor.worker_pids();
-    const ThreadCpu before = ThreadCpu::now(supervisor, workers_pids);
+    const ThreadCpu before = ThreadCpu::now(event_loop, workers_pids);
     for (auto _ : state) {
         auto start = Clock::now();
         add_inc_tasks(processor);
@@ -330,10 +330,10 @@ void BM_TrivialThroughputSteady(benchmark::State& state) {
     state.counters["collect_ms"] = benchmark::Counter(collect_ms, benchmark::Counter::kAvgIterations);
     // Each thread's CPU per task: on 2 cores, what the four threads together spend is what
     // limits the rate, so this is the figure a change to the hot path should lower.
-    const ThreadCpu after = ThreadCpu::now(supervisor, workers_pids);
+    const ThreadCpu after = ThreadCpu::now(event_loop, workers_pids);
     const double tasks = static_cast<double>(state.iterations()) * kTasks;
     state.counters["caller_ns"] = (after.caller_ns - before.caller_ns) / tasks;
-    state.counters["supervisor_ns"] = (after.supervisor_ns - before.supervisor_ns) / tasks;
+    state.counters["event_loop_ns"] = (after.event_loop_ns - before.event_loop_ns) / tasks;
     state.counters["workers_ns"] = (after.workers_ns - before.workers_ns) / tasks;
 }
 BENCHMARK(BM_TrivialThroughputSteady)->Arg(1)->Arg(2)->Iterations(30)->UseRealTime()->Unit(benchmark::kMillisecond);

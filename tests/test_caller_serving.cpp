@@ -1,7 +1,7 @@
-// A user thread that adds a task or waits for a result while the supervisor
-// sleeps does the supervisor's pass itself. These tests drive that path (every
-// add and pop here finds the supervisor asleep) and check that it keeps every
-// guarantee of the supervisor's own: one result per task, time limits, deaths.
+// A user thread that adds a task or waits for a result while the event loop
+// sleeps does the event loop's pass itself. These tests drive that path (every
+// add and pop here finds the event loop asleep) and check that it keeps every
+// guarantee of the event loop's own: one result per task, time limits, deaths.
 
 #include <multiworker/multiworker.hpp>
 
@@ -43,9 +43,9 @@ struct Task {
 };
 using TaskProcessor = multiworker::Processor<Task, &Task::run>;
 
-// Long enough for the supervisor to stop spinning and sleep (it spins for
+// Long enough for the event loop to stop spinning and sleep (it spins for
 // about 50 us after its last progress).
-constexpr auto supervisor_falls_asleep = 20ms;
+constexpr auto loop_falls_asleep = 20ms;
 
 }  // namespace
 
@@ -54,7 +54,7 @@ TEST_CASE("tasks added one at a time to sleeping workers each get their result")
     TaskProcessor processor{Task{}, {.workers = 2}};
     processor.start();
     for (int i = 0; i < 50; ++i) {
-        std::this_thread::sleep_for(supervisor_falls_asleep / 10);
+        std::this_thread::sleep_for(loop_falls_asleep / 10);
         const TaskId id = processor.add(Task::echo, i);
         auto result = processor.pop_result(30s);
         REQUIRE(result.has_value());
@@ -64,11 +64,11 @@ TEST_CASE("tasks added one at a time to sleeping workers each get their result")
     CHECK(processor.done());
 }
 
-TEST_CASE("a task added while the supervisor sleeps is held to task_timeout") {
+TEST_CASE("a task added while the event loop sleeps is held to task_timeout") {
     test_support::Watchdog watchdog{60s};
     TaskProcessor processor{Task{}, {.workers = 1, .task_timeout = 100ms}};
     processor.start();
-    std::this_thread::sleep_for(supervisor_falls_asleep);
+    std::this_thread::sleep_for(loop_falls_asleep);
     const auto added = Clock::now();
     const TaskId id = processor.add(Task::hang, 0);
     auto result = processor.pop_result(30s);
@@ -77,7 +77,7 @@ TEST_CASE("a task added while the supervisor sleeps is held to task_timeout") {
     CHECK(result->id() == id);
     REQUIRE_FALSE(result->ok());
     CHECK(result->error().kind() == ErrorKind::timeout);
-    // The sleeping supervisor had chosen to sleep up to a second; the task
+    // The sleeping event loop had chosen to sleep up to a second; the task
     // is killed at its own deadline, not at the end of that sleep.
     CHECK(waited < 800ms);
 }
@@ -86,14 +86,14 @@ TEST_CASE("a worker killed by a task a caller handed out is reported - and repla
     test_support::Watchdog watchdog{60s};
     TaskProcessor processor{Task{}, {.workers = 1}};
     processor.start();
-    std::this_thread::sleep_for(supervisor_falls_asleep);
+    std::this_thread::sleep_for(loop_falls_asleep);
     const TaskId id = processor.add(Task::die, 0);
     auto result = processor.pop_result(30s);
     REQUIRE(result.has_value());
     CHECK(result->id() == id);
     REQUIRE_FALSE(result->ok());
     CHECK(result->error().kind() == ErrorKind::worker_died);
-    std::this_thread::sleep_for(supervisor_falls_asleep);
+    std::this_thread::sleep_for(loop_falls_asleep);
     processor.add(Task::echo, 7);
     result = processor.pop_result(30s);
     REQUIRE(result.has_value());
@@ -114,7 +114,7 @@ TEST_CASE("threads adding and popping at once never lose or duplicate a result")
     for (int t = 0; t < threads; ++t) {
         clients.emplace_back([&, t] {
             for (int i = 0; i < tasks_per_thread; ++i) {
-                // Now and then a pause long enough for the supervisor to sleep.
+                // Now and then a pause long enough for the event loop to sleep.
                 if (i % 7 == 0) std::this_thread::sleep_for(1ms);
                 const int value = t * tasks_per_thread + i;
                 const TaskId id = processor.add(Task::echo, value);
@@ -166,7 +166,7 @@ TEST_CASE("workers killed while callers hand out and collect tasks lose none") {
         clients.emplace_back([&, t] {
             // At least so many tasks each, and on until the workers were killed often enough.
             for (int i = 0; i < min_tasks_per_thread || kills < enough_kills; ++i) {
-                if (i % 5 == 0) std::this_thread::sleep_for(1ms);  // the supervisor falls asleep
+                if (i % 5 == 0) std::this_thread::sleep_for(1ms);  // the event loop falls asleep
                 const int value = t * 1'000'000 + i;
                 const TaskId id = processor.add(Task::echo, value);
                 {

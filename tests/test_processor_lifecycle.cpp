@@ -193,13 +193,13 @@ TEST_CASE("the library's threads are named, and workers keep the program's name"
     multiworker::Processor<Counter, &Counter::next> processor{Counter{}, {.workers = 2}};
     processor.start();
     const auto names = thread_names_of_this_process();
-    CHECK(names.count("mw-supervisor") == 1);
+    CHECK(names.count("mw-event-loop") == 1);
     CHECK(names.count("mw-log") == 1);
     const auto pids = processor.worker_pids();
     REQUIRE(pids.size() == 2);
     for (pid_t pid : pids) CHECK(comm_of("/proc/" + std::to_string(pid)) == program);
     processor.stop();
-    CHECK(thread_names_of_this_process().count("mw-supervisor") == 0);
+    CHECK(thread_names_of_this_process().count("mw-event-loop") == 0);
 }
 
 TEST_CASE("start() with 1,000 workers returns - and every worker serves") {

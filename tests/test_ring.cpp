@@ -301,7 +301,7 @@ TEST_CASE("frames larger than the ring stream through it - the reader knows it i
         writer.poll(shared.ring);
         received = reader.poll(shared.ring);
         if (!received) {
-            CHECK(reader.mid_frame());  // the supervisor spins for the next piece rather than sleeping
+            CHECK(reader.mid_frame());  // the event loop spins for the next piece rather than sleeping
             ++pieces;
         }
     }

@@ -82,7 +82,7 @@ inline std::vector<std::shared_ptr<spdlog::logger>> log_destinations(const Optio
 /// getters, also concurrently; start() and stop() must not race with other
 /// calls. The object must not be moved (it owns threads and processes).
 ///
-/// Latency: while the library's supervisor thread sleeps, add() hands its
+/// Latency: while the library's event loop thread sleeps, add() hands its
 /// task to a worker itself, and pop_result() collects the result itself
 /// while it waits, so that one task on idle workers costs one wake-up.
 /// wait() decodes results as they arrive, so that get_results() after it

@@ -3,9 +3,9 @@
 // BatchQueue: a first-in first-out queue of elements that arrive in batches,
 // kept as the batches' own vectors.
 //
-// Why: the supervisor delivers results a batch at a time while a caller
+// Why: the event loop delivers results a batch at a time while a caller
 // takes them a batch at a time, under one lock. Appending a batch and taking
-// every batch move vectors, never elements, so the supervisor (the thread
+// every batch move vectors, never elements, so the event loop (the thread
 // every task passes through twice) spends nothing per result on the hand-over
 // and holds the lock for a few instructions.
 
@@ -71,7 +71,7 @@ public:
     }
 
 private:
-    // Enough for the supervisor's batch and a caller's; each at most about
+    // Enough for the event loop's batch and a caller's; each at most about
     // 20 MiB of results, a larger one is given back to the allocator.
     static constexpr std::size_t max_spares = 4;
     static constexpr std::size_t max_spare_capacity = std::size_t{1} << 18;

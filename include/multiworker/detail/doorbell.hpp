@@ -72,7 +72,7 @@ public:
     /// then sleeps up to `timeout_ms` unless rung. Returns whether `ready()`
     /// held on return. The yields matter when the thread that will make
     /// `ready()` true shares this core: a worker spinning for its next task
-    /// would otherwise keep the supervisor from collecting the last result.
+    /// would otherwise keep the event loop from collecting the last result.
     template <class Ready>
     bool wait(Ready&& ready, int spins, int timeout_ms) const {
         for (int i = 0; i < spins; ++i) {

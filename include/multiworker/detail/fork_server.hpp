@@ -12,10 +12,10 @@
 // it was at start(): every worker, the first or the hundredth, starts from it.
 //
 // The fork server is the workers' parent and reaper. It talks to the
-// supervisor over a SOCK_SEQPACKET socket pair: the supervisor asks for a
+// event loop over a SOCK_SEQPACKET socket pair: the event loop asks for a
 // worker in a slot; the server answers with the worker's pid and passes, by
 // SCM_RIGHTS, the read end of the worker's log pipe and a pidfd (so the
-// supervisor can signal exactly that process, never a recycled pid); when a
+// event loop can signal exactly that process, never a recycled pid); when a
 // worker exits, the server reaps it and reports its wait status. Told to quit
 // (or when the socket closes), it kills what is left, reaps it and exits.
 //
@@ -49,7 +49,7 @@
 
 namespace multiworker::detail {
 
-/// A message between the supervisor and the fork server.
+/// A message between the event loop and the fork server.
 struct ForkServerMessage {
     enum class Kind : std::uint32_t { spawn = 1, spawned = 2, spawn_failed = 3, exited = 4, quit = 5 };
     Kind kind = Kind::spawn;

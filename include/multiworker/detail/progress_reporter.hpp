@@ -1,7 +1,7 @@
 #pragma once
 
 // Reports progress from a thread of its own, so that a slow callback or a
-// slow terminal never delays the supervisor or the caller.
+// slow terminal never delays the event loop or the caller.
 
 #include <multiworker/detail/backend.hpp>
 #include <multiworker/detail/system.hpp>

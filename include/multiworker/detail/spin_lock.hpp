@@ -1,7 +1,7 @@
 #pragma once
 
 // SpinLock: a mutex for critical sections of a few dozen instructions that
-// two busy threads take millions of times a second (add() and the supervisor
+// two busy threads take millions of times a second (add() and the event loop
 // sharing the request inbox).
 //
 // Why not std::mutex: when it finds the lock taken, it sleeps in the kernel

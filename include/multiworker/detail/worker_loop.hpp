@@ -126,9 +126,9 @@ private:
         const bool published = endpoints_.results.publish();
         const bool released = endpoints_.tasks.release();
         if (!published && !released) return;
-        // With the supervisor asleep, the caller waiting for this result
+        // With the event loop asleep, the caller waiting for this result
         // collects it itself, and was often woken on this very core: let it
-        // run before the system call that wakes the supervisor.
+        // run before the system call that wakes the event loop.
         if (published && endpoints_.parent.owner_sleeping()) ::sched_yield();
         endpoints_.parent.ring();
     }

@@ -1,0 +1,117 @@
+#pragma once
+
+// The parent's view of one worker slot as a task dispatcher sees it: the
+// tasks it was sent and has not answered, the frame being streamed to it,
+// the frame being read from it, and how long its tasks take. The window of
+// tasks kept in flight per worker adapts to that duration: about a
+// millisecond of work, at least two tasks (one running, one ready, so a
+// worker never waits on the parent) and at most max_window. Short tasks thus
+// travel many per wake-up, and long tasks are not queued behind a busy worker
+// while another one idles.
+
+#include <multiworker/detail/wire.hpp>
+#include <multiworker/task_id.hpp>
+
+#include <boost/container/deque.hpp>
+#include <boost/container/options.hpp>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdint>
+#include <optional>
+
+namespace multiworker::detail {
+
+// A FIFO whose elements stay in place (frames borrow their bytes) and which
+// allocates once per few dozen tasks, not once per few.
+template <class T>
+using BlockDeque =
+    boost::container::deque<T, void, boost::container::deque_options_t<boost::container::block_bytes<8192>>>;
+
+// Constructors, not aggregates: emplace_back() builds them in place, and
+// clang before 16 has no parenthesized aggregate initialization.
+struct QueuedTask {
+    QueuedTask(TaskId task_id, Bytes&& task_arguments) noexcept : id{task_id}, arguments{std::move(task_arguments)} {}
+
+    TaskId id;
+    Bytes arguments;        // kept until the result, to run the task again if need be
+    unsigned failures = 0;  // runs that ended in a worker death (or a retried exception)
+};
+
+struct InFlight {
+    InFlight(std::uint64_t task_sequence, QueuedTask&& queued) noexcept
+        : sequence{task_sequence}, task{std::move(queued)} {}
+
+    std::uint64_t sequence;
+    QueuedTask task;
+};
+
+struct DispatchLane {
+    using Clock = std::chrono::steady_clock;
+
+    static constexpr std::size_t max_window = 4096;
+    static constexpr std::chrono::nanoseconds window_target{std::chrono::milliseconds{1}};
+
+    int index = 0;                   // among its dispatcher's lanes: the worker index users see
+    int slot = 0;                    // in the pool and the channels
+    BlockDeque<InFlight> in_flight;  // sent, no result yet; oldest first
+    std::optional<FrameWriter> sending;
+    std::optional<FrameReader> receiving;
+    std::uint64_t last_sequence = 0;
+    std::uint64_t dispatched = 0;  // tasks sent to this process (for recycling)
+    std::uint64_t completed = 0;   // results received from this process
+    bool shutdown_sent = false;
+    double task_ns = 0;           // moving average of task duration; 0 = unknown; kept across processes
+    std::size_t pass_window = 0;  // window() as this dispatch pass began
+    Clock::time_point last_collect{};
+
+    /// Forgets the previous process's traffic, for a new one in the slot.
+    void reset(std::size_t max_message_bytes, const LargePayloadMaker& make_large) {
+        receiving.emplace(max_message_bytes, make_large);
+        in_flight.clear();
+        sending.reset();
+        last_sequence = 0;
+        dispatched = 0;
+        completed = 0;
+        shutdown_sent = false;
+        last_collect = {};
+    }
+
+    /// How many tasks to keep in flight; `single` (task_timeout) keeps one, so
+    /// that a queued task never waits behind one being killed; `recycle_after`
+    /// (max_tasks_per_worker, 0 = never) caps what one process is sent.
+    [[nodiscard]] std::size_t window(bool single, std::uint64_t recycle_after) const {
+        std::size_t tasks = 2;
+        if (task_ns > 0) {
+            tasks = static_cast<std::size_t>(
+                std::clamp(static_cast<double>(window_target.count()) / task_ns, 2.0, static_cast<double>(max_window)));
+        }
+        if (single) tasks = 1;
+        if (recycle_after > 0) tasks = std::min<std::size_t>(tasks, in_flight.size() + (recycle_after - dispatched));
+        return tasks;
+    }
+
+    /// Folds `results` collected now into the task duration estimate.
+    void update_task_duration(std::size_t results) {
+        const auto now = Clock::now();
+        // A worker that finished every task it had may have waited for the
+        // next ones for part of the interval, so its time per result then
+        // only bounds the task time from above: it may lower the estimate,
+        // never raise it. Otherwise a worker given few tasks, and collected
+        // from seldom (the loop waiting for a core), would look slow, be
+        // given fewer tasks still, and idle while the other one works.
+        const bool drained = in_flight.empty();
+        if (last_collect != Clock::time_point{}) {
+            const double sample = static_cast<double>((now - last_collect).count()) / static_cast<double>(results);
+            if (task_ns == 0) {
+                task_ns = sample;
+            } else if (!drained || sample < task_ns) {
+                task_ns = 0.8 * task_ns + 0.2 * sample;
+            }
+        }
+        // Only an interval during which the worker had work measures its speed.
+        last_collect = drained ? Clock::time_point{} : now;
+    }
+};
+
+}  // namespace multiworker::detail

@@ -1,0 +1,450 @@
+#pragma once
+
+// Hands tasks to a set of worker slots and takes their outcomes back: the
+// backlog, each worker's window of tasks in flight (dispatch_lane.hpp), the
+// claims that decide whether a task a worker was sent has run, retries, and
+// what a worker's death means for its tasks. One dispatcher serves a
+// Processor; a pipeline has one per stage, all on one pool and one loop.
+//
+// Accounting when a worker dies: tasks it was sent but had not claimed go back
+// to the front of the queue (they never ran); the one task it had claimed and
+// not answered is retried (retries) or reported as failed. A result the
+// worker finished writing before it died is delivered normally. So every task
+// ends with exactly one outcome in finished(), or is counted as forgotten.
+
+#include <multiworker/detail/backend.hpp>
+#include <multiworker/detail/dispatch_lane.hpp>
+#include <multiworker/detail/pending_limit.hpp>
+#include <multiworker/detail/ring_channels.hpp>
+#include <multiworker/detail/worker_pool.hpp>
+
+#include <sys/wait.h>
+
+#include <algorithm>
+#include <string>
+#include <vector>
+
+namespace multiworker::detail {
+
+/// What a dispatcher does with its tasks.
+struct DispatchPolicy {
+    unsigned retries = 0;
+    bool retry_exceptions = false;
+    std::chrono::milliseconds task_timeout{0};  // > 0: one task in flight per worker, start times tracked
+    std::uint64_t max_tasks_per_worker = 0;
+    std::size_t max_message_bytes = 0;
+};
+
+class TaskDispatcher {
+public:
+    using Clock = std::chrono::steady_clock;
+
+    /// Serves `slot_count` slots from `first_slot` on, of `pool` and `channels`.
+    TaskDispatcher(DispatchPolicy policy, RingChannels& channels, WorkerPool& pool, LogCollector& logs,
+                   PendingLimit& pending, int first_slot, int slot_count, LargePayloadMaker make_large = {})
+        : policy_{policy},
+          channels_{channels},
+          pool_{pool},
+          logs_{logs},
+          pending_{pending},
+          make_large_{std::move(make_large)} {
+        lanes_.resize(static_cast<std::size_t>(slot_count));
+        for (int i = 0; i < slot_count; ++i) {
+            DispatchLane& lane = lanes_[static_cast<std::size_t>(i)];
+            lane.index = i;
+            lane.slot = first_slot + i;
+            lane.reset(policy_.max_message_bytes, make_large_);
+            channels_.endpoints(static_cast<std::size_t>(lane.slot)).track_start_times =
+                policy_.task_timeout.count() > 0;
+        }
+    }
+
+    [[nodiscard]] std::vector<DispatchLane>& lanes() noexcept { return lanes_; }
+    [[nodiscard]] const std::vector<DispatchLane>& lanes() const noexcept { return lanes_; }
+
+    /// Outcomes ready for delivery; the owner takes them after each pass.
+    [[nodiscard]] std::vector<RawResult>& finished() noexcept { return finished_; }
+
+    /// Tasks dropped unrun since the last call (cancelled, or lost in a stop).
+    [[nodiscard]] std::size_t take_forgotten() noexcept { return std::exchange(forgotten_, 0); }
+
+    [[nodiscard]] bool stopping() const noexcept { return stopping_; }
+
+    /// Queues a new task behind the others.
+    void add(TaskId id, Bytes&& arguments) { backlog_.emplace_back(id, std::move(arguments)); }
+
+    [[nodiscard]] std::size_t backlog_size() const noexcept { return backlog_.size(); }
+
+    /// Readies the lane of `slot` for a new process, then asks the pool for one.
+    void spawn(DispatchLane& lane) {
+        channels_.reset(static_cast<std::size_t>(lane.slot));
+        lane.reset(policy_.max_message_bytes, make_large_);
+        pool_.spawn(lane.slot);
+    }
+
+    /// From now on: nothing retried, nothing new handed out, each worker told
+    /// to end once its tasks are done. Drops what no worker has claimed.
+    void begin_stop() {
+        stopping_ = true;
+        cancel_unstarted();
+    }
+
+    /// Drops the backlog and every task a worker has not claimed; returns the count.
+    std::size_t cancel_unstarted() {
+        std::size_t count = backlog_.size();
+        pending_.left_queue(backlog_.size());
+        backlog_.clear();
+        for (DispatchLane& lane : lanes_) {
+            if (pool_.alive(lane.slot)) count += take_back_unclaimed(lane).size();
+        }
+        forgotten_ += count;
+        return count;
+    }
+
+    // ----- results -----
+
+    /// Reads every complete outcome from every live worker; true if any.
+    bool collect() {
+        bool progress = false;
+        for (DispatchLane& lane : lanes_) {
+            if (pool_.alive(lane.slot) && !pool_.doomed(lane.slot)) progress |= collect(lane, pool_.pid(lane.slot));
+        }
+        return progress;
+    }
+
+    // ----- dispatch -----
+
+    /// Streams frames on, hands backlog tasks to the least loaded workers
+    /// within their windows, and tells workers due to end so. True if anything moved.
+    bool dispatch() {
+        bool progress = false;
+        for (DispatchLane& lane : lanes_) {
+            progress |= continue_sending(lane);
+            // Exact for the whole pass: sending a task adds one to both the
+            // tasks in flight and the tasks dispatched, which is all window() reads.
+            lane.pass_window = lane.window(policy_.task_timeout.count() > 0, policy_.max_tasks_per_worker);
+        }
+        std::size_t handed_out = 0;
+        while (!backlog_.empty()) {
+            DispatchLane* target = least_loaded_ready_lane();
+            if (target == nullptr) break;
+            const std::uint64_t sequence = ++target->last_sequence;
+            ++target->dispatched;
+            target->in_flight.emplace_back(sequence, std::move(backlog_.front()));
+            backlog_.pop_front();
+            ++handed_out;
+            if (target->last_collect == Clock::time_point{}) target->last_collect = Clock::now();
+            send_task(*target, target->in_flight.back());
+            progress = true;
+        }
+        pending_.left_queue(handed_out);
+        for (DispatchLane& lane : lanes_) {
+            progress |= send_shutdown_if_due(lane);
+            // Everything staged for this worker in this pass becomes visible
+            // at once, with one doorbell check.
+            WorkerEndpoints& endpoints = channels_.endpoints(static_cast<std::size_t>(lane.slot));
+            if (pool_.alive(lane.slot) && endpoints.tasks.publish()) endpoints.own.ring();
+        }
+        return progress;
+    }
+
+    // ----- deaths -----
+
+    /// Settles the tasks of a worker that ended (`grace_over`: killed at the
+    /// end of stop()'s grace period). Returns true if the slot should get a
+    /// new process.
+    bool worker_exited(const WorkerExit& exit, bool grace_over) {
+        DispatchLane& lane = lane_of(exit.slot);
+        if (!exit.killed_by_parent()) collect(lane, exit.pid);  // results it completed before it ended
+        const bool clean_exit = WIFEXITED(exit.status) && WEXITSTATUS(exit.status) == 0;
+        const bool expected = clean_exit && lane.shutdown_sent && lane.in_flight.empty();
+        std::vector<QueuedTask> unclaimed = take_back_unclaimed(lane);
+        if (stopping_) {
+            forgotten_ += unclaimed.size();
+        } else {
+            for (auto it = unclaimed.rbegin(); it != unclaimed.rend(); ++it) requeue(std::move(*it));
+        }
+        for (InFlight& lost : lane.in_flight) settle_lost_task(lane, exit, std::move(lost.task));
+        // A worker with no task that ends once stop()'s grace period is over
+        // was on its way out: killing it is no news. (A killed worker is
+        // given and collected nothing, so in_flight is still what it was.)
+        const bool killed_idle = grace_over && lane.in_flight.empty();
+        if (!expected && !killed_idle)
+            logs_.report(spdlog::level::warn, worker_name(lane, exit.pid) + " " + exit.reason);
+        const bool failed_to_start = WIFEXITED(exit.status) && WEXITSTATUS(exit.status) == worker_start_failed_status &&
+                                     lane.completed == 0 && lane.in_flight.empty();
+        lane.in_flight.clear();
+        lane.sending.reset();
+        if (failed_to_start) {
+            pool_.disable(lane.slot);
+            logs_.report(spdlog::level::err,
+                         "worker " + std::to_string(lane.index) + " failed to start (see the log); it is not replaced");
+        }
+        return !stopping_ && !pool_.disabled(lane.slot);
+    }
+
+    /// Fails every queued task when no worker is left to run it.
+    void fail_backlog_if_no_worker() {
+        if (stopping_ || any_worker_in_service()) return;
+        const std::string why = "all " + std::to_string(lanes_.size()) + " workers have exited";
+        for (QueuedTask& task : backlog_) {
+            finished_.push_back(RawResult{task.id, std::make_unique<TaskError>(ErrorKind::no_worker, task.id, "", why,
+                                                                               TaskError::no_worker_index, 0)});
+        }
+        pending_.left_queue(backlog_.size());
+        backlog_.clear();
+    }
+
+    [[nodiscard]] bool any_worker_in_service() const {
+        return std::any_of(lanes_.begin(), lanes_.end(),
+                           [this](const DispatchLane& l) { return pool_.in_service(l.slot); });
+    }
+
+    /// Kills the worker in `lane`; its exit is then handled like a crash.
+    void kill(DispatchLane& lane, ErrorKind kind, std::string why) { pool_.kill(lane.slot, kind, std::move(why)); }
+
+    /// When the lane's running task times out; empty if it runs none.
+    [[nodiscard]] std::optional<Clock::time_point> task_deadline(const DispatchLane& lane) const {
+        if (!pool_.alive(lane.slot) || pool_.doomed(lane.slot) || lane.in_flight.empty()) return std::nullopt;
+        const std::uint64_t claimed =
+            channels_.claimed(static_cast<std::size_t>(lane.slot)).load(std::memory_order_acquire);
+        if (claimed < lane.in_flight.front().sequence) return std::nullopt;
+        const Clock::time_point started{Clock::duration{channels_.started_ns(static_cast<std::size_t>(lane.slot))}};
+        return started + policy_.task_timeout;
+    }
+
+    [[nodiscard]] const DispatchPolicy& policy() const noexcept { return policy_; }
+
+    /// True when a worker's outcome waits to be read or its frame can go on.
+    [[nodiscard]] bool work_ready() const noexcept {
+        for (const DispatchLane& lane : lanes_) {
+            if (!pool_.alive(lane.slot) || pool_.doomed(lane.slot)) continue;
+            const WorkerEndpoints& endpoints = channels_.endpoints(static_cast<std::size_t>(lane.slot));
+            if (endpoints.results.has_readable()) return true;
+            if (lane.sending && endpoints.tasks.has_space()) return true;
+        }
+        return false;
+    }
+
+    /// What the workers are doing, for the loop's choice between spinning and sleeping.
+    enum class Activity {
+        idle,         // no task in flight
+        long_tasks,   // tasks in flight, all long
+        result_soon,  // a short task in flight, or a large frame streaming through a ring
+    };
+
+    [[nodiscard]] Activity activity() const noexcept {
+        Activity seen = Activity::idle;
+        for (const DispatchLane& lane : lanes_) {
+            if (!pool_.alive(lane.slot) || lane.in_flight.empty()) continue;
+            // A large frame streaming through the ring: its next piece is a
+            // ring-full away, and the worker waits for the space.
+            if (lane.task_ns < short_task_ns || lane.receiving->mid_frame()) return Activity::result_soon;
+            seen = Activity::long_tasks;
+        }
+        return seen;
+    }
+
+    /// A worker has had tasks since before `cutoff` and returned no result.
+    [[nodiscard]] bool worker_waiting_since(Clock::time_point cutoff) const noexcept {
+        return std::any_of(lanes_.begin(), lanes_.end(), [this, cutoff](const DispatchLane& lane) {
+            return pool_.alive(lane.slot) && !lane.in_flight.empty() && lane.last_collect != Clock::time_point{} &&
+                   lane.last_collect < cutoff;
+        });
+    }
+
+    [[nodiscard]] bool alive(const DispatchLane& lane) const noexcept { return pool_.alive(lane.slot); }
+    /// The parent killed the lane's worker: it is given and collected nothing more.
+    [[nodiscard]] bool doomed(const DispatchLane& lane) const noexcept { return pool_.doomed(lane.slot); }
+
+private:
+    // Below this measured task time the loop spins for the result. The
+    // measure runs from dispatch to collection, so a trivial task sent to a
+    // sleeping worker measures its wake-up too: 50-100 us on a virtual machine.
+    static constexpr double short_task_ns = 200'000;
+
+    DispatchLane& lane_of(int slot) { return lanes_[static_cast<std::size_t>(slot - lanes_.front().slot)]; }
+
+    std::string worker_name(const DispatchLane& lane, pid_t pid) const {
+        return "worker " + std::to_string(lane.index) + " (pid " + std::to_string(pid) + ")";
+    }
+
+    /// The task a dead worker had claimed: run again, or failed.
+    void settle_lost_task(const DispatchLane& lane, const WorkerExit& exit, QueuedTask&& task) {
+        const std::string what =
+            worker_name(lane, exit.pid) + " " + exit.reason + " while running task " + std::to_string(task.id.value());
+        if (exit.kill_kind == ErrorKind::worker_died && retry(task, what)) return;
+        const std::string message = exit.kill_kind == ErrorKind::timeout ? exit.kill_reason : exit.reason;
+        finished_.push_back(
+            RawResult{task.id, std::make_unique<TaskError>(exit.kill_kind, task.id, "", message, lane.index, exit.pid),
+                      lane.index, exit.pid});
+    }
+
+    void requeue(QueuedTask&& task) {
+        pending_.returned_to_queue();
+        backlog_.push_front(std::move(task));
+    }
+
+    /// Requeues a failed task if its retries allow; false if they are used up.
+    bool retry(QueuedTask& task, const std::string& why) {
+        if (stopping_ || task.failures >= policy_.retries) return false;
+        ++task.failures;
+        logs_.report(spdlog::level::warn, why + "; running task " + std::to_string(task.id.value()) + " again (retry " +
+                                              std::to_string(task.failures) + " of " + std::to_string(policy_.retries) +
+                                              ")");
+        requeue(std::move(task));
+        return true;
+    }
+
+    /// Moves the worker's claim counter past every task it was sent, so it
+    /// will skip them; returns those tasks, oldest first.
+    std::vector<QueuedTask> take_back_unclaimed(DispatchLane& lane) {
+        auto& claimed_counter = channels_.claimed(static_cast<std::size_t>(lane.slot));
+        std::uint64_t claimed = claimed_counter.load(std::memory_order_acquire);
+        while (claimed < lane.last_sequence &&
+               !claimed_counter.compare_exchange_weak(claimed, lane.last_sequence, std::memory_order_acq_rel)) {
+        }
+        if (lane.sending) lane.sending->keep_payload();  // its frame may borrow from a task taken here
+        std::vector<QueuedTask> unclaimed;
+        while (!lane.in_flight.empty() && lane.in_flight.back().sequence > claimed) {
+            unclaimed.push_back(std::move(lane.in_flight.back().task));
+            lane.in_flight.pop_back();
+        }
+        std::reverse(unclaimed.begin(), unclaimed.end());
+        return unclaimed;
+    }
+
+    bool collect(DispatchLane& lane, pid_t pid) {
+        WorkerEndpoints& endpoints = channels_.endpoints(static_cast<std::size_t>(lane.slot));
+        std::size_t count = 0;
+        try {
+            FrameReader& reader = *lane.receiving;
+            // A large result is read into its final value instead (see LargePayload).
+            while (reader.poll_ring(endpoints.results, large_buffer_bytes - 1)) {
+                accept_outcome(lane, pid, reader);
+                ++count;
+            }
+            // Space for the worker's next results: freed in one store, and
+            // the worker woken if it waits for it.
+            if (endpoints.results.release()) endpoints.own.ring();
+        } catch (const std::exception& e) {
+            kill(lane, ErrorKind::worker_died, std::string{"sent corrupt data ("} + e.what() + ")");
+            return true;
+        }
+        if (count > 0) lane.update_task_duration(count);
+        return count > 0;
+    }
+
+    /// Makes the complete frame in `reader` the outcome of the worker's oldest
+    /// task, and readies the reader for the next frame.
+    void accept_outcome(DispatchLane& lane, pid_t pid, FrameReader& reader) {
+        const FrameHeader header = reader.header();
+        if (header.kind != FrameKind::result && header.kind != FrameKind::failure) {
+            throw ProtocolError{"unexpected frame kind " + std::to_string(static_cast<std::uint32_t>(header.kind))};
+        }
+        if (lane.in_flight.empty() || sequence_bits(lane.in_flight.front().sequence) != header.sequence) {
+            throw ProtocolError{"result for its task number " + std::to_string(header.sequence) +
+                                " (mod 2^32), which it was not running"};
+        }
+        QueuedTask& task = lane.in_flight.front().task;
+        ++lane.completed;
+        if (header.kind == FrameKind::result) {
+            accept_value(lane, task.id, pid, reader);
+        } else {
+            TaskError error = error_from_report(task.id, reader.payload(), lane.index, pid);
+            if (error.kind() != ErrorKind::exception || !policy_.retry_exceptions || !retry(task, error.what())) {
+                finished_.push_back(RawResult{task.id, std::make_unique<TaskError>(std::move(error)), lane.index, pid});
+            }
+        }
+        reader.next();
+        lane.in_flight.pop_front();
+    }
+
+    void accept_value(const DispatchLane& lane, TaskId id, pid_t pid, FrameReader& reader) {
+        if (std::unique_ptr<LargePayload> large = reader.take_large()) {
+            finished_.push_back(RawResult{id, std::move(large), lane.index, pid});
+            return;
+        }
+        // Built where it stays, the payload copied straight into it: a small
+        // value is not moved from record to record on its way.
+        RawResult& result = finished_.emplace_back();
+        result.id = id;
+        result.worker_index = lane.index;
+        result.worker_pid = pid;
+        try {
+            reader.take_payload_into(std::get<Bytes>(result.outcome));
+        } catch (...) {
+            finished_.pop_back();  // the task stays in flight, to be accounted for with the worker
+            throw;
+        }
+    }
+
+    /// Ends a worker at stop(), or when it has served max_tasks_per_worker.
+    bool send_shutdown_if_due(DispatchLane& lane) {
+        if (!pool_.alive(lane.slot) || lane.shutdown_sent || lane.sending || pool_.doomed(lane.slot)) return false;
+        const bool recycle = policy_.max_tasks_per_worker > 0 && lane.dispatched >= policy_.max_tasks_per_worker &&
+                             lane.in_flight.empty();
+        if (!stopping_ && !recycle) return false;
+        lane.sending.emplace(FrameHeader{.kind = FrameKind::shutdown}, std::span<const char>{});
+        lane.shutdown_sent = true;
+        continue_sending(lane);
+        return true;
+    }
+
+    DispatchLane* least_loaded_ready_lane() {
+        DispatchLane* best = nullptr;
+        for (DispatchLane& lane : lanes_) {
+            if (!pool_.alive(lane.slot) || pool_.doomed(lane.slot) || lane.sending || lane.shutdown_sent) continue;
+            if (lane.in_flight.size() >= lane.pass_window) continue;
+            if (best == nullptr || lane.in_flight.size() < best->in_flight.size()) best = &lane;
+        }
+        return best;
+    }
+
+    /// Stages the task's frame in one step if it fits, or else starts
+    /// streaming it (borrowing the arguments from in_flight, whose elements
+    /// stay in place until they leave it).
+    void send_task(DispatchLane& lane, const InFlight& sent) {
+        FrameHeader header{.kind = FrameKind::task, .sequence = sequence_bits(sent.sequence)};
+        header.length = sent.task.arguments.size();
+        try {
+            ByteRing& tasks = channels_.endpoints(static_cast<std::size_t>(lane.slot)).tasks;
+            if (tasks.stage_whole(header_bytes(header), sent.task.arguments)) return;
+        } catch (const std::exception& e) {
+            kill(lane, ErrorKind::worker_died, std::string{"corrupted its task ring ("} + e.what() + ")");
+            return;
+        }
+        lane.sending.emplace(header, sent.task.arguments);
+        continue_sending(lane);
+    }
+
+    bool continue_sending(DispatchLane& lane) {
+        if (!lane.sending || !pool_.alive(lane.slot) || pool_.doomed(lane.slot)) return false;
+        try {
+            StagingSink sink{channels_.endpoints(static_cast<std::size_t>(lane.slot)).tasks};
+            const std::size_t before = lane.sending->written();
+            if (lane.sending->poll(sink)) {
+                lane.sending.reset();
+                return true;
+            }
+            return lane.sending->written() != before;
+        } catch (const std::exception& e) {
+            kill(lane, ErrorKind::worker_died, std::string{"corrupted its task ring ("} + e.what() + ")");
+            return true;
+        }
+    }
+
+    const DispatchPolicy policy_;
+    RingChannels& channels_;
+    WorkerPool& pool_;
+    LogCollector& logs_;
+    PendingLimit& pending_;
+    LargePayloadMaker make_large_;
+    std::vector<DispatchLane> lanes_;
+    BlockDeque<QueuedTask> backlog_;
+    std::vector<RawResult> finished_;
+    std::size_t forgotten_ = 0;
+    bool stopping_ = false;
+};
+
+}  // namespace multiworker::detail
