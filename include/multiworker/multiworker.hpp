@@ -5,6 +5,7 @@
 
 #include <multiworker/error.hpp>
 #include <multiworker/options.hpp>
+#include <multiworker/pipeline.hpp>
 #include <multiworker/processor.hpp>
 #include <multiworker/progress.hpp>
 #include <multiworker/result.hpp>

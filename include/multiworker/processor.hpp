@@ -9,6 +9,7 @@
 #include <multiworker/detail/inprocess_backend.hpp>
 #include <multiworker/detail/method_checks.hpp>
 #include <multiworker/detail/progress_reporter.hpp>
+#include <multiworker/detail/result_decoding.hpp>
 #include <multiworker/detail/vector_fifo.hpp>
 #include <multiworker/options.hpp>
 #include <multiworker/result.hpp>
@@ -405,44 +406,8 @@ private:
         }
     }
 
-    // Takes `raw` by reference, moving out only an error or a large value:
-    // a small result's record is read where it lies, not moved first.
     Result<result_type> convert(detail::RawResult& raw) {
-        if (auto* error = std::get_if<std::unique_ptr<TaskError>>(&raw.outcome)) {
-            return Result<result_type>{raw.id, std::move(**error)};
-        }
-        try {
-            if (auto* large = std::get_if<std::unique_ptr<detail::LargePayload>>(&raw.outcome)) {
-                if constexpr (std::is_void_v<result_type>) {
-                    throw detail::DecodeError{"a void method sent a value"};
-                } else {
-                    return Result<result_type>{raw.id, take_large_value(**large)};
-                }
-            }
-            const auto& bytes = std::get<detail::Bytes>(raw.outcome);
-            if constexpr (std::is_void_v<result_type>) {
-                if (!bytes.empty()) throw detail::DecodeError{"a void method sent a value"};
-                return Result<void>{raw.id};
-            } else if constexpr (check::usable) {
-                auto [value] = detail::decode_values<result_type>(bytes);
-                return Result<result_type>{raw.id, std::move(value)};
-            } else {
-                throw detail::DecodeError{"the method cannot be used (see the static_assert above)"};
-            }
-        } catch (const detail::DecodeError& e) {
-            return Result<result_type>{raw.id, TaskError{ErrorKind::bad_message, raw.id, "",
-                                                         std::string{"result could not be decoded: "} + e.what(),
-                                                         raw.worker_index, raw.worker_pid}};
-        }
-    }
-
-    // Only large_result_maker()'s payloads reach here.
-    static result_type take_large_value(detail::LargePayload& large) {
-        if constexpr (detail::is_plain_buffer<result_type>) {
-            return static_cast<detail::PlainValuePayload<result_type>&>(large).take();
-        } else {
-            throw detail::DecodeError{"a large payload arrived for a type that has none"};
-        }
+        return detail::decode_raw_result<result_type, check::usable>(raw);
     }
 
     // Takes every result waiting in the mailbox and appends it, decoded, to

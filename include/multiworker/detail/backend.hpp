@@ -64,6 +64,7 @@ using OutcomeSender = FunctionRef<void(bool ok, const EncodedView& payload)>;
 struct WorkerHooks {
     std::function<void()> on_start;  // before the worker's first task
     std::function<void()> on_exit;   // after its last task, when it ends normally
+    TaskRunner closing;              // runs a closing frame (a pipeline sink's finish()); empty: none
 };
 
 /// A task's outcome before the Processor decodes it into a Result<R>.

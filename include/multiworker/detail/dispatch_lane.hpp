@@ -19,6 +19,7 @@
 #include <chrono>
 #include <cstdint>
 #include <optional>
+#include <vector>
 
 namespace multiworker::detail {
 
@@ -36,6 +37,7 @@ struct QueuedTask {
     TaskId id;
     Bytes arguments;        // kept until the result, to run the task again if need be
     unsigned failures = 0;  // runs that ended in a worker death (or a retried exception)
+    bool closing = false;   // the element's closing call (a sink's finish()), not a task
 };
 
 struct InFlight {
@@ -57,6 +59,8 @@ struct DispatchLane {
     BlockDeque<InFlight> in_flight;  // sent, no result yet; oldest first
     std::optional<FrameWriter> sending;
     std::optional<FrameReader> receiving;
+    std::vector<Bytes> held_items;    // emitted by the running task, held until its result (see ItemMode)
+    std::uint64_t items_of_task = 0;  // items the running task emitted so far
     std::uint64_t last_sequence = 0;
     std::uint64_t dispatched = 0;  // tasks sent to this process (for recycling)
     std::uint64_t completed = 0;   // results received from this process
@@ -70,6 +74,8 @@ struct DispatchLane {
         receiving.emplace(max_message_bytes, make_large);
         in_flight.clear();
         sending.reset();
+        held_items.clear();
+        items_of_task = 0;
         last_sequence = 0;
         dispatched = 0;
         completed = 0;

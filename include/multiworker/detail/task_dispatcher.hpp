@@ -21,10 +21,19 @@
 #include <sys/wait.h>
 
 #include <algorithm>
+#include <limits>
 #include <string>
 #include <vector>
 
 namespace multiworker::detail {
+
+/// What becomes of the items a task emits (FrameKind::item) before its result.
+enum class ItemMode {
+    none,      // tasks emit nothing: their result is their output (a Processor, a map stage)
+    held,      // outputs once the task's result arrives, dropped if it fails (an emitting stage:
+               // a retried input must not emit twice)
+    streamed,  // outputs at once (a source process: one task that runs all along)
+};
 
 /// What a dispatcher does with its tasks.
 struct DispatchPolicy {
@@ -33,6 +42,8 @@ struct DispatchPolicy {
     std::chrono::milliseconds task_timeout{0};  // > 0: one task in flight per worker, start times tracked
     std::uint64_t max_tasks_per_worker = 0;
     std::size_t max_message_bytes = 0;
+    ItemMode items = ItemMode::none;
+    std::string label{};  // names the workers in messages: "whois " gives "whois worker 3 (pid 123)"
 };
 
 class TaskDispatcher {
@@ -72,6 +83,26 @@ public:
 
     /// Queues a new task behind the others.
     void add(TaskId id, Bytes&& arguments) { backlog_.emplace_back(id, std::move(arguments)); }
+
+    /// Queues the element's closing call (FrameKind::closing) behind the tasks.
+    void add_closing(TaskId id) { backlog_.emplace_back(id, Bytes{}).closing = true; }
+
+    /// Counts of the tasks' fates, for a pipeline's statistics.
+    struct Tally {
+        std::uint64_t completed = 0;  // ran to their result
+        std::uint64_t dropped = 0;    // completed without emitting an item (ItemMode held or streamed)
+        std::uint64_t retried = 0;    // runs repeated after a death or a retried exception
+    };
+    [[nodiscard]] const Tally& tally() const noexcept { return tally_; }
+
+    /// A task asked to end the whole run (Emit::stop()).
+    [[nodiscard]] bool stop_requested() const noexcept { return stop_requested_; }
+
+    /// Nothing queued, nothing in flight.
+    [[nodiscard]] bool idle() const noexcept {
+        return backlog_.empty() &&
+               std::all_of(lanes_.begin(), lanes_.end(), [](const DispatchLane& l) { return l.in_flight.empty(); });
+    }
 
     [[nodiscard]] std::size_t backlog_size() const noexcept { return backlog_.size(); }
 
@@ -115,8 +146,11 @@ public:
     // ----- dispatch -----
 
     /// Streams frames on, hands backlog tasks to the least loaded workers
-    /// within their windows, and tells workers due to end so. True if anything moved.
-    bool dispatch() {
+    /// within their windows, and tells workers due to end so. Only tasks with
+    /// ids below `admit_below` are handed out (an ordered stage's bound on its
+    /// reorder buffer; a retried task, whose id is lower, always goes). True
+    /// if anything moved.
+    bool dispatch(std::uint64_t admit_below = std::numeric_limits<std::uint64_t>::max()) {
         bool progress = false;
         for (DispatchLane& lane : lanes_) {
             progress |= continue_sending(lane);
@@ -125,7 +159,7 @@ public:
             lane.pass_window = lane.window(policy_.task_timeout.count() > 0, policy_.max_tasks_per_worker);
         }
         std::size_t handed_out = 0;
-        while (!backlog_.empty()) {
+        while (!backlog_.empty() && backlog_.front().id.value() < admit_below) {
             DispatchLane* target = least_loaded_ready_lane();
             if (target == nullptr) break;
             const std::uint64_t sequence = ++target->last_sequence;
@@ -164,6 +198,8 @@ public:
         } else {
             for (auto it = unclaimed.rbegin(); it != unclaimed.rend(); ++it) requeue(std::move(*it));
         }
+        lane.held_items.clear();  // its input runs again, or fails: what it emitted is void
+        lane.items_of_task = 0;
         for (InFlight& lost : lane.in_flight) settle_lost_task(lane, exit, std::move(lost.task));
         // A worker with no task that ends once stop()'s grace period is over
         // was on its way out: killing it is no news. (A killed worker is
@@ -266,7 +302,7 @@ private:
     DispatchLane& lane_of(int slot) { return lanes_[static_cast<std::size_t>(slot - lanes_.front().slot)]; }
 
     std::string worker_name(const DispatchLane& lane, pid_t pid) const {
-        return "worker " + std::to_string(lane.index) + " (pid " + std::to_string(pid) + ")";
+        return policy_.label + "worker " + std::to_string(lane.index) + " (pid " + std::to_string(pid) + ")";
     }
 
     /// The task a dead worker had claimed: run again, or failed.
@@ -289,6 +325,7 @@ private:
     bool retry(QueuedTask& task, const std::string& why) {
         if (stopping_ || task.failures >= policy_.retries) return false;
         ++task.failures;
+        ++tally_.retried;
         logs_.report(spdlog::level::warn, why + "; running task " + std::to_string(task.id.value()) + " again (retry " +
                                               std::to_string(task.failures) + " of " + std::to_string(policy_.retries) +
                                               ")");
@@ -335,28 +372,69 @@ private:
         return count > 0;
     }
 
-    /// Makes the complete frame in `reader` the outcome of the worker's oldest
-    /// task, and readies the reader for the next frame.
+    /// Makes the complete frame in `reader` an item or the outcome of the
+    /// worker's oldest task, and readies the reader for the next frame.
     void accept_outcome(DispatchLane& lane, pid_t pid, FrameReader& reader) {
         const FrameHeader header = reader.header();
-        if (header.kind != FrameKind::result && header.kind != FrameKind::failure) {
-            throw ProtocolError{"unexpected frame kind " + std::to_string(static_cast<std::uint32_t>(header.kind))};
-        }
         if (lane.in_flight.empty() || sequence_bits(lane.in_flight.front().sequence) != header.sequence) {
-            throw ProtocolError{"result for its task number " + std::to_string(header.sequence) +
+            throw ProtocolError{"a frame for its task number " + std::to_string(header.sequence) +
                                 " (mod 2^32), which it was not running"};
         }
         QueuedTask& task = lane.in_flight.front().task;
-        ++lane.completed;
-        if (header.kind == FrameKind::result) {
-            accept_value(lane, task.id, pid, reader);
-        } else {
-            TaskError error = error_from_report(task.id, reader.payload(), lane.index, pid);
-            if (error.kind() != ErrorKind::exception || !policy_.retry_exceptions || !retry(task, error.what())) {
-                finished_.push_back(RawResult{task.id, std::make_unique<TaskError>(std::move(error)), lane.index, pid});
-            }
+        switch (header.kind) {
+            case FrameKind::item:
+                accept_item(lane, task.id, pid, reader);
+                break;
+            case FrameKind::stop_run:
+                stop_requested_ = true;
+                break;
+            case FrameKind::result:
+                accept_result(lane, task.id, pid, reader);
+                break;
+            case FrameKind::failure:
+                accept_failure(lane, task, pid, reader.payload());
+                break;
+            default:
+                throw ProtocolError{"unexpected frame kind " + std::to_string(static_cast<std::uint32_t>(header.kind))};
         }
         reader.next();
+    }
+
+    void accept_item(DispatchLane& lane, TaskId id, pid_t pid, FrameReader& reader) {
+        if (policy_.items == ItemMode::none) throw ProtocolError{"an item from a task that emits none"};
+        if (policy_.items == ItemMode::streamed) {
+            accept_value(lane, id, pid, reader);
+        } else {
+            reader.take_payload_into(lane.held_items.emplace_back());
+        }
+        ++lane.items_of_task;
+    }
+
+    void accept_result(DispatchLane& lane, TaskId id, pid_t pid, FrameReader& reader) {
+        if (policy_.items == ItemMode::none || lane.in_flight.front().task.closing) {
+            accept_value(lane, id, pid, reader);
+        } else {
+            for (Bytes& item : lane.held_items) {
+                finished_.push_back(RawResult{id, std::move(item), lane.index, pid});
+            }
+            if (lane.items_of_task == 0) ++tally_.dropped;
+        }
+        ++tally_.completed;
+        end_task(lane);
+    }
+
+    void accept_failure(DispatchLane& lane, QueuedTask& task, pid_t pid, std::span<const char> report) {
+        TaskError error = error_from_report(task.id, report, lane.index, pid);
+        if (error.kind() != ErrorKind::exception || !policy_.retry_exceptions || !retry(task, error.what())) {
+            finished_.push_back(RawResult{task.id, std::make_unique<TaskError>(std::move(error)), lane.index, pid});
+        }
+        end_task(lane);
+    }
+
+    void end_task(DispatchLane& lane) {
+        ++lane.completed;
+        lane.held_items.clear();
+        lane.items_of_task = 0;
         lane.in_flight.pop_front();
     }
 
@@ -405,7 +483,8 @@ private:
     /// streaming it (borrowing the arguments from in_flight, whose elements
     /// stay in place until they leave it).
     void send_task(DispatchLane& lane, const InFlight& sent) {
-        FrameHeader header{.kind = FrameKind::task, .sequence = sequence_bits(sent.sequence)};
+        FrameHeader header{.kind = sent.task.closing ? FrameKind::closing : FrameKind::task,
+                           .sequence = sequence_bits(sent.sequence)};
         header.length = sent.task.arguments.size();
         try {
             ByteRing& tasks = channels_.endpoints(static_cast<std::size_t>(lane.slot)).tasks;
@@ -444,7 +523,9 @@ private:
     BlockDeque<QueuedTask> backlog_;
     std::vector<RawResult> finished_;
     std::size_t forgotten_ = 0;
+    Tally tally_;
     bool stopping_ = false;
+    bool stop_requested_ = false;
 };
 
 }  // namespace multiworker::detail

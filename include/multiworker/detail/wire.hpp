@@ -35,6 +35,9 @@ enum class FrameKind : std::uint16_t {
     result = 2,    // payload: encoded return value
     failure = 3,   // payload: encoded FailureReport
     shutdown = 4,  // no payload: finish and exit
+    item = 5,      // payload: one encoded output of the running task (pipelines' Emit), before its result
+    stop_run = 6,  // no payload: the running task asks to end the whole run (Emit::stop())
+    closing = 7,   // like task, for the element's closing call (a sink's finish())
 };
 
 struct FrameHeader {
@@ -72,7 +75,7 @@ inline void validate_header(const FrameHeader& header, std::size_t max_length) {
         throw ProtocolError{"bad frame magic " + std::to_string(header.magic)};
     }
     const auto kind = static_cast<std::uint32_t>(header.kind);
-    if (kind < static_cast<std::uint32_t>(FrameKind::task) || kind > static_cast<std::uint32_t>(FrameKind::shutdown)) {
+    if (kind < static_cast<std::uint32_t>(FrameKind::task) || kind > static_cast<std::uint32_t>(FrameKind::closing)) {
         throw ProtocolError{"bad frame kind " + std::to_string(kind)};
     }
     if (header.length > max_length) {

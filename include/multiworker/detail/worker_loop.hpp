@@ -16,6 +16,7 @@
 #include <multiworker/detail/backend.hpp>
 #include <multiworker/detail/crash_report.hpp>
 #include <multiworker/detail/doorbell.hpp>
+#include <multiworker/detail/item_channel.hpp>
 #include <multiworker/detail/ring.hpp>
 #include <multiworker/detail/wire.hpp>
 #include <multiworker/detail/worker_logging.hpp>
@@ -70,10 +71,11 @@ struct WorkerEndpoints {
     bool wait_for_debugger = false;  // Options::debug_worker names this worker
 };
 
-class WorkerLoop {
+class WorkerLoop final : private ItemChannel {
 public:
-    WorkerLoop(const WorkerEndpoints& endpoints, const TaskRunner& runner)
-        : endpoints_{endpoints}, runner_{runner}, reader_{endpoints.max_message_bytes} {
+    /// `closing` (may be empty) runs the closing frame: a pipeline sink's finish().
+    WorkerLoop(const WorkerEndpoints& endpoints, const TaskRunner& runner, const TaskRunner& closing)
+        : endpoints_{endpoints}, runner_{runner}, closing_{closing}, reader_{endpoints.max_message_bytes} {
         // This process's views start from the rings' shared state, whatever
         // the views it inherited had cached.
         endpoints_.tasks.resync();
@@ -136,7 +138,10 @@ private:
     /// Runs the task a frame carries; false on a shutdown frame.
     bool serve(const FrameHeader& header, std::span<const char> arguments) {
         if (header.kind == FrameKind::shutdown) return false;
-        if (header.kind != FrameKind::task) throw ProtocolError{"worker received a non-task frame"};
+        const bool closing = header.kind == FrameKind::closing;
+        if (header.kind != FrameKind::task && !(closing && closing_)) {
+            throw ProtocolError{"worker received a non-task frame"};
+        }
         // Every task frame the parent wrote is read here, taken back or not,
         // so counting them gives each its full number.
         const std::uint64_t sequence = ++last_sequence_;
@@ -145,9 +150,29 @@ private:
                                 std::to_string(sequence)};
         }
         if (!claim(sequence)) return true;  // the parent took it back
-        execute_task(runner_, arguments,
+        running_ = &header;
+        const ItemChannelScope scope{this};
+        execute_task(closing ? closing_ : runner_, arguments,
                      [this, &header](bool ok, const EncodedView& payload) { send_outcome(header, ok, payload); });
+        running_ = nullptr;
         return true;
+    }
+
+    // ----- ItemChannel: a pipeline element's Emit -----
+
+    void send_item(std::span<const char> encoded) override {
+        if (encoded.size() > endpoints_.max_message_bytes) {
+            throw std::length_error{"an emitted item encodes to " + std::to_string(encoded.size()) +
+                                    " bytes, more than max_message_bytes (" +
+                                    std::to_string(endpoints_.max_message_bytes) + ")"};
+        }
+        send_frame(FrameHeader{.kind = FrameKind::item, .sequence = running_->sequence}, encoded, {});
+        publish();
+    }
+
+    void request_stop() override {
+        send_frame(FrameHeader{.kind = FrameKind::stop_run, .sequence = running_->sequence}, {}, {});
+        publish();
     }
 
     void wait_for_tasks() {
@@ -190,8 +215,10 @@ private:
     // only one that wraps around the ring's end is copied out first.
     const std::size_t max_in_place_ = endpoints_.tasks.capacity() / 4;
     const TaskRunner& runner_;
+    const TaskRunner& closing_;
     FrameReader reader_;
-    std::uint64_t last_sequence_ = 0;  // task frames read so far
+    const FrameHeader* running_ = nullptr;  // the task frame being served
+    std::uint64_t last_sequence_ = 0;       // task frames read so far
 };
 
 /// Set by SIGCONT while a worker waits for a debugger.
@@ -281,7 +308,7 @@ inline constexpr int worker_start_failed_status = 70;
         if (hooks.on_start) hooks.on_start();
         started = true;
         spdlog::debug("worker {} started", endpoints.index);
-        WorkerLoop{endpoints, runner}.run();
+        WorkerLoop{endpoints, runner, hooks.closing}.run();
         if (hooks.on_exit) hooks.on_exit();
         spdlog::debug("worker {} stopping", endpoints.index);
     } catch (const std::exception& e) {
