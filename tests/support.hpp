@@ -8,9 +8,11 @@
 
 #include <dirent.h>
 #include <signal.h>
+#include <sys/mman.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstdio>
@@ -20,6 +22,7 @@
 #include <memory>
 #include <mutex>
 #include <set>
+#include <stdexcept>
 #include <string>
 #include <thread>
 #include <vector>
@@ -141,5 +144,28 @@ inline bool process_alive(pid_t pid) {
     const auto close = line.rfind(')');
     return close != std::string::npos && close + 2 < line.size() && line[close + 2] != 'Z';
 }
+
+/// Counters in anonymous shared memory, written by forked workers and read
+/// by the test while they run (each worker inherits the mapping).
+class SharedCounters {
+public:
+    explicit SharedCounters(std::size_t count) : count_{count} {
+        void* memory = ::mmap(nullptr, bytes(), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+        if (memory == MAP_FAILED) throw std::runtime_error{"mmap of the shared counters failed"};
+        values_ = static_cast<std::atomic<long long>*>(memory);
+        for (std::size_t i = 0; i < count_; ++i) new (&values_[i]) std::atomic<long long>{0};
+    }
+    SharedCounters(const SharedCounters&) = delete;
+    SharedCounters& operator=(const SharedCounters&) = delete;
+    ~SharedCounters() { ::munmap(values_, bytes()); }
+
+    std::atomic<long long>& operator[](std::size_t i) const noexcept { return values_[i]; }
+
+private:
+    std::size_t bytes() const noexcept { return count_ * sizeof(std::atomic<long long>); }
+
+    std::size_t count_;
+    std::atomic<long long>* values_ = nullptr;
+};
 
 }  // namespace test_support

@@ -179,14 +179,16 @@ private:
                 const bool progress = engine_.run_pass(true);
                 if (engine_.finished()) break;
                 engine_.enforce_deadlines();
-                if (!progress) {
-                    idle(duty);
-                    continue;
-                }
                 const auto now = Clock::now();
+                // Also when idle() returns at once, again and again: an exit
+                // is never left unread for long, whatever keeps the loop busy.
                 if (now >= next_process_check) {
                     engine_.handle_process_events();
                     next_process_check = now + process_check_interval;
+                }
+                if (!progress) {
+                    idle(duty);
+                    continue;
                 }
                 make_way_for_workers(now);
             } catch (const std::exception& e) {

@@ -22,6 +22,7 @@
 
 #include <multiworker/detail/deadline_watch.hpp>
 #include <multiworker/detail/event_loop.hpp>
+#include <multiworker/detail/pipeline_elements.hpp>
 #include <multiworker/detail/pipeline_plan.hpp>
 #include <multiworker/detail/ring_channels.hpp>
 #include <multiworker/detail/task_dispatcher.hpp>
@@ -106,7 +107,8 @@ public:
             StageStats stats = element.stats;
             if (element.dispatcher) {
                 const TaskDispatcher::Tally& tally = element.dispatcher->tally();
-                stats.completed = tally.completed - (element.closing_sent && element.closing_settled ? 1 : 0);
+                stats.completed =
+                    tally.completed - element.skipped - (element.closing_sent && element.closing_settled ? 1 : 0);
                 stats.retried = tally.retried;
                 stats.dropped = tally.dropped;
             } else {
@@ -136,6 +138,7 @@ private:
         bool closing_sent = false;
         bool closing_settled = false;
         TaskId closing_id{};
+        std::uint64_t skipped = 0;                   // a sink's items not added: add() had said stop
         std::map<std::uint64_t, RawResult> reorder;  // ordered: outputs waiting for an earlier one
         std::uint64_t next_release = 1;
     };
@@ -207,7 +210,8 @@ private:
     }
 
     bool run_pass(bool collect_results) override {
-        bool progress = false;
+        // The request flag's only request here is stop(), read from user_stop_.
+        bool progress = loop_.take_request_flag();
         if (user_stop_.load(std::memory_order_relaxed) && !stopping_early_ && !complete_) {
             stop_early();
             progress = true;
@@ -244,7 +248,9 @@ private:
     [[nodiscard]] bool work_ready() const override {
         for (std::size_t i = 0; i < elements_.size(); ++i) {
             const Element& element = elements_[i];
-            if (element.dispatcher && has_room_after(i) && element.dispatcher->work_ready()) return true;
+            if (element.dispatcher && has_room_after(i) && element.dispatcher->work_ready()) {
+                return true;
+            }
         }
         return false;
     }
@@ -406,10 +412,15 @@ private:
         }
         if (!sink.plan.add_says_go_on) return;
         try {
-            auto [go_on] = decode_values<bool>(bytes);
-            if (!go_on && !stopping_early_) stop_early();
+            auto [verdict] = decode_values<std::uint8_t>(bytes);
+            if (verdict == static_cast<std::uint8_t>(SinkVerdict::skipped)) {
+                ++sink.skipped;
+                ++sink.stats.unprocessed;
+            } else if (verdict == static_cast<std::uint8_t>(SinkVerdict::stop) && !stopping_early_) {
+                stop_early();
+            }
         } catch (const DecodeError& e) {
-            fail_run("sink: add() returned a value that could not be decoded: " + std::string{e.what()});
+            fail_run("sink: add()'s answer could not be decoded: " + std::string{e.what()});
         }
     }
 

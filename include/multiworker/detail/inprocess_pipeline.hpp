@@ -10,6 +10,7 @@
 // which depends on timing there).
 
 #include <multiworker/detail/item_channel.hpp>
+#include <multiworker/detail/pipeline_elements.hpp>
 #include <multiworker/detail/pipeline_plan.hpp>
 
 #include <unistd.h>
@@ -142,8 +143,8 @@ private:
         if (plan.kind != ElementKind::sink) {
             hand_on(index, payload);
         } else if (plan.add_says_go_on) {
-            auto [go_on] = decode_values<bool>(payload);
-            if (!go_on) stopped_ = true;
+            auto [verdict] = decode_values<std::uint8_t>(payload);
+            if (verdict == static_cast<std::uint8_t>(SinkVerdict::stop)) stopped_ = true;
         }
     }
 

@@ -187,6 +187,13 @@ private:
     StageOptions options_;
 };
 
+/// What a sink whose add() returns bool answers for each item.
+enum class SinkVerdict : std::uint8_t {
+    go_on = 1,    // add() returned true
+    stop = 0,     // add() returned false: the run ends
+    skipped = 2,  // add() said stop before: this item was not added (it is unprocessed)
+};
+
 /// What a sink's finish() returns; void without one.
 template <auto... Finish>
 struct finish_value {
@@ -222,16 +229,25 @@ public:
         plan.kind = ElementKind::sink;
         plan.name = "sink";
         plan.add_says_go_on = add_says_go_on;
-        plan.runner = [object = object_.get(), buffer = Bytes{}](std::span<const char> arguments,
-                                                                 const ResultSender& send) mutable {
-            auto [in] = decode_values<input>(arguments);
-            if constexpr (add_says_go_on) {
-                send_value(buffer, std::invoke(Add, *object, in), send);
-            } else {
+        if constexpr (add_says_go_on) {
+            plan.runner = [object = object_.get(), buffer = Bytes{}, said_stop = false](
+                              std::span<const char> arguments, const ResultSender& send) mutable {
+                auto [in] = decode_values<input>(arguments);
+                // Items already on their way when add() said stop are not added.
+                SinkVerdict verdict = SinkVerdict::skipped;
+                if (!said_stop) {
+                    said_stop = !std::invoke(Add, *object, in);
+                    verdict = said_stop ? SinkVerdict::stop : SinkVerdict::go_on;
+                }
+                send_value(buffer, static_cast<std::uint8_t>(verdict), send);
+            };
+        } else {
+            plan.runner = [object = object_.get()](std::span<const char> arguments, const ResultSender& send) {
+                auto [in] = decode_values<input>(arguments);
                 std::invoke(Add, *object, in);
                 send(EncodedView{});
-            }
-        };
+            };
+        }
         plan.hooks = hooks_of(*object_);
         if constexpr (sizeof...(Finish) == 1) {
             plan.hooks.closing = [object = object_.get(), buffer = Bytes{}](std::span<const char>,

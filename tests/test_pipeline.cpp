@@ -1,0 +1,246 @@
+// Pipelines when nothing fails: every item reaches the sink exactly once,
+// fan-out and fan-in, filters and flat-maps, ordering, back-pressure,
+// results without a sink, and the in-process mode giving the same answers.
+
+#include "support.hpp"
+
+#include <multiworker/multiworker.hpp>
+
+#include <catch2/catch.hpp>
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <numeric>
+#include <set>
+#include <thread>
+#include <vector>
+
+using namespace std::chrono_literals;
+using multiworker::Emit;
+
+namespace {
+
+/// For every element of every run: each input completed, failed or was never run.
+void check_accounting(const std::vector<multiworker::StageStats>& stats) {
+    for (const auto& element : stats) {
+        INFO(element.name);
+        CHECK(element.in == element.completed + element.failed + element.unprocessed);
+    }
+}
+
+std::vector<int> numbers(int count) {
+    std::vector<int> values(static_cast<std::size_t>(count));
+    std::iota(values.begin(), values.end(), 0);
+    return values;
+}
+
+struct Counter {
+    int count = 0;
+    void read(Emit<int>& out) {
+        for (int i = 0; i < count; ++i) out.emit(i);
+    }
+};
+
+struct AddOne {
+    long long apply(const int& x) { return x + 1LL; }
+};
+
+struct Double {
+    long long apply(const long long& x) { return 2 * x; }
+};
+
+struct Collect {
+    std::vector<long long> seen;
+    void add(const long long& x) { seen.push_back(x); }
+    std::vector<long long> finish() { return seen; }
+};
+
+struct PidOf {
+    int apply(const int& x) {
+        std::this_thread::sleep_for(5ms);  // long enough that every worker gets items
+        return x >= 0 ? static_cast<int>(::getpid()) : 0;
+    }
+};
+
+struct DistinctPids {
+    std::set<int> pids;
+    void add(const int& pid) { pids.insert(pid); }
+    std::size_t finish() { return pids.size(); }
+};
+
+/// Keeps multiples of 3, each twice: as x and as x * 10.
+struct TripleTens {
+    void keep(const long long& x, Emit<long long>& out) {
+        if (x % 3 != 0) return;
+        out.emit(x);
+        out.emit(x * 10);
+    }
+};
+
+}  // namespace
+
+TEST_CASE("every item reaches the sink exactly once, through two stages") {
+    test_support::Watchdog watchdog{60s};
+    multiworker::Pipeline pipeline{multiworker::from(numbers(20'000)),
+                                   multiworker::stage<&AddOne::apply>(AddOne{}, {.workers = 2}),
+                                   multiworker::stage<&Double::apply>(Double{}, {.workers = 3}),
+                                   multiworker::sink<&Collect::add, &Collect::finish>(Collect{})};
+    auto result = pipeline.run();
+    std::vector<long long> seen = result.value();
+    std::sort(seen.begin(), seen.end());
+    std::vector<long long> expected(20'000);
+    for (int i = 0; i < 20'000; ++i) expected[static_cast<std::size_t>(i)] = 2LL * (i + 1);
+    CHECK(seen == expected);
+    REQUIRE(result.stats().size() == 4);
+    CHECK(result.stats()[1].in == 20'000);
+    CHECK(result.stats()[2].out == 20'000);
+    CHECK(result.stats()[3].completed == 20'000);
+    CHECK(result.errors().empty());
+    check_accounting(result.stats());
+    CHECK(test_support::child_pids().empty());
+}
+
+TEST_CASE("a source process fanning out to 12 workers and in to one sink uses 12 distinct processes") {
+    test_support::Watchdog watchdog{60s};
+    multiworker::Pipeline pipeline{multiworker::source<&Counter::read>(Counter{600}),
+                                   multiworker::stage<&PidOf::apply>(PidOf{}, {.workers = 12}),
+                                   multiworker::sink<&DistinctPids::add, &DistinctPids::finish>(DistinctPids{})};
+    auto result = pipeline.run();
+    CHECK(result.value() == 12);
+    CHECK(result.stats()[0].out == 600);
+    CHECK(result.stats()[2].in == 600);
+    check_accounting(result.stats());
+    CHECK(test_support::child_pids().empty());
+}
+
+TEST_CASE("a stage with an Emit filters and flat-maps; without a sink the outputs come back as results") {
+    test_support::Watchdog watchdog{60s};
+    multiworker::Pipeline pipeline{multiworker::from(numbers(3'000)),
+                                   multiworker::stage<&AddOne::apply>(AddOne{}, {.workers = 2}),
+                                   multiworker::stage<&TripleTens::keep>(TripleTens{}, {.workers = 2})};
+    pipeline.start();
+    std::vector<long long> values;
+    for (auto& result : pipeline.get_results()) values.push_back(result.value());
+    std::sort(values.begin(), values.end());
+    std::vector<long long> expected;
+    for (long long x = 1; x <= 3'000; ++x) {
+        if (x % 3 == 0) {
+            expected.push_back(x);
+            expected.push_back(x * 10);
+        }
+    }
+    std::sort(expected.begin(), expected.end());
+    CHECK(values == expected);
+    auto summary = pipeline.run();  // already over: the statistics
+    CHECK(summary.stats()[2].in == 3'000);
+    CHECK(summary.stats()[2].out == 2'000);
+    CHECK(summary.stats()[2].dropped == 2'000);
+    check_accounting(summary.stats());
+}
+
+namespace {
+
+/// Item 0 takes long; the others do not.
+struct SlowFirst {
+    long long apply(const int& x) {
+        if (x == 0) std::this_thread::sleep_for(300ms);
+        return x;
+    }
+};
+
+}  // namespace
+
+TEST_CASE("ordered keeps the order of the inputs; the default hands outputs on as they come") {
+    test_support::Watchdog watchdog{60s};
+    const auto run = [](bool ordered) {
+        multiworker::Pipeline pipeline{
+            multiworker::from(numbers(2'000)),
+            multiworker::stage<&SlowFirst::apply>(SlowFirst{}, {.workers = 2, .ordered = ordered, .capacity = 64}),
+            multiworker::sink<&Collect::add, &Collect::finish>(Collect{})};
+        return pipeline.run().value();
+    };
+    std::vector<long long> in_order(2'000);
+    std::iota(in_order.begin(), in_order.end(), 0LL);
+    CHECK(run(true) == in_order);
+    const std::vector<long long> unordered = run(false);
+    CHECK(unordered != in_order);  // item 0 was overtaken
+    CHECK(std::is_permutation(unordered.begin(), unordered.end(), in_order.begin()));
+}
+
+namespace {
+
+/// Emits as fast as it can, counting in shared memory how far it got.
+struct Flood {
+    std::atomic<long long>* emitted = nullptr;
+    long long count = 0;
+    void read(Emit<long long>& out) {
+        for (long long i = 0; i < count; ++i) {
+            out.emit(i);
+            emitted->store(i + 1);
+        }
+    }
+};
+
+struct Slow {
+    long long apply(const long long& x) {
+        std::this_thread::sleep_for(1ms);
+        return x;
+    }
+};
+
+struct Count {
+    long long n = 0;
+    void add(const long long&) { ++n; }
+    long long finish() { return n; }
+};
+
+}  // namespace
+
+TEST_CASE("capacity bounds what a fast source runs ahead of a slow stage; stop() ends the run early") {
+    test_support::Watchdog watchdog{60s};
+    test_support::SharedCounters shared{1};
+    multiworker::Pipeline pipeline{multiworker::PipelineOptions{.stop_timeout = 2s, .ring_bytes = 4096},
+                                   multiworker::source<&Flood::read>(Flood{&shared[0], 1'000'000}),
+                                   multiworker::stage<&Slow::apply>(Slow{}, {.workers = 1, .capacity = 32}),
+                                   multiworker::sink<&Count::add, &Count::finish>(Count{})};
+    pipeline.start();
+    std::this_thread::sleep_for(500ms);
+    // At 1 ms an item, about 500 have passed the stage; the source may be ahead
+    // by the stage's capacity, its window and what the two small rings hold.
+    const long long ahead = shared[0].load();
+    CHECK(ahead < 3'000);
+    pipeline.stop();
+    auto result = pipeline.run();
+    CHECK(result.value() > 0);
+    CHECK(result.value() < 3'000);
+    CHECK(result.stats()[0].out < 3'000);
+    check_accounting(result.stats());
+    CHECK(test_support::child_pids().empty());
+}
+
+TEST_CASE("in-process mode gives the same value and statistics as worker processes") {
+    test_support::Watchdog watchdog{60s};
+    const auto run = [](bool in_process) {
+        multiworker::Pipeline pipeline{multiworker::PipelineOptions{.in_process = in_process},
+                                       multiworker::source<&Counter::read>(Counter{5'000}),
+                                       multiworker::stage<&AddOne::apply>(AddOne{}, {.workers = 2}),
+                                       multiworker::stage<&TripleTens::keep>(TripleTens{}, {.workers = 2}),
+                                       multiworker::sink<&Count::add, &Count::finish>(Count{})};
+        return pipeline.run();
+    };
+    const auto forked = run(false);
+    const auto local = run(true);
+    CHECK(forked.value() == local.value());
+    CHECK(local.value() == 2 * (5'000 / 3));
+    REQUIRE(forked.stats().size() == local.stats().size());
+    for (std::size_t i = 0; i < local.stats().size(); ++i) {
+        INFO(local.stats()[i].name);
+        CHECK(forked.stats()[i].in == local.stats()[i].in);
+        CHECK(forked.stats()[i].out == local.stats()[i].out);
+        CHECK(forked.stats()[i].completed == local.stats()[i].completed);
+        CHECK(forked.stats()[i].dropped == local.stats()[i].dropped);
+        CHECK(forked.stats()[i].failed == local.stats()[i].failed);
+    }
+    check_accounting(local.stats());
+}
