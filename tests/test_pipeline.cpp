@@ -80,7 +80,7 @@ struct TripleTens {
 
 }  // namespace
 
-TEST_CASE("every item reaches the sink exactly once, through two stages") {
+TEST_CASE("every item reaches the sink exactly once - through two stages") {
     test_support::Watchdog watchdog{60s};
     multiworker::Pipeline pipeline{multiworker::from(numbers(20'000)),
                                    multiworker::stage<&AddOne::apply>(AddOne{}, {.workers = 2}),
@@ -114,7 +114,7 @@ TEST_CASE("a source process fanning out to 12 workers and in to one sink uses 12
     CHECK(test_support::child_pids().empty());
 }
 
-TEST_CASE("a stage with an Emit filters and flat-maps; without a sink the outputs come back as results") {
+TEST_CASE("a stage with an Emit filters and flat-maps - without a sink the outputs come back as results") {
     test_support::Watchdog watchdog{60s};
     multiworker::Pipeline pipeline{multiworker::from(numbers(3'000)),
                                    multiworker::stage<&AddOne::apply>(AddOne{}, {.workers = 2}),
@@ -151,7 +151,7 @@ struct SlowFirst {
 
 }  // namespace
 
-TEST_CASE("ordered keeps the order of the inputs; the default hands outputs on as they come") {
+TEST_CASE("ordered keeps the order of the inputs - the default hands outputs on as they come") {
     test_support::Watchdog watchdog{60s};
     const auto run = [](bool ordered) {
         multiworker::Pipeline pipeline{
@@ -197,7 +197,7 @@ struct Count {
 
 }  // namespace
 
-TEST_CASE("capacity bounds what a fast source runs ahead of a slow stage; stop() ends the run early") {
+TEST_CASE("capacity bounds what a fast source runs ahead of a slow stage - stop() ends the run early") {
     test_support::Watchdog watchdog{60s};
     test_support::SharedCounters shared{1};
     multiworker::Pipeline pipeline{multiworker::PipelineOptions{.stop_timeout = 2s, .ring_bytes = 4096},

@@ -69,7 +69,7 @@ struct Fails {
 
 }  // namespace
 
-TEST_CASE("an item whose method throws is recorded with its stage, position, type and message; the rest go on") {
+TEST_CASE("an item whose method throws is recorded with its stage - position - type and message - the rest go on") {
     test_support::Watchdog watchdog{60s};
     multiworker::Pipeline pipeline{multiworker::from(numbers(100)),
                                    multiworker::stage<&Fails::apply>(Fails{0}, {.workers = 2, .name = "lucky"}),
@@ -104,7 +104,7 @@ TEST_CASE("under OnError::stop the first error ends the run and run() throws Pip
     CHECK(test_support::child_pids().empty());
 }
 
-TEST_CASE("a stage worker that dies has its item retried, then reported; the worker is replaced") {
+TEST_CASE("a stage worker that dies has its item retried - then reported - the worker is replaced") {
     test_support::Watchdog watchdog{120s};
     const char* names[] = {"", "SIGKILL", "abort", "exit(3)", "SIGSEGV"};
     for (int how = 1; how <= 4; ++how) {
@@ -219,7 +219,7 @@ struct Endless {
 
 }  // namespace
 
-TEST_CASE("a stage, the sink or another thread can end the run early; finish() runs, nothing hangs") {
+TEST_CASE("a stage - the sink or another thread can end the run early - finish() runs - nothing hangs") {
     test_support::Watchdog watchdog{60s};
     SECTION("from a stage, by Emit::stop()") {
         multiworker::Pipeline pipeline{multiworker::from(numbers(1'000'000)),

@@ -106,7 +106,7 @@ private:
 
 }  // namespace
 
-TEST_CASE("torture: stage workers SIGKILLed every few ms; retries deliver every item exactly once") {
+TEST_CASE("torture: stage workers SIGKILLed every few ms - retries deliver every item exactly once") {
     test_support::Watchdog watchdog{300s};
     const auto period = test_support::address_sanitizer ? 40ms : 5ms;
     for (const unsigned retries : {20U, 0U}) {

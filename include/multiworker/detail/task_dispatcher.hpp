@@ -14,6 +14,7 @@
 
 #include <multiworker/detail/backend.hpp>
 #include <multiworker/detail/dispatch_lane.hpp>
+#include <multiworker/detail/outcome_reader.hpp>
 #include <multiworker/detail/pending_limit.hpp>
 #include <multiworker/detail/ring_channels.hpp>
 #include <multiworker/detail/worker_pool.hpp>
@@ -26,14 +27,6 @@
 #include <vector>
 
 namespace multiworker::detail {
-
-/// What becomes of the items a task emits (FrameKind::item) before its result.
-enum class ItemMode {
-    none,      // tasks emit nothing: their result is their output (a Processor, a map stage)
-    held,      // outputs once the task's result arrives, dropped if it fails (an emitting stage:
-               // a retried input must not emit twice)
-    streamed,  // outputs at once (a source process: one task that runs all along)
-};
 
 /// What a dispatcher does with its tasks.
 struct DispatchPolicy {
@@ -87,16 +80,11 @@ public:
     /// Queues the element's closing call (FrameKind::closing) behind the tasks.
     void add_closing(TaskId id) { backlog_.emplace_back(id, Bytes{}).closing = true; }
 
-    /// Counts of the tasks' fates, for a pipeline's statistics.
-    struct Tally {
-        std::uint64_t completed = 0;  // ran to their result
-        std::uint64_t dropped = 0;    // completed without emitting an item (ItemMode held or streamed)
-        std::uint64_t retried = 0;    // runs repeated after a death or a retried exception
-    };
+    using Tally = OutcomeTally;
     [[nodiscard]] const Tally& tally() const noexcept { return tally_; }
 
     /// A task asked to end the whole run (Emit::stop()).
-    [[nodiscard]] bool stop_requested() const noexcept { return stop_requested_; }
+    [[nodiscard]] bool stop_requested() const noexcept { return outcomes_.stop_requested(); }
 
     /// Nothing queued, nothing in flight.
     [[nodiscard]] bool idle() const noexcept {
@@ -358,7 +346,8 @@ private:
             FrameReader& reader = *lane.receiving;
             // A large result is read into its final value instead (see LargePayload).
             while (reader.poll_ring(endpoints.results, large_buffer_bytes - 1)) {
-                accept_outcome(lane, pid, reader);
+                outcomes_.accept(lane, pid, reader,
+                                 [this](QueuedTask& task, const std::string& why) { return retry(task, why); });
                 ++count;
             }
             // Space for the worker's next results: freed in one store, and
@@ -370,91 +359,6 @@ private:
         }
         if (count > 0) lane.update_task_duration(count);
         return count > 0;
-    }
-
-    /// Makes the complete frame in `reader` an item or the outcome of the
-    /// worker's oldest task, and readies the reader for the next frame.
-    void accept_outcome(DispatchLane& lane, pid_t pid, FrameReader& reader) {
-        const FrameHeader header = reader.header();
-        if (lane.in_flight.empty() || sequence_bits(lane.in_flight.front().sequence) != header.sequence) {
-            throw ProtocolError{"a frame for its task number " + std::to_string(header.sequence) +
-                                " (mod 2^32), which it was not running"};
-        }
-        QueuedTask& task = lane.in_flight.front().task;
-        switch (header.kind) {
-            case FrameKind::item:
-                accept_item(lane, task.id, pid, reader);
-                break;
-            case FrameKind::stop_run:
-                stop_requested_ = true;
-                break;
-            case FrameKind::result:
-                accept_result(lane, task.id, pid, reader);
-                break;
-            case FrameKind::failure:
-                accept_failure(lane, task, pid, reader.payload());
-                break;
-            default:
-                throw ProtocolError{"unexpected frame kind " + std::to_string(static_cast<std::uint32_t>(header.kind))};
-        }
-        reader.next();
-    }
-
-    void accept_item(DispatchLane& lane, TaskId id, pid_t pid, FrameReader& reader) {
-        if (policy_.items == ItemMode::none) throw ProtocolError{"an item from a task that emits none"};
-        if (policy_.items == ItemMode::streamed) {
-            accept_value(lane, id, pid, reader);
-        } else {
-            reader.take_payload_into(lane.held_items.emplace_back());
-        }
-        ++lane.items_of_task;
-    }
-
-    void accept_result(DispatchLane& lane, TaskId id, pid_t pid, FrameReader& reader) {
-        if (policy_.items == ItemMode::none || lane.in_flight.front().task.closing) {
-            accept_value(lane, id, pid, reader);
-        } else {
-            for (Bytes& item : lane.held_items) {
-                finished_.push_back(RawResult{id, std::move(item), lane.index, pid});
-            }
-            if (lane.items_of_task == 0) ++tally_.dropped;
-        }
-        ++tally_.completed;
-        end_task(lane);
-    }
-
-    void accept_failure(DispatchLane& lane, QueuedTask& task, pid_t pid, std::span<const char> report) {
-        TaskError error = error_from_report(task.id, report, lane.index, pid);
-        if (error.kind() != ErrorKind::exception || !policy_.retry_exceptions || !retry(task, error.what())) {
-            finished_.push_back(RawResult{task.id, std::make_unique<TaskError>(std::move(error)), lane.index, pid});
-        }
-        end_task(lane);
-    }
-
-    void end_task(DispatchLane& lane) {
-        ++lane.completed;
-        lane.held_items.clear();
-        lane.items_of_task = 0;
-        lane.in_flight.pop_front();
-    }
-
-    void accept_value(const DispatchLane& lane, TaskId id, pid_t pid, FrameReader& reader) {
-        if (std::unique_ptr<LargePayload> large = reader.take_large()) {
-            finished_.push_back(RawResult{id, std::move(large), lane.index, pid});
-            return;
-        }
-        // Built where it stays, the payload copied straight into it: a small
-        // value is not moved from record to record on its way.
-        RawResult& result = finished_.emplace_back();
-        result.id = id;
-        result.worker_index = lane.index;
-        result.worker_pid = pid;
-        try {
-            reader.take_payload_into(std::get<Bytes>(result.outcome));
-        } catch (...) {
-            finished_.pop_back();  // the task stays in flight, to be accounted for with the worker
-            throw;
-        }
     }
 
     /// Ends a worker at stop(), or when it has served max_tasks_per_worker.
@@ -524,8 +428,8 @@ private:
     std::vector<RawResult> finished_;
     std::size_t forgotten_ = 0;
     Tally tally_;
+    OutcomeReader outcomes_{policy_.items, policy_.retry_exceptions, finished_, tally_};
     bool stopping_ = false;
-    bool stop_requested_ = false;
 };
 
 }  // namespace multiworker::detail
