@@ -8,6 +8,7 @@
 #include <multiworker/detail/forked_backend.hpp>
 #include <multiworker/detail/inprocess_backend.hpp>
 #include <multiworker/detail/method_checks.hpp>
+#include <multiworker/detail/processor_support.hpp>
 #include <multiworker/detail/progress_reporter.hpp>
 #include <multiworker/detail/result_decoding.hpp>
 #include <multiworker/detail/vector_fifo.hpp>
@@ -34,31 +35,6 @@
 #include <vector>
 
 namespace multiworker {
-
-namespace detail {
-
-template <class Tuple>
-struct tuple_decoder;
-template <class... Ts>
-struct tuple_decoder<std::tuple<Ts...>> {
-    static std::tuple<Ts...> decode(std::span<const char> bytes) { return decode_values<Ts...>(bytes); }
-};
-
-/// The sinks that receive worker log records, as Options describes them.
-inline std::vector<std::shared_ptr<spdlog::logger>> log_destinations(const Options& options) {
-    std::vector<std::shared_ptr<spdlog::logger>> destinations;
-    if (!options.log_file.empty()) {
-        auto sink = std::make_shared<spdlog::sinks::basic_file_sink_mt>(options.log_file);
-        auto file_logger = std::make_shared<spdlog::logger>("multiworker", std::move(sink));
-        file_logger->set_level(spdlog::level::trace);
-        destinations.push_back(std::move(file_logger));
-    }
-    if (options.logger) destinations.push_back(options.logger);
-    if (destinations.empty()) destinations.push_back(spdlog::default_logger());
-    return destinations;
-}
-
-}  // namespace detail
 
 /// Runs `Method` of a `T` over many argument tuples, in `Options::workers`
 /// forked processes (or in the calling thread when workers is 0).
@@ -93,34 +69,7 @@ class Processor {
     using check = detail::MethodCheck<T, Method>;
     using Problem = detail::MethodProblem;
     // Only the first problem is reported (see method_checks.hpp).
-    static_assert(check::problem != Problem::not_a_method,
-                  "multiworker::Processor<T, Method>: Method must be a pointer to a member function, e.g. &T::run");
-    static_assert(check::problem != Problem::not_a_member_of_t,
-                  "multiworker::Processor<T, Method>: Method must be a member function of T");
-    static_assert(check::problem != Problem::object_not_copyable,
-                  "multiworker::Processor<T, Method>: T must be copyable (each worker runs on its own copy)");
-    static_assert(check::problem != Problem::output_parameter,
-                  "multiworker::Processor: the method takes a non-const lvalue reference; a worker "
-                  "cannot write back into the caller's variables, so take it by value or const&");
-    static_assert(check::problem != Problem::pointer_parameter,
-                  "multiworker::Processor: the method takes a pointer; an address means nothing in "
-                  "another process, so take the value (or a container) instead");
-    static_assert(check::problem != Problem::parameter_not_default_constructible,
-                  "multiworker::Processor: every parameter type must be default-constructible "
-                  "(it is rebuilt from bytes in the worker)");
-    static_assert(check::problem != Problem::parameter_not_serializable,
-                  "multiworker::Processor: a parameter type of the method cannot be serialized: give it a "
-                  "serialize(Archive&, unsigned) member or a free serialize() function (Boost.Serialization), "
-                  "or include Boost's header for it (see multiworker/serialization.hpp)");
-    static_assert(check::problem != Problem::pointer_result,
-                  "multiworker::Processor: a pointer cannot be returned across processes; return a value");
-    static_assert(check::problem != Problem::result_not_default_constructible,
-                  "multiworker::Processor: the return type must be default-constructible "
-                  "(it is rebuilt from bytes in the parent)");
-    static_assert(check::problem != Problem::result_not_serializable,
-                  "multiworker::Processor: the method's return type cannot be serialized: give it a "
-                  "serialize(Archive&, unsigned) member or a free serialize() function (Boost.Serialization), "
-                  "or include Boost's header for it (see multiworker/serialization.hpp)");
+    static_assert(detail::MethodProblemReport<check>::reported);
     using traits = typename check::traits;
 
 public:
@@ -134,18 +83,19 @@ public:
     /// Throws std::invalid_argument for options in-process mode (workers = 0)
     /// cannot honour: task_timeout and max_tasks_per_worker.
     explicit Processor(T object, Options options = {})
-        : object_{std::move(object)}, options_{with_environment(std::move(options))} {
-        if (options_.workers == 0) reject_for_in_process(options_);
+        : object_{std::move(object)}, options_{detail::with_environment(std::move(options))} {
+        if (options_.workers == 0) detail::reject_in_process_options(options_);
         detail::TaskRunner runner = [this](std::span<const char> arguments, const detail::ResultSender& send) {
             run_task(arguments, send);
         };
         if (options_.workers == 0) {
-            backend_ = std::make_unique<detail::InProcessBackend>(mailbox_, std::move(runner), worker_hooks(),
-                                                                  options_.retry_exceptions ? options_.retries : 0);
-        } else {
             backend_ =
-                std::make_unique<detail::ForkedBackend>(options_, mailbox_, std::move(runner), worker_hooks(),
-                                                        detail::log_destinations(options_), large_result_maker());
+                std::make_unique<detail::InProcessBackend>(mailbox_, std::move(runner), detail::hooks_of(object_),
+                                                           options_.retry_exceptions ? options_.retries : 0);
+        } else {
+            backend_ = std::make_unique<detail::ForkedBackend>(
+                options_, mailbox_, std::move(runner), detail::hooks_of(object_), detail::log_destinations(options_),
+                detail::large_result_maker<result_type>());
         }
     }
 
@@ -321,30 +271,6 @@ private:
         if (progress_) progress_->stop();
     }
 
-    // In-process, a task runs in the caller's thread: nothing can stop it
-    // at a deadline, and no fresh process can replace the object.
-    static void reject_for_in_process(const Options& options) {
-        const auto reject = [](const char* option, const char* why) {
-            throw std::invalid_argument{std::string{"multiworker::Processor: Options::"} + option +
-                                        " needs worker processes (workers >= 1): " + why};
-        };
-        if (options.task_timeout.count() != 0) {
-            reject("task_timeout",
-                   "in-process mode (workers = 0) runs each task in the calling thread, "
-                   "where nothing can stop it at a deadline");
-        }
-        if (options.max_tasks_per_worker != 0) {
-            reject("max_tasks_per_worker", "in-process mode (workers = 0) has no worker process to replace");
-        }
-    }
-
-    static Options with_environment(Options options) {
-        if (const char* debug = std::getenv("MULTIWORKER_DEBUG_WORKER"); debug != nullptr && *debug != '\0') {
-            options.debug_worker = std::atoi(debug);
-        }
-        return options;
-    }
-
     void start_progress_reports() {
         if (!options_.on_progress && !options_.progress_bar) return;
         auto callback = [user = options_.on_progress, bar = options_.progress_bar
@@ -356,31 +282,6 @@ private:
         progress_ =
             std::make_unique<detail::ProgressReporter>(mailbox_, std::move(callback), options_.progress_interval);
         progress_->start();
-    }
-
-    // A string or vector of numbers is read from the ring straight into the
-    // value the caller receives (see LargePayload); other types are decoded
-    // from a buffer.
-    static detail::LargePayloadMaker large_result_maker() {
-        if constexpr (detail::is_plain_buffer<result_type>) {
-            return [](std::size_t payload_bytes) -> std::unique_ptr<detail::LargePayload> {
-                return detail::PlainValuePayload<result_type>::make(payload_bytes);
-            };
-        } else {
-            return {};
-        }
-    }
-
-    // T's optional per-worker hooks, e.g. to open and close a connection.
-    detail::WorkerHooks worker_hooks() {
-        detail::WorkerHooks hooks;
-        if constexpr (requires(T & object) { object.on_worker_start(); }) {
-            hooks.on_start = [this] { object_.on_worker_start(); };
-        }
-        if constexpr (requires(T & object) { object.on_worker_exit(); }) {
-            hooks.on_exit = [this] { object_.on_worker_exit(); };
-        }
-        return hooks;
     }
 
     // Runs in the worker (or in-process, one task at a time): decode, call,

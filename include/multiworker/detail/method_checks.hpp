@@ -88,4 +88,40 @@ struct MethodCheck {
     static constexpr bool usable = problem == MethodProblem::none;
 };
 
+/// The static_assert that names `Check`'s problem, with the library's words;
+/// instantiated by Processor through `reported`, so that a user who gets the
+/// method wrong reads one error, the first problem's.
+template <class Check>
+struct MethodProblemReport {
+    static_assert(Check::problem != MethodProblem::not_a_method,
+                  "multiworker::Processor<T, Method>: Method must be a pointer to a member function, e.g. &T::run");
+    static_assert(Check::problem != MethodProblem::not_a_member_of_t,
+                  "multiworker::Processor<T, Method>: Method must be a member function of T");
+    static_assert(Check::problem != MethodProblem::object_not_copyable,
+                  "multiworker::Processor<T, Method>: T must be copyable (each worker runs on its own copy)");
+    static_assert(Check::problem != MethodProblem::output_parameter,
+                  "multiworker::Processor: the method takes a non-const lvalue reference; a worker "
+                  "cannot write back into the caller's variables, so take it by value or const&");
+    static_assert(Check::problem != MethodProblem::pointer_parameter,
+                  "multiworker::Processor: the method takes a pointer; an address means nothing in "
+                  "another process, so take the value (or a container) instead");
+    static_assert(Check::problem != MethodProblem::parameter_not_default_constructible,
+                  "multiworker::Processor: every parameter type must be default-constructible "
+                  "(it is rebuilt from bytes in the worker)");
+    static_assert(Check::problem != MethodProblem::parameter_not_serializable,
+                  "multiworker::Processor: a parameter type of the method cannot be serialized: give it a "
+                  "serialize(Archive&, unsigned) member or a free serialize() function (Boost.Serialization), "
+                  "or include Boost's header for it (see multiworker/serialization.hpp)");
+    static_assert(Check::problem != MethodProblem::pointer_result,
+                  "multiworker::Processor: a pointer cannot be returned across processes; return a value");
+    static_assert(Check::problem != MethodProblem::result_not_default_constructible,
+                  "multiworker::Processor: the return type must be default-constructible "
+                  "(it is rebuilt from bytes in the parent)");
+    static_assert(Check::problem != MethodProblem::result_not_serializable,
+                  "multiworker::Processor: the method's return type cannot be serialized: give it a "
+                  "serialize(Archive&, unsigned) member or a free serialize() function (Boost.Serialization), "
+                  "or include Boost's header for it (see multiworker/serialization.hpp)");
+    static constexpr bool reported = true;
+};
+
 }  // namespace multiworker::detail

@@ -10,6 +10,7 @@
 #include <multiworker/detail/item_channel.hpp>
 #include <multiworker/detail/method_traits.hpp>
 #include <multiworker/detail/pipeline_plan.hpp>
+#include <multiworker/detail/processor_support.hpp>
 #include <multiworker/emit.hpp>
 
 #include <functional>
@@ -59,15 +60,6 @@ void send_value(Bytes& buffer, const V& value, const ResultSender& send) {
     buffer.clear();
     encode_values(buffer, value);
     send(EncodedView{buffer, {}});
-}
-
-/// T's optional per-worker hooks, as Processor calls them.
-template <class T>
-WorkerHooks hooks_of(T& object) {
-    WorkerHooks hooks;
-    if constexpr (requires { object.on_worker_start(); }) hooks.on_start = [&object] { object.on_worker_start(); };
-    if constexpr (requires { object.on_worker_exit(); }) hooks.on_exit = [&object] { object.on_worker_exit(); };
-    return hooks;
 }
 
 /// `void read(Emit<U>&)`: runs once, in a process of its own.

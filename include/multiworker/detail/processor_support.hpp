@@ -1,0 +1,95 @@
+#pragma once
+
+// What Processor and Pipeline share besides the engine: the log sinks the
+// options name, the per-worker hooks of a user's type, the checks of options
+// that in-process mode cannot honour, and how a large result is read.
+
+#include <multiworker/detail/backend.hpp>
+#include <multiworker/detail/codec.hpp>
+#include <multiworker/detail/wire.hpp>
+#include <multiworker/options.hpp>
+
+#include <spdlog/sinks/basic_file_sink.h>
+#include <spdlog/spdlog.h>
+
+#include <cstdlib>
+#include <memory>
+#include <span>
+#include <stdexcept>
+#include <string>
+#include <tuple>
+#include <vector>
+
+namespace multiworker::detail {
+
+template <class Tuple>
+struct tuple_decoder;
+template <class... Ts>
+struct tuple_decoder<std::tuple<Ts...>> {
+    static std::tuple<Ts...> decode(std::span<const char> bytes) { return decode_values<Ts...>(bytes); }
+};
+
+/// The sinks that receive worker log records, as Options describes them.
+inline std::vector<std::shared_ptr<spdlog::logger>> log_destinations(const Options& options) {
+    std::vector<std::shared_ptr<spdlog::logger>> destinations;
+    if (!options.log_file.empty()) {
+        auto sink = std::make_shared<spdlog::sinks::basic_file_sink_mt>(options.log_file);
+        auto file_logger = std::make_shared<spdlog::logger>("multiworker", std::move(sink));
+        file_logger->set_level(spdlog::level::trace);
+        destinations.push_back(std::move(file_logger));
+    }
+    if (options.logger) destinations.push_back(options.logger);
+    if (destinations.empty()) destinations.push_back(spdlog::default_logger());
+    return destinations;
+}
+
+/// T's optional per-worker hooks (on_worker_start, on_worker_exit: to open
+/// and close a connection, say), called on `object`: each worker's copy.
+template <class T>
+WorkerHooks hooks_of(T& object) {
+    WorkerHooks hooks;
+    if constexpr (requires { object.on_worker_start(); }) hooks.on_start = [&object] { object.on_worker_start(); };
+    if constexpr (requires { object.on_worker_exit(); }) hooks.on_exit = [&object] { object.on_worker_exit(); };
+    return hooks;
+}
+
+/// In-process, a task runs in the caller's thread: nothing can stop it at a
+/// deadline, and no fresh process can replace the object.
+inline void reject_in_process_options(const Options& options) {
+    const auto reject = [](const char* option, const char* why) {
+        throw std::invalid_argument{std::string{"multiworker::Processor: Options::"} + option +
+                                    " needs worker processes (workers >= 1): " + why};
+    };
+    if (options.task_timeout.count() != 0) {
+        reject("task_timeout",
+               "in-process mode (workers = 0) runs each task in the calling thread, "
+               "where nothing can stop it at a deadline");
+    }
+    if (options.max_tasks_per_worker != 0) {
+        reject("max_tasks_per_worker", "in-process mode (workers = 0) has no worker process to replace");
+    }
+}
+
+/// `options` with what the environment asks for (MULTIWORKER_DEBUG_WORKER).
+inline Options with_environment(Options options) {
+    if (const char* debug = std::getenv("MULTIWORKER_DEBUG_WORKER"); debug != nullptr && *debug != '\0') {
+        options.debug_worker = std::atoi(debug);
+    }
+    return options;
+}
+
+/// A string or vector of numbers is read from the ring straight into the
+/// value the caller receives (see LargePayload); other types are decoded
+/// from a buffer (an empty maker).
+template <class R>
+LargePayloadMaker large_result_maker() {
+    if constexpr (is_plain_buffer<R>) {
+        return [](std::size_t payload_bytes) -> std::unique_ptr<LargePayload> {
+            return PlainValuePayload<R>::make(payload_bytes);
+        };
+    } else {
+        return {};
+    }
+}
+
+}  // namespace multiworker::detail
