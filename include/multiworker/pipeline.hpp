@@ -89,7 +89,7 @@ struct pipeline_value<Last, true> {
 
 /// A chain of elements: a source (source() or from()), any number of
 /// stage()s, and optionally a sink(). Without a sink, the last stage's
-/// outputs come back to the parent as Result<U>s (pop_result(), get_results()).
+/// outputs come back to the parent as Result objects (pop_result(), get_results()).
 ///
 /// No sentinels: an element ends when every upstream producer has ended and
 /// it holds nothing more. A method that throws records that item's error and

@@ -30,9 +30,9 @@ struct StageStats {
 /// An item's error in a pipeline: which element, and the TaskError, whose
 /// task() is the item's position (1, 2, ...) in that element's input.
 struct ItemError {
-    std::size_t element;  ///< 0 is the first element (the source)
-    std::string element_name;
-    TaskError error;
+    std::size_t element;       ///< 0 is the first element (the source)
+    std::string element_name;  ///< as StageStats::name gives it
+    TaskError error;           ///< what went wrong; task() is the item's position in the element's input
 };
 
 /// A whole run's failure: the source or the sink failed, or an item failed
