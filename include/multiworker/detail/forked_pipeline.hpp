@@ -15,6 +15,10 @@
 // parent's copy, but they would need a ring per pair of workers (or a
 // multi-producer ring, whose claims a dying worker can leave half done), and
 // the parent would still have to learn of every item to account for it.
+// Measured (bench_pipeline, 2 cores, 100,000 items of x + 1, start-up
+// included): a source process, one stage of 2 workers and a sink 0.29 us an
+// item; each further stage, one more hop through the parent, adds 0.11 to
+// 0.16 us (2 to 4 stages: 0.40, 0.54, 0.70 us). docs/pipelines.md has the table.
 
 #include <multiworker/detail/deadline_watch.hpp>
 #include <multiworker/detail/event_loop.hpp>
