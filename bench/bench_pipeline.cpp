@@ -64,7 +64,7 @@ struct Count {
     iterator end() const { return {n}; }
 };
 
-constexpr multiworker::StageOptions two_workers{.workers = 2};
+const multiworker::StageOptions two_workers{.workers = 2};
 
 std::uint64_t range_source(std::uint64_t n) {
     multiworker::Pipeline pipeline{multiworker::from(Count{n}), multiworker::stage<&Add::apply>(Add{1}, two_workers),

@@ -9,13 +9,16 @@
 // travel many per wake-up, and long tasks are not queued behind a busy worker
 // while another one idles.
 
+#include <multiworker/detail/ring.hpp>
 #include <multiworker/detail/wire.hpp>
+#include <multiworker/detail/worker_loop.hpp>
 #include <multiworker/task_id.hpp>
 
 #include <boost/container/deque.hpp>
 #include <boost/container/options.hpp>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <optional>
@@ -53,6 +56,10 @@ struct DispatchLane {
 
     static constexpr std::size_t max_window = 4096;
     static constexpr std::chrono::nanoseconds window_target{std::chrono::milliseconds{1}};
+    // Below this measured task time the loop spins for the result. The
+    // measure runs from dispatch to collection, so a trivial task sent to a
+    // sleeping worker measures its wake-up too: 50-100 us on a virtual machine.
+    static constexpr double short_task_ns = 200'000;
 
     int index = 0;                   // among its dispatcher's lanes: the worker index users see
     int slot = 0;                    // in the pool and the channels
@@ -95,6 +102,60 @@ struct DispatchLane {
         if (single) tasks = 1;
         if (recycle_after > 0) tasks = std::min<std::size_t>(tasks, in_flight.size() + (recycle_after - dispatched));
         return tasks;
+    }
+
+    /// A result may come within the loop's spin: its tasks are short, or a
+    /// large frame streams through the ring (its next piece is a ring-full
+    /// away, and the worker waits for the space).
+    [[nodiscard]] bool expects_result_soon() const noexcept {
+        return task_ns < short_task_ns || receiving->mid_frame();
+    }
+
+    /// It has had tasks since before `cutoff` and returned no result.
+    [[nodiscard]] bool waiting_since(Clock::time_point cutoff) const noexcept {
+        return !in_flight.empty() && last_collect != Clock::time_point{} && last_collect < cutoff;
+    }
+
+    /// Stages `sent`'s frame into `tasks` in one step if it fits, or else
+    /// starts streaming it (borrowing the arguments from in_flight, whose
+    /// elements stay in place until they leave it). Throws if the ring's
+    /// shared counters are corrupt.
+    void send_task(ByteRing& tasks, const InFlight& sent) {
+        FrameHeader header{.kind = sent.task.closing ? FrameKind::closing : FrameKind::task,
+                           .sequence = sequence_bits(sent.sequence)};
+        header.length = sent.task.arguments.size();
+        if (tasks.stage_whole(header_bytes(header), sent.task.arguments)) return;
+        sending.emplace(header, sent.task.arguments);
+        continue_sending(tasks);
+    }
+
+    /// Streams the frame being sent on; true if any of it moved. Throws as send_task().
+    bool continue_sending(ByteRing& tasks) {
+        if (!sending) return false;
+        StagingSink sink{tasks};
+        const std::size_t before = sending->written();
+        if (sending->poll(sink)) {
+            sending.reset();
+            return true;
+        }
+        return sending->written() != before;
+    }
+
+    /// Moves the worker's claim counter past every task it was sent, so it
+    /// will skip them (see worker_loop.hpp); returns those tasks, oldest first.
+    std::vector<QueuedTask> take_back_unclaimed(std::atomic<std::uint64_t>& claimed_counter) {
+        std::uint64_t claimed = claimed_counter.load(std::memory_order_acquire);
+        while (claimed < last_sequence &&
+               !claimed_counter.compare_exchange_weak(claimed, last_sequence, std::memory_order_acq_rel)) {
+        }
+        if (sending) sending->keep_payload();  // its frame may borrow from a task taken here
+        std::vector<QueuedTask> unclaimed;
+        while (!in_flight.empty() && in_flight.back().sequence > claimed) {
+            unclaimed.push_back(std::move(in_flight.back().task));
+            in_flight.pop_back();
+        }
+        std::reverse(unclaimed.begin(), unclaimed.end());
+        return unclaimed;
     }
 
     /// Folds `results` collected now into the task duration estimate.

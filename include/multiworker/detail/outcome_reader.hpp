@@ -11,6 +11,8 @@
 #include <multiworker/detail/function_ref.hpp>
 #include <multiworker/detail/wire.hpp>
 
+#include <chrono>
+#include <cstdint>
 #include <memory>
 #include <span>
 #include <string>
@@ -24,6 +26,17 @@ enum class ItemMode {
     held,      // outputs once the task's result arrives, dropped if it fails (an emitting stage:
                // a retried input must not emit twice)
     streamed,  // outputs at once (a source process: one task that runs all along)
+};
+
+/// What a dispatcher does with its tasks.
+struct DispatchPolicy {
+    unsigned retries = 0;
+    bool retry_exceptions = false;
+    std::chrono::milliseconds task_timeout{0};  // > 0: one task in flight per worker, start times tracked
+    std::uint64_t max_tasks_per_worker = 0;
+    std::size_t max_message_bytes = 0;
+    ItemMode items = ItemMode::none;
+    std::string label{};  // names the workers in messages: "whois " gives "whois worker 3 (pid 123)"
 };
 
 /// Counts of the tasks' fates, for a pipeline's statistics.

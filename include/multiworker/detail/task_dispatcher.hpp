@@ -28,17 +28,6 @@
 
 namespace multiworker::detail {
 
-/// What a dispatcher does with its tasks.
-struct DispatchPolicy {
-    unsigned retries = 0;
-    bool retry_exceptions = false;
-    std::chrono::milliseconds task_timeout{0};  // > 0: one task in flight per worker, start times tracked
-    std::uint64_t max_tasks_per_worker = 0;
-    std::size_t max_message_bytes = 0;
-    ItemMode items = ItemMode::none;
-    std::string label{};  // names the workers in messages: "whois " gives "whois worker 3 (pid 123)"
-};
-
 class TaskDispatcher {
 public:
     using Clock = std::chrono::steady_clock;
@@ -261,9 +250,7 @@ public:
         Activity seen = Activity::idle;
         for (const DispatchLane& lane : lanes_) {
             if (!pool_.alive(lane.slot) || lane.in_flight.empty()) continue;
-            // A large frame streaming through the ring: its next piece is a
-            // ring-full away, and the worker waits for the space.
-            if (lane.task_ns < short_task_ns || lane.receiving->mid_frame()) return Activity::result_soon;
+            if (lane.expects_result_soon()) return Activity::result_soon;
             seen = Activity::long_tasks;
         }
         return seen;
@@ -272,8 +259,7 @@ public:
     /// A worker has had tasks since before `cutoff` and returned no result.
     [[nodiscard]] bool worker_waiting_since(Clock::time_point cutoff) const noexcept {
         return std::any_of(lanes_.begin(), lanes_.end(), [this, cutoff](const DispatchLane& lane) {
-            return pool_.alive(lane.slot) && !lane.in_flight.empty() && lane.last_collect != Clock::time_point{} &&
-                   lane.last_collect < cutoff;
+            return pool_.alive(lane.slot) && lane.waiting_since(cutoff);
         });
     }
 
@@ -282,11 +268,6 @@ public:
     [[nodiscard]] bool doomed(const DispatchLane& lane) const noexcept { return pool_.doomed(lane.slot); }
 
 private:
-    // Below this measured task time the loop spins for the result. The
-    // measure runs from dispatch to collection, so a trivial task sent to a
-    // sleeping worker measures its wake-up too: 50-100 us on a virtual machine.
-    static constexpr double short_task_ns = 200'000;
-
     DispatchLane& lane_of(int slot) { return lanes_[static_cast<std::size_t>(slot - lanes_.front().slot)]; }
 
     std::string worker_name(const DispatchLane& lane, pid_t pid) const {
@@ -321,22 +302,8 @@ private:
         return true;
     }
 
-    /// Moves the worker's claim counter past every task it was sent, so it
-    /// will skip them; returns those tasks, oldest first.
     std::vector<QueuedTask> take_back_unclaimed(DispatchLane& lane) {
-        auto& claimed_counter = channels_.claimed(static_cast<std::size_t>(lane.slot));
-        std::uint64_t claimed = claimed_counter.load(std::memory_order_acquire);
-        while (claimed < lane.last_sequence &&
-               !claimed_counter.compare_exchange_weak(claimed, lane.last_sequence, std::memory_order_acq_rel)) {
-        }
-        if (lane.sending) lane.sending->keep_payload();  // its frame may borrow from a task taken here
-        std::vector<QueuedTask> unclaimed;
-        while (!lane.in_flight.empty() && lane.in_flight.back().sequence > claimed) {
-            unclaimed.push_back(std::move(lane.in_flight.back().task));
-            lane.in_flight.pop_back();
-        }
-        std::reverse(unclaimed.begin(), unclaimed.end());
-        return unclaimed;
+        return lane.take_back_unclaimed(channels_.claimed(static_cast<std::size_t>(lane.slot)));
     }
 
     bool collect(DispatchLane& lane, pid_t pid) {
@@ -383,38 +350,33 @@ private:
         return best;
     }
 
-    /// Stages the task's frame in one step if it fits, or else starts
-    /// streaming it (borrowing the arguments from in_flight, whose elements
-    /// stay in place until they leave it).
+    /// Sends `sent` to the lane's worker, or starts streaming it there.
     void send_task(DispatchLane& lane, const InFlight& sent) {
-        FrameHeader header{.kind = sent.task.closing ? FrameKind::closing : FrameKind::task,
-                           .sequence = sequence_bits(sent.sequence)};
-        header.length = sent.task.arguments.size();
-        try {
-            ByteRing& tasks = channels_.endpoints(static_cast<std::size_t>(lane.slot)).tasks;
-            if (tasks.stage_whole(header_bytes(header), sent.task.arguments)) return;
-        } catch (const std::exception& e) {
-            kill(lane, ErrorKind::worker_died, std::string{"corrupted its task ring ("} + e.what() + ")");
-            return;
-        }
-        lane.sending.emplace(header, sent.task.arguments);
-        continue_sending(lane);
+        guard_ring(lane, [&] {
+            lane.send_task(tasks_of(lane), sent);
+            return true;
+        });
     }
 
     bool continue_sending(DispatchLane& lane) {
         if (!lane.sending || !pool_.alive(lane.slot) || pool_.doomed(lane.slot)) return false;
+        return guard_ring(lane, [&] { return lane.continue_sending(tasks_of(lane)); });
+    }
+
+    /// Runs `step` on the lane's task ring: a ring whose shared counters the
+    /// worker corrupted kills it (its tasks are then settled as for a crash).
+    template <class Step>
+    bool guard_ring(DispatchLane& lane, Step&& step) {
         try {
-            StagingSink sink{channels_.endpoints(static_cast<std::size_t>(lane.slot)).tasks};
-            const std::size_t before = lane.sending->written();
-            if (lane.sending->poll(sink)) {
-                lane.sending.reset();
-                return true;
-            }
-            return lane.sending->written() != before;
+            return step();
         } catch (const std::exception& e) {
             kill(lane, ErrorKind::worker_died, std::string{"corrupted its task ring ("} + e.what() + ")");
             return true;
         }
+    }
+
+    ByteRing& tasks_of(const DispatchLane& lane) {
+        return channels_.endpoints(static_cast<std::size_t>(lane.slot)).tasks;
     }
 
     const DispatchPolicy policy_;
