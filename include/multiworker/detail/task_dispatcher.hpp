@@ -133,7 +133,11 @@ public:
             progress |= continue_sending(lane);
             // Exact for the whole pass: sending a task adds one to both the
             // tasks in flight and the tasks dispatched, which is all window() reads.
-            lane.pass_window = lane.window(policy_.task_timeout.count() > 0, policy_.max_tasks_per_worker);
+            // 0 for a worker that takes nothing more: the loop below then
+            // looks at the lane alone, not at the pool, for every task.
+            const bool takes_tasks = pool_.alive(lane.slot) && !pool_.doomed(lane.slot) && !lane.shutdown_sent;
+            lane.pass_window =
+                takes_tasks ? lane.window(policy_.task_timeout.count() > 0, policy_.max_tasks_per_worker) : 0;
         }
         std::size_t handed_out = 0;
         while (!backlog_.empty() && backlog_.front().id.value() < admit_below) {
@@ -343,8 +347,7 @@ private:
     DispatchLane* least_loaded_ready_lane() {
         DispatchLane* best = nullptr;
         for (DispatchLane& lane : lanes_) {
-            if (!pool_.alive(lane.slot) || pool_.doomed(lane.slot) || lane.sending || lane.shutdown_sent) continue;
-            if (lane.in_flight.size() >= lane.pass_window) continue;
+            if (lane.sending || lane.in_flight.size() >= lane.pass_window) continue;
             if (best == nullptr || lane.in_flight.size() < best->in_flight.size()) best = &lane;
         }
         return best;
@@ -371,6 +374,7 @@ private:
             return step();
         } catch (const std::exception& e) {
             kill(lane, ErrorKind::worker_died, std::string{"corrupted its task ring ("} + e.what() + ")");
+            lane.pass_window = 0;  // nothing more for it in this pass
             return true;
         }
     }

@@ -86,6 +86,8 @@ public:
 
     /// Serves tasks until told to shut down.
     void run() {
+        // For the whole loop, not per task: the process runs nothing else.
+        const ItemChannelScope scope{this};
         for (;;) {
             // A small task runs from its frame where it lies in the ring: taken
             // now, released by the publish() after its result.
@@ -151,7 +153,6 @@ private:
         }
         if (!claim(sequence)) return true;  // the parent took it back
         running_ = &header;
-        const ItemChannelScope scope{this};
         execute_task(closing ? closing_ : runner_, arguments,
                      [this, &header](bool ok, const EncodedView& payload) { send_outcome(header, ok, payload); });
         running_ = nullptr;
