@@ -6,6 +6,7 @@
 
 #include <multiworker/multiworker.hpp>
 
+#include <spdlog/spdlog.h>
 #include <catch2/catch.hpp>
 
 #include <unistd.h>
@@ -243,4 +244,32 @@ TEST_CASE("in-process mode gives the same value and statistics as worker process
         CHECK(forked.stats()[i].failed == local.stats()[i].failed);
     }
     check_accounting(local.stats());
+}
+
+namespace {
+
+struct Chatty {
+    int apply(const int& x) {
+        spdlog::info("saw {}", x);
+        return x;
+    }
+};
+
+struct Ignore {
+    void add(const int&) {}
+};
+
+}  // namespace
+
+TEST_CASE("a stage worker's log records reach the pipeline's logger - tagged with its stage and worker") {
+    test_support::Watchdog watchdog{60s};
+    auto [logger, sink] = test_support::capturing_logger();
+    multiworker::Pipeline pipeline{multiworker::PipelineOptions{.logger = logger}, multiworker::from(numbers(3)),
+                                   multiworker::stage<&Chatty::apply>(Chatty{}, {.workers = 1, .name = "chatty"}),
+                                   multiworker::sink<&Ignore::add>(Ignore{})};
+    auto result = pipeline.run();
+    CHECK(result.stats()[2].completed == 3);
+    const std::string text = sink->text();
+    CHECK_THAT(text, Catch::Matchers::Contains("chatty worker 0 (pid "));
+    for (const char* seen : {"saw 0", "saw 1", "saw 2"}) CHECK_THAT(text, Catch::Matchers::Contains(seen));
 }

@@ -52,7 +52,8 @@ public:
           logs_{std::move(log_destinations), options.log_level, WorkerOutput::forward},
           channels_{PipelineStream::total_processes(plans), options.ring_bytes, PipelineStream::max_message_bytes},
           pending_{0},
-          pool_{channels_.size(), logs_, true, [this](int slot, const WorkerBirth& birth) { run_worker(slot, birth); }},
+          pool_{channels_.size(), logs_, true, [this](int slot, const WorkerBirth& birth) { run_worker(slot, birth); },
+                PipelineStream::worker_names(plans)},
           stream_{std::move(plans), options, results, channels_, pool_, logs_, pending_},
           loop_{*this, channels_.parent_doorbell()} {}
 

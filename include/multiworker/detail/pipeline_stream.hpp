@@ -57,6 +57,16 @@ public:
         return count;
     }
 
+    /// How each slot's worker is named in log records: its element, and its index there.
+    static std::vector<std::string> worker_names(const std::vector<ElementPlan>& plans) {
+        std::vector<std::string> names;
+        for (const ElementPlan& plan : plans) {
+            for (unsigned i = 0; i < plan.process_count(); ++i)
+                names.push_back(plan.name + " worker " + std::to_string(i));
+        }
+        return names;
+    }
+
     static DispatchPolicy policy_of(const ElementPlan& plan) {
         const bool stage = plan.kind == ElementKind::stage;
         return DispatchPolicy{stage ? plan.options.retries : 0U,

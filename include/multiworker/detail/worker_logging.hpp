@@ -170,11 +170,15 @@ public:
     enum class Stream { log_records, stdout_bytes, stderr_bytes };
 
     /// Adds a worker's pipe; may be called while the collector runs.
-    void add_source(int worker_index, pid_t pid, FileDescriptor read_end, Stream stream = Stream::log_records) {
+    /// `name` names the worker in each record ("worker 3", "whois worker 3"),
+    /// `worker_index` it without the prefix.
+    void add_source(int worker_index, pid_t pid, FileDescriptor read_end, Stream stream = Stream::log_records,
+                    std::string name = {}) {
         // Two threads read a pipe (see drain_exited()): a read must never wait.
         ::fcntl(read_end.get(), F_SETFL, ::fcntl(read_end.get(), F_GETFL) | O_NONBLOCK);
         std::lock_guard lock{mutex_};
-        sources_.push_back(Source{worker_index, pid, stream, std::move(read_end), {}});
+        if (name.empty()) name = "worker " + std::to_string(worker_index);
+        sources_.push_back(Source{worker_index, pid, stream, std::move(read_end), {}, std::move(name)});
         const std::uint64_t one = 1;
         [[maybe_unused]] const ssize_t ignored = ::write(wake_.get(), &one, sizeof one);
     }
@@ -253,6 +257,7 @@ private:
         Stream stream;
         FileDescriptor fd;
         std::vector<char> pending;  // bytes of a record, or of a line, not yet complete
+        std::string name;           // "worker 3", or with its pipeline stage: "whois worker 3"
     };
 
     void run() {
@@ -360,8 +365,7 @@ private:
     void emit(const Source& source, spdlog::level::level_enum level, std::string_view logger_name,
               std::chrono::system_clock::time_point time, std::string_view text) {
         if (level < level_) return;
-        std::string line =
-            "worker " + std::to_string(source.worker_index) + " (pid " + std::to_string(source.pid) + ")";
+        std::string line = source.name + " (pid " + std::to_string(source.pid) + ")";
         if (!logger_name.empty()) line.append(" [").append(logger_name).append("]");
         line.append(": ").append(text);
         for (const auto& destination : destinations_) {

@@ -78,8 +78,15 @@ public:
         ~Events() = default;
     };
 
-    WorkerPool(std::size_t slots, LogCollector& logs, bool capture_output, WorkerEntry entry)
-        : processes_(slots), logs_{logs}, capture_output_{capture_output}, entry_{std::move(entry)} {}
+    /// `names` (may be empty) names each slot's worker in its log records:
+    /// "worker 3" by default, "whois worker 0" for a pipeline stage's.
+    WorkerPool(std::size_t slots, LogCollector& logs, bool capture_output, WorkerEntry entry,
+               std::vector<std::string> names = {})
+        : processes_(slots),
+          logs_{logs},
+          capture_output_{capture_output},
+          entry_{std::move(entry)},
+          names_{std::move(names)} {}
 
     WorkerPool(const WorkerPool&) = delete;
     WorkerPool& operator=(const WorkerPool&) = delete;
@@ -252,10 +259,16 @@ private:
         }
         process.pid = message.pid;
         process.pidfd = std::move(received.fds[1]);
-        logs_.add_source(message.slot, process.pid, std::move(received.fds[0]));
+        const std::string name = static_cast<std::size_t>(message.slot) < names_.size()
+                                     ? names_[static_cast<std::size_t>(message.slot)]
+                                     : std::string{};
+        logs_.add_source(message.slot, process.pid, std::move(received.fds[0]), LogCollector::Stream::log_records,
+                         name);
         if (capture_output_) {
-            logs_.add_source(message.slot, process.pid, std::move(received.fds[2]), LogCollector::Stream::stdout_bytes);
-            logs_.add_source(message.slot, process.pid, std::move(received.fds[3]), LogCollector::Stream::stderr_bytes);
+            logs_.add_source(message.slot, process.pid, std::move(received.fds[2]), LogCollector::Stream::stdout_bytes,
+                             name);
+            logs_.add_source(message.slot, process.pid, std::move(received.fds[3]), LogCollector::Stream::stderr_bytes,
+                             name);
         }
         events.worker_started(message.slot);
     }
@@ -290,6 +303,7 @@ private:
     LogCollector& logs_;
     const bool capture_output_;
     WorkerEntry entry_;
+    std::vector<std::string> names_;  // per slot; empty: "worker <slot>"
     FileDescriptor server_;
     pid_t server_pid_ = 0;
     std::deque<int> spawn_queue_;  // slots whose spawn request waits (see send_spawn_requests())
