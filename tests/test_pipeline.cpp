@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <mutex>
 #include <numeric>
 #include <set>
 #include <thread>
@@ -272,4 +273,30 @@ TEST_CASE("a stage worker's log records reach the pipeline's logger - tagged wit
     const std::string text = sink->text();
     CHECK_THAT(text, Catch::Matchers::Contains("chatty worker 0 (pid "));
     for (const char* seen : {"saw 0", "saw 1", "saw 2"}) CHECK_THAT(text, Catch::Matchers::Contains(seen));
+}
+
+TEST_CASE("on_progress reports every stage while the run goes on and once at its end") {
+    test_support::Watchdog watchdog{60s};
+    std::mutex mutex;
+    std::vector<std::vector<multiworker::StageProgress>> reports;
+    multiworker::PipelineOptions options{.on_progress =
+                                             [&](const std::vector<multiworker::StageProgress>& stages) {
+                                                 std::lock_guard lock{mutex};
+                                                 reports.push_back(stages);
+                                             },
+                                         .progress_interval = 20ms};
+    multiworker::Pipeline pipeline{options, multiworker::from(numbers(300)),
+                                   multiworker::stage<&SlowFirst::apply>(SlowFirst{}, {.workers = 2}),
+                                   multiworker::sink<&Count::add, &Count::finish>(Count{})};
+    CHECK(pipeline.run().value() == 300);
+    std::lock_guard lock{mutex};
+    REQUIRE(reports.size() >= 3);  // item 0 alone takes 300 ms
+    const auto& last = reports.back();
+    REQUIRE(last.size() == 3);
+    CHECK(last[0].name == "source");
+    CHECK(last[1].name == "stage 1");
+    CHECK(last[1].in == 300);
+    CHECK(last[2].name == "sink");
+    CHECK(last[2].in == 300);
+    CHECK(reports.front()[2].in < 300);  // an early report saw the run unfinished
 }

@@ -143,6 +143,7 @@ public:
             detail::InProcessPipeline run{std::move(plans), options_, has_sink ? nullptr : &results_};
             run.run();
             report_ = run.report();
+            if (options_.on_progress) detail::PipelineProgress{options_.on_progress, {}}.finish(report_->stats);
             return;
         }
         Options log_options;

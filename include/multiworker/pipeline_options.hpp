@@ -7,8 +7,11 @@
 
 #include <chrono>
 #include <cstddef>
+#include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
+#include <vector>
 
 namespace multiworker {
 
@@ -35,6 +38,15 @@ struct StageOptions {
     std::string name{};
 };
 
+/// One element's progress, as PipelineOptions::on_progress reports it.
+struct StageProgress {
+    std::string name;           ///< as StageStats::name
+    std::uint64_t in = 0;       ///< items that reached it so far
+    std::uint64_t out = 0;      ///< items it handed on so far
+    std::uint64_t failed = 0;   ///< inputs that ended in an error so far
+    double out_per_second = 0;  ///< items handed on per second since the previous report
+};
+
 /// What a pipeline does when an item's method throws or its worker dies.
 enum class OnError {
     record,  ///< record the error in PipelineResult::errors() and go on
@@ -59,6 +71,11 @@ struct PipelineOptions {
     std::chrono::milliseconds start_timeout{30'000};
     /// Bytes of each shared-memory ring between the parent and one worker (like Options::ring_bytes).
     std::size_t ring_bytes = std::size_t{256} << 10;
+    /// Called every progress_interval while the run goes on, and once at its
+    /// end, from a thread of the library's (in-process: once, at the end).
+    std::function<void(const std::vector<StageProgress>&)> on_progress{};
+    /// How often on_progress is called.
+    std::chrono::milliseconds progress_interval{1000};
 };
 
 }  // namespace multiworker

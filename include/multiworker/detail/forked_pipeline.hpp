@@ -24,6 +24,7 @@
 #include <multiworker/detail/event_loop.hpp>
 #include <multiworker/detail/pipeline_elements.hpp>
 #include <multiworker/detail/pipeline_plan.hpp>
+#include <multiworker/detail/pipeline_progress.hpp>
 #include <multiworker/detail/pipeline_stream.hpp>
 #include <multiworker/detail/ring_channels.hpp>
 #include <multiworker/detail/task_dispatcher.hpp>
@@ -55,6 +56,7 @@ public:
           pool_{channels_.size(), logs_, true, [this](int slot, const WorkerBirth& birth) { run_worker(slot, birth); },
                 PipelineStream::worker_names(plans)},
           stream_{std::move(plans), options, results, channels_, pool_, logs_, pending_},
+          progress_{options.on_progress, options.progress_interval},
           loop_{*this, channels_.parent_doorbell()} {}
 
     ~ForkedPipeline() {
@@ -73,12 +75,14 @@ public:
             logs_.stop(std::chrono::milliseconds{1000});
             throw;
         }
+        progress_.start();
     }
 
     /// Blocks until the run has ended and every process is reaped.
     void wait() {
         loop_.join();
         logs_.stop(std::chrono::milliseconds{2000});
+        progress_.finish(stream_.stats());
     }
 
     /// Ends the run early, from any thread (Pipeline::stop()).
@@ -143,7 +147,9 @@ private:
             stream_.stop_early();
             progress = true;
         }
-        return stream_.pass(collect_results) || progress;
+        progress |= stream_.pass(collect_results);
+        if (const auto now = Clock::now(); progress_.publish_due(now)) progress_.publish(stream_.stats(), now);
+        return progress;
     }
 
     [[nodiscard]] bool finished() const override { return stream_.complete() && pool_.no_processes(); }
@@ -235,6 +241,7 @@ private:
     PendingLimit pending_;  // unbounded: capacity bounds a pipeline's queues
     WorkerPool pool_;
     PipelineStream stream_;
+    PipelineProgress progress_;
     int start_error_ = 0;
     std::atomic<bool> user_stop_{false};
     std::atomic<bool> over_{false};

@@ -143,9 +143,10 @@ public:
     }
 
     /// What the run did; call after wait().
-    [[nodiscard]] RunReport report() {
-        RunReport report;
-        for (Element& element : elements_) {
+    /// Every element's statistics as they stand.
+    [[nodiscard]] std::vector<StageStats> stats() const {
+        std::vector<StageStats> all;
+        for (const Element& element : elements_) {
             StageStats stats = element.stats;
             if (element.dispatcher) {
                 const TaskDispatcher::Tally& tally = element.dispatcher->tally();
@@ -156,12 +157,14 @@ public:
             } else {
                 stats.completed = stats.in;
             }
-            report.stats.push_back(std::move(stats));
+            all.push_back(std::move(stats));
         }
-        report.errors = std::move(errors_);
-        report.closing_value = std::move(closing_value_);
-        report.failure = failure_;
-        return report;
+        return all;
+    }
+
+    /// What the run did; call once it is over.
+    [[nodiscard]] RunReport report() {
+        return RunReport{stats(), std::move(errors_), std::move(closing_value_), failure_};
     }
 
     /// Hands element `element` its next input.
