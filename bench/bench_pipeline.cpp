@@ -11,15 +11,23 @@
 // run() returns with the sum: forking every process is included, as in the Python peers.
 // Reported: microseconds per item and items per second, median over R repetitions.
 //
-// Usage: bench_pipeline [--items N] [--repetitions R] [--json]
+// With --memory, instead: a source process emitting 10,000,000 items into one slow stage (a
+// worker spending about a microsecond an item) and a sink; prints the peak RSS of the parent and
+// of the source process, which back-pressure keeps from growing with the items.
+//
+// Usage: bench_pipeline [--items N] [--repetitions R] [--json] | bench_pipeline --memory
 
 #include <multiworker/multiworker.hpp>
+
+#include <sys/resource.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <fstream>
 #include <numeric>
 #include <string>
 #include <string_view>
@@ -34,6 +42,33 @@ struct Counter {
     std::uint64_t count = 0;
     void read(multiworker::Emit<std::uint64_t>& out) {
         for (std::uint64_t i = 0; i < count; ++i) out.emit(i);
+    }
+};
+
+/// Emits `count` items, then writes its own peak RSS (VmHWM, kB) to `report`.
+struct MeasuredCounter {
+    std::uint64_t count = 0;
+    std::string report;
+    void read(multiworker::Emit<std::uint64_t>& out) {
+        for (std::uint64_t i = 0; i < count; ++i) out.emit(i);
+        std::ifstream status{"/proc/self/status"};
+        std::ofstream{report} << peak_rss_kb(status) << "\n";
+    }
+    static long peak_rss_kb(std::istream& status) {
+        for (std::string line; std::getline(status, line);) {
+            if (line.rfind("VmHWM:", 0) == 0) return std::stol(line.substr(6));
+        }
+        return -1;
+    }
+};
+
+/// x + 1 after about a microsecond of work: slower than the source.
+struct SlowAdd {
+    std::uint64_t apply(const std::uint64_t& x) {
+        const auto until = Clock::now() + std::chrono::microseconds{1};
+        while (Clock::now() < until) {
+        }
+        return x + 1;
     }
 };
 
@@ -107,6 +142,26 @@ struct Variant {
     int depth;
 };
 
+int memory_benchmark() {
+    constexpr std::uint64_t items = 10'000'000;
+    const std::string report = "/tmp/bench_pipeline_source_rss." + std::to_string(::getpid());
+    const auto began = Clock::now();
+    multiworker::Pipeline pipeline{multiworker::source<&MeasuredCounter::read>(MeasuredCounter{items, report}),
+                                   multiworker::stage<&SlowAdd::apply>(SlowAdd{}, {.workers = 1}),
+                                   multiworker::sink<&Sum::add, &Sum::finish>(Sum{})};
+    const std::uint64_t sum = pipeline.run().value();
+    const double seconds = std::chrono::duration<double>(Clock::now() - began).count();
+    long source_kb = -1;
+    std::ifstream{report} >> source_kb;
+    std::remove(report.c_str());
+    rusage usage{};
+    ::getrusage(RUSAGE_SELF, &usage);
+    std::printf("10,000,000 items into a slow stage in %.1f s (sum %s): peak RSS parent %.1f MiB, source %.1f MiB\n",
+                seconds, sum == items * (items + 1) / 2 ? "right" : "WRONG",
+                static_cast<double>(usage.ru_maxrss) / 1024, static_cast<double>(source_kb) / 1024);
+    return sum == items * (items + 1) / 2 ? 0 : 1;
+}
+
 double median(std::vector<double> samples) {
     std::sort(samples.begin(), samples.end());
     const std::size_t mid = samples.size() / 2;
@@ -127,8 +182,10 @@ int main(int argc, char** argv) {
             repetitions = std::atoi(argv[++i]);
         } else if (arg == "--json") {
             json = true;
+        } else if (arg == "--memory") {
+            return memory_benchmark();
         } else {
-            std::fprintf(stderr, "usage: bench_pipeline [--items N] [--repetitions R] [--json]\n");
+            std::fprintf(stderr, "usage: bench_pipeline [--items N] [--repetitions R] [--json] | --memory\n");
             return 2;
         }
     }
