@@ -10,10 +10,14 @@
 #include <catch2/catch.hpp>
 
 #include <signal.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <csignal>
 #include <cstdlib>
+#include <memory>
 #include <numeric>
 #include <stdexcept>
 #include <thread>
@@ -268,4 +272,79 @@ TEST_CASE("a pipeline destroyed while it runs stops and reaps every process") {
         std::this_thread::sleep_for(100ms);
     }
     CHECK(test_support::child_pids().empty());
+}
+
+namespace {
+
+/// Publishes each worker's pid in the first free counter (source, stage workers, sink).
+struct Registers {
+    std::atomic<long long>* pids = nullptr;
+    void on_worker_start() {
+        for (int i = 0; i < 8; ++i) {
+            long long free = 0;
+            if (pids[i].compare_exchange_strong(free, ::getpid())) return;
+        }
+    }
+};
+
+struct RegisteredEndless : Registers {
+    void read(Emit<int>& out) {
+        for (int i = 0; !out.stopped(); ++i) out.emit(i);
+    }
+};
+
+struct RegisteredIdentity : Registers {
+    int apply(const int& x) { return x; }
+};
+
+struct RegisteredCount : Registers {
+    void add(const int&) {}
+};
+
+}  // namespace
+
+TEST_CASE("a parent killed by a signal while its pipeline runs leaves no process of it alive a second later") {
+    test_support::Watchdog watchdog{60s};
+    const int signal = GENERATE(SIGKILL, SIGTERM, SIGINT);
+    test_support::SharedCounters pids{8};
+    pid_t parent = ::fork();
+    REQUIRE(parent >= 0);
+    if (parent == 0) {
+        // Stands in for a user's program: it must not outlive the test, nor return into the framework.
+        ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+        ::signal(SIGTERM, SIG_DFL);
+        ::signal(SIGINT, SIG_DFL);
+        try {
+            multiworker::Pipeline pipeline{
+                multiworker::source<&RegisteredEndless::read>(RegisteredEndless{{&pids[0]}}),
+                multiworker::stage<&RegisteredIdentity::apply>(RegisteredIdentity{{&pids[0]}}, {.workers = 2}),
+                multiworker::sink<&RegisteredCount::add>(RegisteredCount{{&pids[0]}})};
+            pipeline.start();
+            for (;;) ::pause();
+        } catch (...) {
+            ::_exit(4);
+        }
+    }
+    const std::unique_ptr<pid_t, void (*)(pid_t*)> reaper{&parent, [](pid_t* pid) {
+                                                              if (*pid <= 0) return;
+                                                              ::kill(*pid, SIGKILL);
+                                                              ::waitpid(*pid, nullptr, 0);
+                                                          }};
+    std::vector<pid_t> workers;
+    const auto deadline = std::chrono::steady_clock::now() + 30s;
+    while (workers.size() < 4) {
+        REQUIRE(std::chrono::steady_clock::now() < deadline);
+        std::this_thread::sleep_for(1ms);
+        workers.clear();
+        for (int i = 0; i < 8; ++i) {
+            if (pids[static_cast<std::size_t>(i)].load() != 0)
+                workers.push_back(static_cast<pid_t>(pids[static_cast<std::size_t>(i)].load()));
+        }
+    }
+    for (pid_t pid : workers) REQUIRE(test_support::process_alive(pid));
+    REQUIRE(::kill(parent, signal) == 0);
+    REQUIRE(::waitpid(parent, nullptr, 0) == parent);
+    parent = 0;
+    std::this_thread::sleep_for(1s);
+    for (pid_t pid : workers) CHECK_FALSE(test_support::process_alive(pid));
 }
