@@ -134,6 +134,8 @@ TEST_CASE("a stage with an Emit filters and flat-maps - without a sink the outpu
     }
     std::sort(expected.begin(), expected.end());
     CHECK(values == expected);
+    CHECK(pipeline.results_within(10ms).empty());  // the stream is over and every result taken
+    CHECK_FALSE(pipeline.pop_result(10ms));
     auto summary = pipeline.run();  // already over: the statistics
     CHECK(summary.stats()[2].in == 3'000);
     CHECK(summary.stats()[2].out == 2'000);
@@ -152,6 +154,21 @@ struct SlowFirst {
 };
 
 }  // namespace
+
+TEST_CASE("results_within and pop_result take the results of a pipeline without a sink as they come") {
+    test_support::Watchdog watchdog{60s};
+    multiworker::Pipeline pipeline{multiworker::from(numbers(2'000)),
+                                   multiworker::stage<&AddOne::apply>(AddOne{}, {.workers = 2})};
+    pipeline.start();
+    std::vector<long long> values;
+    if (auto first = pipeline.pop_result(10s)) values.push_back(first->value());
+    for (auto& result : pipeline.results_within(30s)) values.push_back(result.value());
+    std::sort(values.begin(), values.end());
+    std::vector<long long> expected(2'000);
+    std::iota(expected.begin(), expected.end(), 1LL);
+    CHECK(values == expected);
+    CHECK(pipeline.done());
+}
 
 TEST_CASE("ordered keeps the order of the inputs - the default hands outputs on as they come") {
     test_support::Watchdog watchdog{60s};

@@ -208,6 +208,17 @@ public:
         return detail::decode_raw_result<output_type>(*raw);
     }
 
+    /// Collects results as they arrive until `timeout` has passed or the
+    /// stream is over and every result taken, whichever is first.
+    template <class Rep, class Period>
+    std::vector<Result<output_type>> results_within(std::chrono::duration<Rep, Period> timeout) requires(!has_sink) {
+        require_started("results_within()");
+        const auto deadline = std::chrono::steady_clock::now() + timeout;
+        std::vector<Result<output_type>> results;
+        while (auto raw = results_.pop(deadline)) results.push_back(detail::decode_raw_result<output_type>(*raw));
+        return results;
+    }
+
     /// Waits for the end of the stream and returns every result not taken yet.
     std::vector<Result<output_type>> get_results() requires(!has_sink) {
         require_started("get_results()");

@@ -208,8 +208,8 @@ private:
 
     void wind_down() override {
         pool_.shut_down();
+        over_.store(true);  // first: a getter that sees the stream's end sees done() too
         if (results_ != nullptr) results_->forget(1);  // the stream's token (see Pipeline::start())
-        over_.store(true);
     }
 
     // ----- WorkerPool::Events -----
