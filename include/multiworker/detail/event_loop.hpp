@@ -78,10 +78,8 @@ public:
     void start(const char* thread_name) {
         std::promise<void> prepared;
         std::future<void> ready = prepared.get_future();
-        thread_ = std::thread{[this, thread_name, promise = std::move(prepared)]() mutable {
-            name_this_thread(thread_name);
-            run(std::move(promise));
-        }};
+        thread_ = std::thread{[this, promise = std::move(prepared)]() mutable { run(std::move(promise)); }};
+        name_thread(thread_, thread_name);
         try {
             ready.get();
         } catch (...) {

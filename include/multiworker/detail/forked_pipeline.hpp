@@ -208,7 +208,7 @@ private:
 
     void wind_down() override {
         pool_.shut_down();
-        over_.store(true);  // first: a getter that sees the stream's end sees done() too
+        over_.store(true);                             // first: a getter that sees the stream's end sees done() too
         if (results_ != nullptr) results_->forget(1);  // the stream's token (see Pipeline::start())
     }
 
@@ -220,7 +220,12 @@ private:
         PipelineStream::Element& element = stream_.element_of_slot(exit.slot);
         TaskDispatcher& dispatcher = *element.dispatcher;
         DispatchLane& lane = dispatcher.lanes()[static_cast<std::size_t>(exit.slot - dispatcher.lanes().front().slot)];
-        if (dispatcher.worker_exited(exit, stream_.deadlines().grace_over()) && !element.ended) dispatcher.spawn(lane);
+        // A source killed by an early stop emitted what nobody wanted any more: no news.
+        const bool stopped_source = element.plan.kind == ElementKind::source_process && stream_.stopping_early() &&
+                                    exit.killed_by_parent() && !stream_.failed();
+        if (dispatcher.worker_exited(exit, stream_.deadlines().grace_over(), stopped_source) && !element.ended) {
+            dispatcher.spawn(lane);
+        }
         dispatcher.fail_backlog_if_no_worker();
     }
 

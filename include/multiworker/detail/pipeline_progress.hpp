@@ -6,6 +6,7 @@
 // the user's callback with the latest copy every interval, so that a slow
 // callback never delays the loop.
 
+#include <multiworker/detail/system.hpp>
 #include <multiworker/pipeline_options.hpp>
 #include <multiworker/pipeline_result.hpp>
 
@@ -38,6 +39,7 @@ public:
         if (!enabled()) return;
         last_report_ = Clock::now();
         thread_ = std::thread{[this] { run(); }};
+        name_thread(thread_, "mw-progress");
     }
 
     /// For the loop: true when a fresh copy of the statistics is wanted.

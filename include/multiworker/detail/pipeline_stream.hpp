@@ -115,6 +115,8 @@ public:
     /// The stream is over (or failed): the loop ends with the last process.
     [[nodiscard]] bool complete() const noexcept { return complete_; }
     [[nodiscard]] bool stopping_early() const noexcept { return stopping_early_; }
+    /// The run failed (the source or the sink, or an item under OnError::stop).
+    [[nodiscard]] bool failed() const noexcept { return !failure_.empty(); }
 
     /// One round: hands items out, reads outputs where the next element has
     /// room, routes them, and ends what is over. True if anything moved.

@@ -54,10 +54,8 @@ public:
 
     void start() {
         started_at_ = std::chrono::steady_clock::now();
-        thread_ = std::thread{[this] {
-            name_this_thread("mw-progress");
-            run();
-        }};
+        thread_ = std::thread{[this] { run(); }};
+        name_thread(thread_, "mw-progress");
     }
 
     /// Sends a last report if anything changed since the previous one, and ends the thread.

@@ -8,6 +8,7 @@
 
 #include <fcntl.h>
 #include <poll.h>
+#include <pthread.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
@@ -21,6 +22,7 @@
 #include <iterator>
 #include <string>
 #include <system_error>
+#include <thread>
 #include <utility>
 
 namespace multiworker::detail {
@@ -61,6 +63,13 @@ private:
 /// perf tell the library's threads apart from the program's.
 inline void name_this_thread(const char* name) noexcept {
     ::prctl(PR_SET_NAME, name);
+}
+
+/// Names `thread` from the thread that started it: the name is then in
+/// place when the starter goes on (a test or a debugger looking right after
+/// start() sees it), which the thread naming itself cannot promise.
+inline void name_thread(std::thread& thread, const char* name) noexcept {
+    ::pthread_setname_np(thread.native_handle(), name);
 }
 
 /// A counter-mode, non-blocking eventfd: the wake-up channel of a Doorbell.

@@ -165,10 +165,9 @@ public:
 
     // ----- deaths -----
 
-    /// Settles the tasks of a worker that ended (`grace_over`: killed at the
-    /// end of stop()'s grace period). Returns true if the slot should get a
-    /// new process.
-    bool worker_exited(const WorkerExit& exit, bool grace_over) {
+    /// Settles the tasks of a worker that ended (`grace_over`: killed when stop()'s grace
+    /// period ended; `expected_end`: ended on purpose, no news). True: give the slot a process.
+    bool worker_exited(const WorkerExit& exit, bool grace_over, bool expected_end = false) {
         DispatchLane& lane = lane_of(exit.slot);
         if (!exit.killed_by_parent()) collect(lane, exit.pid);  // results it completed before it ended
         const bool clean_exit = WIFEXITED(exit.status) && WEXITSTATUS(exit.status) == 0;
@@ -186,7 +185,7 @@ public:
         // was on its way out: killing it is no news. (A killed worker is
         // given and collected nothing, so in_flight is still what it was.)
         const bool killed_idle = grace_over && lane.in_flight.empty();
-        if (!expected && !killed_idle)
+        if (!expected && !killed_idle && !expected_end)
             logs_.report(spdlog::level::warn, worker_name(lane, exit.pid) + " " + exit.reason);
         const bool failed_to_start = WIFEXITED(exit.status) && WEXITSTATUS(exit.status) == worker_start_failed_status &&
                                      lane.completed == 0 && lane.in_flight.empty();

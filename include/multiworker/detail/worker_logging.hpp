@@ -184,10 +184,8 @@ public:
     }
 
     void start() {
-        thread_ = std::thread{[this] {
-            name_this_thread("mw-log");
-            run();
-        }};
+        thread_ = std::thread{[this] { run(); }};
+        name_thread(thread_, "mw-log");
     }
 
     /// Writes a record of the parent's own (a worker died, was replaced, ...)
