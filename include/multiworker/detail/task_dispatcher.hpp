@@ -354,28 +354,28 @@ private:
 
     /// Sends `sent` to the lane's worker, or starts streaming it there.
     void send_task(DispatchLane& lane, const InFlight& sent) {
-        guard_ring(lane, [&] {
+        try {
             lane.send_task(tasks_of(lane), sent);
-            return true;
-        });
+        } catch (const std::exception& e) {
+            ring_corrupted(lane, e);
+        }
     }
 
     bool continue_sending(DispatchLane& lane) {
         if (!lane.sending || !pool_.alive(lane.slot) || pool_.doomed(lane.slot)) return false;
-        return guard_ring(lane, [&] { return lane.continue_sending(tasks_of(lane)); });
-    }
-
-    /// Runs `step` on the lane's task ring: a ring whose shared counters the
-    /// worker corrupted kills it (its tasks are then settled as for a crash).
-    template <class Step>
-    bool guard_ring(DispatchLane& lane, Step&& step) {
         try {
-            return step();
+            return lane.continue_sending(tasks_of(lane));
         } catch (const std::exception& e) {
-            kill(lane, ErrorKind::worker_died, std::string{"corrupted its task ring ("} + e.what() + ")");
-            lane.pass_window = 0;  // nothing more for it in this pass
+            ring_corrupted(lane, e);
             return true;
         }
+    }
+
+    /// The worker corrupted its task ring's shared counters: it is killed
+    /// (its tasks are then settled as for a crash) and given nothing more.
+    void ring_corrupted(DispatchLane& lane, const std::exception& e) {
+        kill(lane, ErrorKind::worker_died, std::string{"corrupted its task ring ("} + e.what() + ")");
+        lane.pass_window = 0;
     }
 
     ByteRing& tasks_of(const DispatchLane& lane) {
