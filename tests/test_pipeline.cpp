@@ -2,6 +2,7 @@
 // fan-out and fan-in, filters and flat-maps, ordering, back-pressure,
 // results without a sink, and the in-process mode giving the same answers.
 
+#include "pipeline_support.hpp"
 #include "support.hpp"
 
 #include <multiworker/multiworker.hpp>
@@ -20,22 +21,10 @@
 
 using namespace std::chrono_literals;
 using multiworker::Emit;
+using test_support::check_accounting;
+using test_support::numbers;
 
 namespace {
-
-/// For every element of every run: each input completed, failed or was never run.
-void check_accounting(const std::vector<multiworker::StageStats>& stats) {
-    for (const auto& element : stats) {
-        INFO(element.name);
-        CHECK(element.in == element.completed + element.failed + element.unprocessed);
-    }
-}
-
-std::vector<int> numbers(int count) {
-    std::vector<int> values(static_cast<std::size_t>(count));
-    std::iota(values.begin(), values.end(), 0);
-    return values;
-}
 
 struct Counter {
     int count = 0;

@@ -3,6 +3,7 @@
 // from a stage, from the sink and from another thread. Each run must end
 // (no hang), account for every item, name what failed and leave no process.
 
+#include "pipeline_support.hpp"
 #include "support.hpp"
 
 #include <multiworker/multiworker.hpp>
@@ -26,21 +27,10 @@
 using namespace std::chrono_literals;
 using Catch::Matchers::Contains;
 using multiworker::Emit;
+using test_support::check_accounting;
+using test_support::numbers;
 
 namespace {
-
-void check_accounting(const std::vector<multiworker::StageStats>& stats) {
-    for (const auto& element : stats) {
-        INFO(element.name);
-        CHECK(element.in == element.completed + element.failed + element.unprocessed);
-    }
-}
-
-std::vector<int> numbers(int count) {
-    std::vector<int> values(static_cast<std::size_t>(count));
-    std::iota(values.begin(), values.end(), 0);
-    return values;
-}
 
 struct Count {
     long long n = 0;

@@ -178,15 +178,7 @@ private:
             // inherit, locked, forever.
             log_collector_.start();
             for (DispatchLane& lane : dispatcher_->lanes()) dispatcher_->spawn(lane);
-            const auto deadline = Clock::now() + options_.start_timeout;
-            while (pool_.spawning_count() > 0) {
-                if (Clock::now() > deadline) throw start_timed_out();
-                wait_for_process_events(100);
-            }
-            if (start_error_ != 0) {
-                errno = start_error_;
-                throw_errno("fork of a worker");
-            }
+            pool_.await_spawns(options_.start_timeout, *this, "multiworker::Processor::start()");
         } catch (...) {
             pool_.shut_down();
             throw;
@@ -247,7 +239,8 @@ private:
                 dispatcher_->kill(lane, ErrorKind::worker_died, why);
         }
         const auto deadline = Clock::now() + std::chrono::seconds{5};
-        while (!pool_.no_processes() && pool_.server_fd() >= 0 && Clock::now() < deadline) wait_for_process_events(100);
+        while (!pool_.no_processes() && pool_.server_fd() >= 0 && Clock::now() < deadline)
+            pool_.wait_for_events(100, *this);
         dispatcher_->fail_backlog_if_no_worker();
         deliver();
     }
@@ -271,10 +264,7 @@ private:
         dispatcher_->fail_backlog_if_no_worker();
     }
 
-    void spawn_failed(int /*slot*/, int error) override {
-        start_error_ = error;
-        dispatcher_->fail_backlog_if_no_worker();
-    }
+    void spawn_failed(int /*slot*/, int /*error*/) override { dispatcher_->fail_backlog_if_no_worker(); }
 
     // ----- requests -----
 
@@ -314,18 +304,6 @@ private:
         mailbox_.forget(dispatcher_->take_forgotten());
     }
 
-    void wait_for_process_events(int timeout_ms) {
-        pollfd server{pool_.server_fd(), POLLIN, 0};
-        if (server.fd >= 0 && ::poll(&server, 1, timeout_ms) > 0) handle_process_events();
-    }
-
-    [[nodiscard]] std::runtime_error start_timed_out() const {
-        return std::runtime_error{"multiworker::Processor::start(): " + std::to_string(pool_.spawning_count()) +
-                                  " of " + std::to_string(pool_.size()) +
-                                  " workers were not forked within start_timeout (" +
-                                  std::to_string(options_.start_timeout.count()) + " ms)"};
-    }
-
     void publish_pids() {
         std::vector<pid_t> pids = pool_.pids();
         std::lock_guard lock{requests_mutex_};
@@ -358,7 +336,6 @@ private:
     // Owned by whichever thread holds the loop's duty (the loop thread alone
     // before its passes and after them).
     std::vector<std::pair<TaskId, Bytes>> arrived_;  // its side of the inbox swap
-    int start_error_ = 0;
     Clock::time_point last_progress_{};
 
     EventLoop loop_;  // last: its thread uses everything above

@@ -118,19 +118,7 @@ private:
             for (TaskDispatcher* dispatcher : stream_.dispatchers()) {
                 for (DispatchLane& lane : dispatcher->lanes()) dispatcher->spawn(lane);
             }
-            const auto deadline = Clock::now() + options_.start_timeout;
-            while (pool_.spawning_count() > 0) {
-                if (Clock::now() > deadline) {
-                    throw std::runtime_error{
-                        "multiworker::Pipeline::start(): " + std::to_string(pool_.spawning_count()) +
-                        " workers were not forked within start_timeout"};
-                }
-                wait_for_process_events(100);
-            }
-            if (start_error_ != 0) {
-                errno = start_error_;
-                throw_errno("fork of a pipeline worker");
-            }
+            pool_.await_spawns(options_.start_timeout, *this, "multiworker::Pipeline::start()");
         } catch (...) {
             pool_.shut_down();
             over_.store(true);
@@ -148,7 +136,9 @@ private:
             progress = true;
         }
         progress |= stream_.pass(collect_results);
-        if (const auto now = Clock::now(); progress_.publish_due(now)) progress_.publish(stream_.stats(), now);
+        if (progress_.enabled()) {
+            if (const auto now = Clock::now(); progress_.publish_due(now)) progress_.publish(stream_.stats(), now);
+        }
         return progress;
     }
 
@@ -229,14 +219,8 @@ private:
         dispatcher.fail_backlog_if_no_worker();
     }
 
-    void spawn_failed(int slot, int error) override {
-        start_error_ = error;
+    void spawn_failed(int slot, int /*error*/) override {
         stream_.element_of_slot(slot).dispatcher->fail_backlog_if_no_worker();
-    }
-
-    void wait_for_process_events(int timeout_ms) {
-        pollfd server{pool_.server_fd(), POLLIN, 0};
-        if (server.fd >= 0 && ::poll(&server, 1, timeout_ms) > 0) handle_process_events();
     }
 
     const PipelineOptions options_;
@@ -247,7 +231,6 @@ private:
     WorkerPool pool_;
     PipelineStream stream_;
     PipelineProgress progress_;
-    int start_error_ = 0;
     std::atomic<bool> user_stop_{false};
     std::atomic<bool> over_{false};
     EventLoop loop_;  // last: its thread uses everything above

@@ -92,7 +92,7 @@ private:
         ++stats_[index].out;
         const std::size_t next = index + 1;
         if (next == plans_.size()) {
-            deliver(index, RawResult{current_input_, Bytes(item.begin(), item.end()), 0, ::getpid()});
+            deliver(RawResult{current_input_, Bytes(item.begin(), item.end()), 0, ::getpid()});
             return;
         }
         ++stats_[next].in;
@@ -169,14 +169,14 @@ private:
         ++stats_[index].failed;
         const ElementPlan& plan = plans_[index];
         if (index + 1 == plans_.size() && results_ != nullptr) {
-            deliver(index, RawResult{error.task(), std::make_unique<TaskError>(error), 0, ::getpid()});
+            deliver(RawResult{error.task(), std::make_unique<TaskError>(error), 0, ::getpid()});
         }
         errors_.push_back(ItemError{index, plan.name, std::move(error)});
         const bool fatal = plan.kind != ElementKind::stage || options_.on_error == OnError::stop;
         if (fatal && failure_.empty()) failure_ = describe_item_error(errors_.back());
     }
 
-    void deliver(std::size_t /*index*/, RawResult&& result) {
+    void deliver(RawResult&& result) {
         if (results_ == nullptr) return;
         std::vector<RawResult> one;
         one.push_back(std::move(result));

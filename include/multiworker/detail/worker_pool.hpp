@@ -20,10 +20,12 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <deque>
 #include <functional>
 #include <memory>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -195,6 +197,33 @@ public:
         }
     }
 
+    /// Waits up to `timeout_ms` for the fork server to speak, then handles
+    /// every message it sent (as handle_events() does).
+    void wait_for_events(int timeout_ms, Events& events) {
+        if (!server_.valid()) return;
+        pollfd server{server_.get(), POLLIN, 0};
+        if (::poll(&server, 1, timeout_ms) > 0) handle_events(events);
+    }
+
+    /// Waits until every process asked for is forked. Throws, naming `who`
+    /// ("multiworker::Processor::start()"), if `timeout` passes first, or if
+    /// a fork failed.
+    void await_spawns(std::chrono::milliseconds timeout, Events& events, const std::string& who) {
+        const auto deadline = std::chrono::steady_clock::now() + timeout;
+        while (spawning_count() > 0) {
+            if (std::chrono::steady_clock::now() > deadline) {
+                throw std::runtime_error{who + ": " + std::to_string(spawning_count()) + " of " +
+                                         std::to_string(size()) + " workers were not forked within start_timeout (" +
+                                         std::to_string(timeout.count()) + " ms)"};
+            }
+            wait_for_events(100, events);
+        }
+        if (first_spawn_error_ != 0) {
+            errno = first_spawn_error_;
+            throw_errno("fork of a worker");
+        }
+    }
+
     /// Tells the fork server to kill what is left and exit, and reaps it.
     void shut_down() {
         if (server_.valid()) send_message(server_.get(), {ForkServerMessage::Kind::quit, 0, 0, 0});
@@ -251,6 +280,7 @@ private:
         const std::size_t expected_fds = capture_output_ ? 4 : 2;
         if (message.kind == ForkServerMessage::Kind::spawn_failed || received.fds.size() != expected_fds) {
             const int error = message.value != 0 ? message.value : EIO;
+            if (first_spawn_error_ == 0) first_spawn_error_ = error;
             process.disabled = true;
             logs_.report(spdlog::level::err,
                          "could not create worker " + std::to_string(message.slot) + ": " + ::strerror(error));
@@ -308,6 +338,7 @@ private:
     pid_t server_pid_ = 0;
     std::deque<int> spawn_queue_;  // slots whose spawn request waits (see send_spawn_requests())
     int unanswered_spawns_ = 0;
+    int first_spawn_error_ = 0;  // errno of the first fork that failed (see await_spawns())
 };
 
 }  // namespace multiworker::detail
