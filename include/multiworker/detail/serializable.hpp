@@ -27,6 +27,7 @@
 #include <tuple>
 #include <type_traits>
 #include <utility>
+#include <variant>
 
 namespace boost::serialization {
 /// Makes boost::serialization an associated namespace of the probe's archive.
@@ -102,5 +103,9 @@ struct elements_serializable<std::pair<First, Second>>
 
 template <class... Elements>
 struct elements_serializable<std::tuple<Elements...>> : std::bool_constant<(serializable<Elements> && ...)> {};
+
+template <class... Alternatives>
+struct elements_serializable<std::variant<Alternatives...>>
+    : std::bool_constant<(serializable<Alternatives> && ...)> {};
 
 }  // namespace multiworker::detail
