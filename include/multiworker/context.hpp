@@ -157,7 +157,7 @@ public:
     Reply ask(ProcessId to, const Request& request, std::chrono::duration<Rep, Period> timeout) {
         static_assert(detail::serializable<Reply> && detail::serializable<Request>,
                       "multiworker: a message type must be serializable (see multiworker/serialization.hpp)");
-        if (to.value <= 0) throw std::invalid_argument{"multiworker: ask() goes to one process"};
+        if (to.value < 0) throw std::invalid_argument{"multiworker: ask() goes to one process or the parent"};
         const Clock::time_point deadline = Clock::now() + timeout;
         const std::uint64_t number = ++asks_;
         const auto incarnation = receiver_incarnation(to);

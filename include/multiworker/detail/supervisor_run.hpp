@@ -286,6 +286,10 @@ private:
             return;
         }
         states_[static_cast<std::size_t>(node)] = NodeState::ended;
+        if (failure && directory_.at(node).options.restart == Restart::on_failure && !stopping_) {
+            *failure += " (past its restart limit: " + std::to_string(directory_.at(node).options.max_restarts) +
+                        " restarts within restart_period)";
+        }
         if (failure) {
             logs_.report(spdlog::level::err, "process " + describe(directory_.at(node).info) + " (pid " +
                                                  std::to_string(exit.pid) + ") " + *failure);
@@ -444,7 +448,7 @@ private:
         const std::uint64_t sends = parent_sends_.load();
         if (deadlock_candidate_ && before == candidate_snapshot_ && sends == candidate_sends_) {
             deadlocked_ = std::move(blocked);
-            logs_.report(spdlog::level::err, Deadlock{deadlocked_}.what());
+            logs_.report(spdlog::level::err, std::string{Deadlock{deadlocked_}.what()}.substr(sizeof "multiworker: " - 1));
             begin_stop(Cause::deadlock);
             return;
         }
