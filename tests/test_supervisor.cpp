@@ -30,7 +30,7 @@ struct Hello {
     std::string text;
     template <class A>
     void serialize(A& a, unsigned) {
-        a & text;
+        a& text;
     }
 };
 struct Stop {
@@ -41,7 +41,7 @@ struct Note {
     int value = 0;
     template <class A>
     void serialize(A& a, unsigned) {
-        a & value;
+        a& value;
     }
 };
 /// What a process tells the parent about itself: id, name, index, and a number.
@@ -235,7 +235,7 @@ struct Progress {
     int done = 0;
     template <class A>
     void serialize(A& a, unsigned) {
-        a & done;
+        a& done;
     }
 };
 struct Stepper {
@@ -267,7 +267,7 @@ struct Ping {
     int n = 0;
     template <class A>
     void serialize(A& a, unsigned) {
-        a & n;
+        a& n;
     }
 };
 // Pings the parent, waits for the parent's Pong (a plain send), then asks the parent.

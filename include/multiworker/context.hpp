@@ -161,18 +161,20 @@ public:
         const Clock::time_point deadline = Clock::now() + timeout;
         const std::uint64_t number = ++asks_;
         const auto incarnation = receiver_incarnation(to);
-        std::vector<int> copies = messenger_.destinations(to, message_type<Request>());
+        detail::Destinations copies = messenger_.destinations(to, message_type<Request>());
         const detail::Bytes payload = encode(request);
-        messenger_.send(std::span{copies}.first(1), header_for<Request>(payload, detail::MessageKind::ask, number),
-                        payload, deadline);
-        messenger_.send(std::span{copies}.subspan(1), header_for<Request>(payload, detail::MessageKind::plain, 0),
-                        payload, deadline);
+        const std::span<const int> nodes{copies.data(), copies.size()};
+        messenger_.send(nodes.first(1), header_for<Request>(payload, detail::MessageKind::ask, number), payload,
+                        deadline);
+        messenger_.send(nodes.subspan(1), header_for<Request>(payload, detail::MessageKind::plain, 0), payload,
+                        deadline);
         const auto is_reply = [&](const detail::StoredMessage& m) {
             return m.from == to.value && m.header.ask == number &&
                    (m.header.kind == detail::MessageKind::reply || m.header.kind == detail::MessageKind::reply_error);
         };
         for (;;) {
-            auto answer = messenger_.receive(is_reply, std::min(deadline, Clock::now() + std::chrono::milliseconds{10}));
+            auto answer =
+                messenger_.receive(is_reply, std::min(deadline, Clock::now() + std::chrono::milliseconds{10}));
             if (!answer && receiver_gone(to, incarnation)) answer = messenger_.receive(is_reply, Clock::now());
             if (answer) return read_reply<Reply>(*answer);
             if (receiver_gone(to, incarnation)) {
@@ -240,13 +242,12 @@ private:
     }
 
     template <class M>
-    static detail::MessageHeader header_for(const detail::Bytes& payload, detail::MessageKind kind,
-                                            std::uint64_t ask) {
+    static detail::MessageHeader header_for(const detail::Bytes& payload, detail::MessageKind kind, std::uint64_t ask) {
         return {message_type<M>().key, ask, static_cast<std::uint32_t>(payload.size()), kind, 0};
     }
 
-    [[nodiscard]] std::vector<int> destinations(const std::vector<ProcessId>& to, const MessageType& type) const {
-        std::vector<int> nodes;
+    [[nodiscard]] detail::Destinations destinations(const std::vector<ProcessId>& to, const MessageType& type) const {
+        detail::Destinations nodes;
         for (const ProcessId id : to) {
             for (const int node : messenger_.destinations(id, type)) {
                 if (std::find(nodes.begin(), nodes.end(), node) == nodes.end()) nodes.push_back(node);
@@ -256,9 +257,10 @@ private:
     }
 
     template <class M>
-    bool send_to(const std::vector<int>& nodes, const M& message, detail::Messenger::Deadline deadline) {
+    bool send_to(const detail::Destinations& nodes, const M& message, detail::Messenger::Deadline deadline) {
         const detail::Bytes payload = encode(message);
-        return messenger_.send(nodes, header_for<M>(payload, detail::MessageKind::plain, 0), payload, deadline);
+        return messenger_.send({nodes.data(), nodes.size()}, header_for<M>(payload, detail::MessageKind::plain, 0),
+                               payload, deadline);
     }
 
     template <class... Ms>
@@ -267,8 +269,8 @@ private:
         answer_pending_ask("the receiver moved on without replying");
         auto message = messenger_.receive(
             [](const detail::StoredMessage& m) {
-                return m.header.kind != detail::MessageKind::reply && m.header.kind != detail::MessageKind::reply_error &&
-                       detail::is_one_of<Ms...>(m);
+                return m.header.kind != detail::MessageKind::reply &&
+                       m.header.kind != detail::MessageKind::reply_error && detail::is_one_of<Ms...>(m);
             },
             deadline);
         if (message) {
@@ -333,9 +335,10 @@ private:
     template <class Reply>
     Reply read_reply(const detail::StoredMessage& answer) {
         if (answer.header.kind == detail::MessageKind::reply_error) {
-            throw AskFailed{answer.header.type == 1 ? AskFailed::Reason::receiver_threw : AskFailed::Reason::receiver_ended,
-                            "multiworker: " + describe(directory().at(answer.from).info) + ": " +
-                                std::string{answer.payload.data(), answer.payload.size()}};
+            throw AskFailed{
+                answer.header.type == 1 ? AskFailed::Reason::receiver_threw : AskFailed::Reason::receiver_ended,
+                "multiworker: " + describe(directory().at(answer.from).info) + ": " +
+                    std::string{answer.payload.data(), answer.payload.size()}};
         }
         if (answer.header.type != message_type<Reply>().key) {
             throw AskFailed{AskFailed::Reason::receiver_threw,

@@ -33,6 +33,8 @@ struct ProcessInfo {
 };
 
 /// Readable text for a process in errors and logs: "listener 2".
-inline std::string describe(const ProcessInfo& info) { return info.name + " " + std::to_string(info.index); }
+inline std::string describe(const ProcessInfo& info) {
+    return info.name + " " + std::to_string(info.index);
+}
 
 }  // namespace multiworker

@@ -102,7 +102,8 @@ void load(Archive& archive, std::variant<Alternatives...>& value, const unsigned
     if (index >= sizeof...(Alternatives)) throw std::runtime_error{"std::variant index out of range"};
     [&]<std::size_t... Is>(std::index_sequence<Is...>) {
         ((index == Is ? (void)(value.template emplace<Is>(), archive >> std::get<Is>(value)) : void()), ...);
-    }(std::index_sequence_for<Alternatives...>{});
+    }
+    (std::index_sequence_for<Alternatives...>{});
 }
 
 /// Serializes a std::variant through save() and load().

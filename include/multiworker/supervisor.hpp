@@ -59,11 +59,13 @@ public:
     template <class T>
     std::vector<ProcessId> add(std::string name, T object, ProcessOptions options) {
         static_assert(std::is_copy_constructible_v<T>, "multiworker: a process's object must be copyable");
-        static_assert(requires(T& t, Context& c) { t.run(c); },
-                      "multiworker: a process's object needs a member `void run(multiworker::Context&)`");
+        static_assert(
+            requires(T & t, Context & c) { t.run(c); },
+            "multiworker: a process's object needs a member `void run(multiworker::Context&)`");
         throw_if_started("add()");
         const ProcessOptions& chosen = options;
-        if (chosen.copies == 0) throw std::invalid_argument{"multiworker: Supervisor::add(): copies must be at least 1"};
+        if (chosen.copies == 0)
+            throw std::invalid_argument{"multiworker: Supervisor::add(): copies must be at least 1"};
         if (chosen.mailbox_capacity == 0)
             throw std::invalid_argument{"multiworker: Supervisor::add(): mailbox_capacity must be at least 1"};
         std::vector<ProcessId> ids = directory_.add(name, chosen);
@@ -85,9 +87,9 @@ public:
         static_assert(detail::serializable<M>,
                       "multiworker: a message type must be serializable (see multiworker/serialization.hpp)");
         throw_if_started("on()");
-        handlers_[message_type<M>().key] = [this, handler = std::move(handler)](
-                                               const detail::StoredMessage& stored) mutable
-            -> std::optional<detail::ParentReply> {
+        handlers_[message_type<M>().key] =
+            [this, handler = std::move(handler)](
+                const detail::StoredMessage& stored) mutable -> std::optional<detail::ParentReply> {
             const M message = detail::decode_message<M>(stored, directory_);
             const ProcessId from{stored.from};
             if constexpr (requires { handler(message, from); }) {
@@ -156,7 +158,9 @@ public:
 private:
     template <class T>
     static ProcessOptions default_options(const T& object) {
-        if constexpr (requires { { object.process_options() } -> std::convertible_to<ProcessOptions>; }) {
+        if constexpr (requires {
+                          { object.process_options() } -> std::convertible_to<ProcessOptions>;
+                      }) {
             return object.process_options();
         } else {
             return ProcessOptions{};

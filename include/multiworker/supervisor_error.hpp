@@ -5,9 +5,9 @@
 
 #include <multiworker/process_id.hpp>
 
+#include <sys/types.h>
 #include <stdexcept>
 #include <string>
-#include <sys/types.h>
 #include <vector>
 
 namespace multiworker {
@@ -15,8 +15,8 @@ namespace multiworker {
 /// One process's failure.
 struct ProcessFailure {
     ProcessInfo process{};
-    pid_t pid = 0;        ///< 0 in-process
-    std::string what{};   ///< "threw std::runtime_error: no route", "was killed by SIGSEGV ..."
+    pid_t pid = 0;       ///< 0 in-process
+    std::string what{};  ///< "threw std::runtime_error: no route", "was killed by SIGSEGV ..."
 };
 
 /// A process failed and the run ended: thrown by Supervisor::run().
@@ -91,7 +91,7 @@ class AskFailed : public std::runtime_error {
 public:
     /// Why no reply came.
     enum class Reason {
-        timeout,       ///< no reply within the timeout
+        timeout,         ///< no reply within the timeout
         receiver_threw,  ///< the handler threw; what() carries its type and message
         receiver_ended,  ///< the receiver died, ended or moved on without replying
     };

@@ -33,6 +33,9 @@ namespace multiworker::detail {
 struct StopRequest {};
 
 /// A message taken from a ring.
+/// The nodes one message goes to; rarely more than a few.
+using Destinations = boost::container::small_vector<int, 8>;
+
 struct StoredMessage {
     int from = 0;
     MessageHeader header;
@@ -66,8 +69,8 @@ public:
     /// The nodes a message of `type` sent to `to` reaches: the address's
     /// nodes, then every listener of the type not among them; never the
     /// sender itself through broadcast or listeners.
-    [[nodiscard]] std::vector<int> destinations(ProcessId to, const MessageType& type) const {
-        std::vector<int> nodes;
+    [[nodiscard]] Destinations destinations(ProcessId to, const MessageType& type) const {
+        Destinations nodes;
         const int count = static_cast<int>(directory_->size());
         if (to == broadcast) {
             for (int n = 1; n < count; ++n)
@@ -172,7 +175,8 @@ public:
 
     /// True while some ring into this node holds a message.
     [[nodiscard]] bool incoming_ready() const noexcept {
-        return std::any_of(incoming_.begin(), incoming_.end(), [](const Incoming& in) { return in.ring.has_readable(); });
+        return std::any_of(incoming_.begin(), incoming_.end(),
+                           [](const Incoming& in) { return in.ring.has_readable(); });
     }
 
     /// Takes the next message from any ring into this node, round robin; false if none.

@@ -105,7 +105,7 @@ template <class... Elements>
 struct elements_serializable<std::tuple<Elements...>> : std::bool_constant<(serializable<Elements> && ...)> {};
 
 template <class... Alternatives>
-struct elements_serializable<std::variant<Alternatives...>>
-    : std::bool_constant<(serializable<Alternatives> && ...)> {};
+struct elements_serializable<std::variant<Alternatives...>> : std::bool_constant<(serializable<Alternatives> && ...)> {
+};
 
 }  // namespace multiworker::detail

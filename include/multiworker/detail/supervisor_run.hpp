@@ -186,7 +186,8 @@ private:
     // ----- EventLoop::Engine -----
 
     void prepare() override {
-        for (std::size_t node = 1; node < directory_.size(); ++node) mesh_.status(static_cast<int>(node)).reset_for_start();
+        for (std::size_t node = 1; node < directory_.size(); ++node)
+            mesh_.status(static_cast<int>(node)).reset_for_start();
         mesh_.status(0).reset_for_start();
         try {
             host_->start();
@@ -271,16 +272,19 @@ private:
         std::optional<std::string> failure;
         switch (status.ended()) {
             case EndState::returned:
-            case EndState::stopped: break;
-            case EndState::threw: failure = status.failure_text(); break;
+            case EndState::stopped:
+                break;
+            case EndState::threw:
+                failure = status.failure_text();
+                break;
             case EndState::running:
                 if (!(stopping_ && exit.killed_by_parent())) failure = ended_early(exit);
                 break;
         }
         Messenger{mesh_, directory_, node}.close();  // what was still on its way to it: dead letters
         if (failure && may_restart(node)) {
-            logs_.report(spdlog::level::warn, "process " + describe(directory_.at(node).info) + " " + *failure +
-                                                  "; restarting it");
+            logs_.report(spdlog::level::warn,
+                         "process " + describe(directory_.at(node).info) + " " + *failure + "; restarting it");
             status.reset_for_start();
             host_->spawn(exit.slot);
             return;
@@ -325,7 +329,8 @@ private:
             ++unhandled_;
             logs_.report(spdlog::level::err, "a message from " + describe(directory_.at(message.from).info) +
                                                  " to the parent has a type no Supervisor::on() handles");
-            if (message.header.kind == MessageKind::ask) answer_ask(from, message.header.ask, "the parent has no handler for it");
+            if (message.header.kind == MessageKind::ask)
+                answer_ask(from, message.header.ask, "the parent has no handler for it");
             return;
         }
         try {
@@ -366,7 +371,8 @@ private:
         bool left = false;
         for (std::size_t node = 0; node < overflow_.size(); ++node) {
             auto& queue = overflow_[node];
-            while (!queue.empty() && parent_.try_send_one(static_cast<int>(node), queue.front().header, queue.front().payload)) {
+            while (!queue.empty() &&
+                   parent_.try_send_one(static_cast<int>(node), queue.front().header, queue.front().payload)) {
                 queue.pop_front();
                 progress = true;
             }
@@ -420,8 +426,9 @@ private:
             if (!host_->kill(static_cast<int>(node - 1), "it did not stop within stop_timeout")) break;
         }
         if (options_.in_process) {
-            logs_.report(spdlog::level::warn, "in-process: a process did not stop within stop_timeout; "
-                                              "waiting for it to reach a receive() or send()");
+            logs_.report(spdlog::level::warn,
+                         "in-process: a process did not stop within stop_timeout; "
+                         "waiting for it to reach a receive() or send()");
         }
     }
 
@@ -435,7 +442,8 @@ private:
             if (state == static_cast<std::uint32_t>(WaitState::running)) return forget_deadlock_candidate();
             before.emplace_back(state, status.wait_epoch.load(std::memory_order_seq_cst));
             blocked.push_back(directory_.at(static_cast<int>(node)).info);
-            if (state == static_cast<std::uint32_t>(WaitState::receiving_forever) && mail_waiting_for(static_cast<int>(node)))
+            if (state == static_cast<std::uint32_t>(WaitState::receiving_forever) &&
+                mail_waiting_for(static_cast<int>(node)))
                 return forget_deadlock_candidate();
         }
         if (blocked.empty() || overflowing_.load() || mail_waiting_for(0)) return forget_deadlock_candidate();
@@ -443,12 +451,14 @@ private:
         for (std::size_t node = 1; node < directory_.size(); ++node) {
             if (states_[node] != NodeState::running) continue;
             const NodeStatus& status = mesh_.status(static_cast<int>(node));
-            if (status.wait_epoch.load(std::memory_order_seq_cst) != before[i++].second) return forget_deadlock_candidate();
+            if (status.wait_epoch.load(std::memory_order_seq_cst) != before[i++].second)
+                return forget_deadlock_candidate();
         }
         const std::uint64_t sends = parent_sends_.load();
         if (deadlock_candidate_ && before == candidate_snapshot_ && sends == candidate_sends_) {
             deadlocked_ = std::move(blocked);
-            logs_.report(spdlog::level::err, std::string{Deadlock{deadlocked_}.what()}.substr(sizeof "multiworker: " - 1));
+            logs_.report(spdlog::level::err,
+                         std::string{Deadlock{deadlocked_}.what()}.substr(sizeof "multiworker: " - 1));
             begin_stop(Cause::deadlock);
             return;
         }

@@ -1,0 +1,203 @@
+// The multiworker side of the message benchmark (bench/compare_messages.py
+// runs it beside bench/message_peers.py and bench/zmq_messages.cpp): a
+// Supervisor's processes exchanging 16-byte messages.
+//
+//   ping_pong_busy         median round trip of a message bounced between two processes
+//   ping_pong_after_sleep  the same, the initiator sleeping 2 ms before each round trip
+//   stream                 one process sends messages one way; per message until all are counted
+//   broadcast8             one process broadcasts to 8; per message until all 8 have all
+//   request_reply          Context::ask() to a process that serve()s it; median round trip
+//   idle_cpu               4 processes waiting 2 s in receive(): their CPU time, % of a core each
+//
+// Prints one JSON object a line (--json) or a table. --quick: a tenth of the iterations.
+
+#include <multiworker/multiworker.hpp>
+
+#include <sys/resource.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using multiworker::Context;
+using multiworker::ProcessId;
+
+const std::string message(16, 'x');
+
+struct Options {
+    bool json = false;
+    int scale = 1;  // divides the iteration counts
+};
+
+double median(std::vector<double> values) {
+    std::sort(values.begin(), values.end());
+    return values.empty() ? 0 : values[values.size() / 2];
+}
+
+std::int64_t now_ns() {
+    return std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch()).count();
+}
+
+void print(const Options& options, const char* workload, double median_us, double per_message_us) {
+    const double per_second = per_message_us > 0 ? 1e6 / per_message_us : 0;
+    if (options.json) {
+        std::printf(
+            "{\"peer\": \"multiworker\", \"workload\": \"%s\", \"median_us\": %.3f, \"per_message_us\": %.4f, "
+            "\"messages_per_s\": %.0f}\n",
+            workload, median_us, per_message_us, per_second);
+    } else {
+        std::printf("%-24s median %9.3f us   per message %8.4f us   %12.0f msg/s\n", workload, median_us,
+                    per_message_us, per_second);
+    }
+    std::fflush(stdout);
+}
+
+// Bounces `rounds` messages off the "pong" process; reports each round trip in us.
+struct Pinger {
+    int rounds;
+    int sleep_us;
+    void run(Context& ctx) {
+        const ProcessId pong = ctx.ids("pong").front();
+        std::vector<double> trips;
+        for (int i = 0; i < rounds + 100; ++i) {
+            if (sleep_us > 0) std::this_thread::sleep_for(std::chrono::microseconds{sleep_us});
+            const auto start = Clock::now();
+            ctx.send(pong, message);
+            (void)ctx.receive<std::string>();
+            if (i >= 100) trips.push_back(std::chrono::duration<double, std::micro>(Clock::now() - start).count());
+        }
+        ctx.send(pong, 0);  // done
+        ctx.send(multiworker::parent, trips);
+    }
+};
+struct Ponger {
+    void run(Context& ctx) {
+        for (;;) {
+            auto m = ctx.receive<std::string, int>();
+            if (std::holds_alternative<int>(m)) return;
+            ctx.send(ctx.sender(), std::get<std::string>(m));
+        }
+    }
+};
+
+double ping_pong(int rounds, int sleep_us) {
+    multiworker::Supervisor sup;
+    sup.add("ping", Pinger{rounds, sleep_us});
+    sup.add("pong", Ponger{});
+    double result = 0;
+    sup.on<std::vector<double>>([&](const std::vector<double>& trips) { result = median(trips); });
+    sup.run();
+    return result;
+}
+
+// Sends `count` messages to every process named "sink" (or broadcasts), then its start time to the parent.
+struct Streamer {
+    int count;
+    bool use_broadcast;
+    void run(Context& ctx) {
+        const ProcessId sink = ctx.ids("sink").front();
+        std::this_thread::sleep_for(std::chrono::milliseconds{50});  // every sink is up
+        const std::int64_t start = now_ns();
+        for (int i = 0; i < count; ++i) ctx.send(use_broadcast ? multiworker::broadcast : sink, message);
+        ctx.send(multiworker::parent, std::make_pair(0, start));
+    }
+};
+// Counts `count` messages; sends the time it had them all to the parent.
+struct Counter {
+    int count;
+    void run(Context& ctx) {
+        for (int i = 0; i < count; ++i) (void)ctx.receive<std::string>();
+        ctx.send(multiworker::parent, std::make_pair(1, now_ns()));
+    }
+};
+
+double stream(int count, unsigned sinks) {
+    multiworker::Supervisor sup;
+    sup.add("source", Streamer{count, sinks > 1});
+    sup.add("sink", Counter{count}, {.copies = sinks});
+    std::int64_t start = 0;
+    std::int64_t end = 0;
+    sup.on<std::pair<int, std::int64_t>>([&](const std::pair<int, std::int64_t>& t) {
+        if (t.first == 0) start = t.second;
+        if (t.first == 1) end = std::max(end, t.second);
+    });
+    sup.run();
+    return static_cast<double>(end - start) / 1e3 / count;
+}
+
+struct Asker {
+    int rounds;
+    void run(Context& ctx) {
+        const ProcessId server = ctx.ids("server").front();
+        std::vector<double> trips;
+        for (int i = 0; i < rounds + 100; ++i) {
+            const auto start = Clock::now();
+            (void)ctx.ask<std::string>(server, message, std::chrono::seconds{10});
+            if (i >= 100) trips.push_back(std::chrono::duration<double, std::micro>(Clock::now() - start).count());
+        }
+        ctx.send(multiworker::parent, trips);
+    }
+};
+struct Server {
+    std::string on(const std::string& request) { return request; }
+    void run(Context& ctx) { ctx.serve<std::string>(*this); }
+};
+
+double request_reply(int rounds) {
+    multiworker::Supervisor sup;
+    sup.add("asker", Asker{rounds});
+    sup.add("server", Server{}, {.resident = true});
+    double result = 0;
+    sup.on<std::vector<double>>([&](const std::vector<double>& trips) { result = median(trips); });
+    sup.run();
+    return result;
+}
+
+// Waits 2 s for a message that never comes; reports its CPU time in us.
+struct Idler {
+    void run(Context& ctx) {
+        (void)ctx.receive<int>(std::chrono::seconds{2});
+        rusage usage{};
+        ::getrusage(RUSAGE_SELF, &usage);
+        const double cpu_us = static_cast<double>(usage.ru_utime.tv_sec + usage.ru_stime.tv_sec) * 1e6 +
+                              static_cast<double>(usage.ru_utime.tv_usec + usage.ru_stime.tv_usec);
+        ctx.send(multiworker::parent, cpu_us);
+    }
+};
+
+double idle_cpu_percent() {
+    multiworker::Supervisor sup;
+    sup.add("idler", Idler{}, {.copies = 4});
+    double worst = 0;
+    sup.on<double>([&](double cpu_us) { worst = std::max(worst, cpu_us); });
+    sup.run();
+    return worst / 2e6 * 100;  // of 2 s
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    Options options;
+    for (int i = 1; i < argc; ++i) {
+        if (std::strcmp(argv[i], "--json") == 0) options.json = true;
+        if (std::strcmp(argv[i], "--quick") == 0) options.scale = 10;
+    }
+    print(options, "ping_pong_busy", ping_pong(20'000 / options.scale, 0), 0);
+    print(options, "ping_pong_after_sleep", ping_pong(300 / options.scale, 2000), 0);
+    print(options, "stream", 0, stream(2'000'000 / options.scale, 1));
+    print(options, "broadcast8", 0, stream(100'000 / options.scale, 8));
+    print(options, "request_reply", request_reply(20'000 / options.scale), 0);
+    const double idle = idle_cpu_percent();
+    if (options.json) {
+        std::printf("{\"peer\": \"multiworker\", \"workload\": \"idle_cpu\", \"percent_of_core\": %.3f}\n", idle);
+    } else {
+        std::printf("%-24s %.3f %% of a core per idle process\n", "idle_cpu", idle);
+    }
+}
