@@ -76,6 +76,7 @@ inline std::string describe_current_exception() {
 /// the process's own thread only.
 class Context {
 public:
+    /// The clock of timeouts.
     using Clock = std::chrono::steady_clock;
 
     /// Made by the library for each process.

@@ -15,6 +15,7 @@ struct ProcessId {
     /// 0 is the parent; below 0 are the special addresses.
     int value = 0;
 
+    /// Ids compare by value.
     friend auto operator<=>(const ProcessId&, const ProcessId&) = default;
 };
 
@@ -27,8 +28,8 @@ inline constexpr ProcessId listeners{-2};
 
 /// What a process is: its id, its name and its index among the copies of that name.
 struct ProcessInfo {
-    ProcessId id{};
-    std::string name{};
+    ProcessId id{};      ///< its address
+    std::string name{};  ///< as given to Supervisor::add()
     unsigned index = 0;  ///< 0 ... copies - 1
 };
 

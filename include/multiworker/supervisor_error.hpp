@@ -14,15 +14,16 @@ namespace multiworker {
 
 /// One process's failure.
 struct ProcessFailure {
-    ProcessInfo process{};
-    pid_t pid = 0;       ///< 0 in-process
-    std::string what{};  ///< "threw std::runtime_error: no route", "was killed by SIGSEGV ..."
+    ProcessInfo process{};  ///< which process
+    pid_t pid = 0;          ///< 0 in-process
+    std::string what{};     ///< "threw std::runtime_error: no route", "was killed by SIGSEGV ..."
 };
 
 /// A process failed and the run ended: thrown by Supervisor::run().
 /// what() names the first failure; failures() lists them all, first first.
 class ProcessFailed : public std::runtime_error {
 public:
+    /// The run's `failures`, first first.
     explicit ProcessFailed(std::vector<ProcessFailure> failures)
         : std::runtime_error{message(failures)}, failures_{std::move(failures)} {}
 
@@ -47,6 +48,7 @@ private:
 /// in flight: none could ever go on. Thrown by Supervisor::run().
 class Deadlock : public std::runtime_error {
 public:
+    /// The deadlock of the `blocked` processes.
     explicit Deadlock(std::vector<ProcessInfo> blocked)
         : std::runtime_error{message(blocked)}, blocked_{std::move(blocked)} {}
 
@@ -67,6 +69,7 @@ private:
 /// process was stopped and reaped.
 class Interrupted : public std::runtime_error {
 public:
+    /// An interruption by `signal`.
     explicit Interrupted(int signal)
         : std::runtime_error{"multiworker: run() interrupted by " + std::string{signal == 2 ? "SIGINT" : "SIGTERM"} +
                              "; every process was stopped"},
@@ -82,6 +85,7 @@ private:
 /// A message was sent to `multiworker::listeners` and no process listens to its type.
 class NobodyListening : public std::runtime_error {
 public:
+    /// No listener for the message type named `type`.
     explicit NobodyListening(const std::string& type)
         : std::runtime_error{"multiworker: nobody listens to " + type + " (sent to multiworker::listeners)"} {}
 };
@@ -96,6 +100,7 @@ public:
         receiver_ended,  ///< the receiver died, ended or moved on without replying
     };
 
+    /// An ask that failed for `reason`, described by `text`.
     AskFailed(Reason reason, const std::string& text) : std::runtime_error{text}, reason_{reason} {}
 
     /// Why no reply came.
