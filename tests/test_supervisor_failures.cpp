@@ -251,3 +251,72 @@ TEST_CASE("a parent SIGKILLed during run() leaves no process of it alive a secon
     std::this_thread::sleep_for(1s);
     for (const pid_t pid : children) CHECK_FALSE(test_support::process_alive(pid));
 }
+
+namespace {
+
+// Streams 1..count to the checker; records its pid first, so the test can kill it mid-stream.
+struct Streamer {
+    std::atomic<long long>* pid;
+    int count;
+    void run(Context& ctx) {
+        pid->store(::getpid());
+        const ProcessId checker = ctx.ids("checker").front();
+        for (int i = 1; i <= count; ++i) ctx.send(checker, i);
+    }
+};
+// Sends 1..1000 as longs to the checker, then Stop.
+struct Steady {
+    void run(Context& ctx) {
+        const ProcessId checker = ctx.ids("checker").front();
+        for (long i = 1; i <= 1000; ++i) {
+            ctx.send(checker, i);
+            if (i % 100 == 0) std::this_thread::sleep_for(20ms);
+        }
+        ctx.send(checker, Ping{});
+    }
+};
+// Checks that each sender's numbers come in order (a restarted streamer starts again at 1).
+struct Checker {
+    void run(Context& ctx) {
+        int last_int = 0;
+        long last_long = 0;
+        int broken = 0;
+        for (;;) {
+            auto m = ctx.receive<int, long, Ping>();
+            if (std::holds_alternative<Ping>(m)) break;
+            if (const int* i = std::get_if<int>(&m)) {
+                if (*i != last_int + 1 && *i != 1) ++broken;
+                last_int = *i;
+            } else {
+                if (std::get<long>(m) != last_long + 1) ++broken;
+                last_long = std::get<long>(m);
+            }
+        }
+        ctx.send(multiworker::parent, std::make_pair(broken, last_long));
+    }
+};
+
+}  // namespace
+
+TEST_CASE("a sender killed mid-stream corrupts and delays nobody else's messages") {
+    test_support::Watchdog watchdog{60s};
+    test_support::SharedCounters pid{1};
+    multiworker::Supervisor sup;
+    sup.add("streamer", Streamer{&pid[0], 1'000'000},
+            {.restart = multiworker::Restart::on_failure, .mailbox_capacity = 64, .max_restarts = 1});
+    sup.add("steady", Steady{});
+    sup.add("checker", Checker{});
+    std::pair<int, long> outcome{-1, 0};
+    sup.on<std::pair<int, long>>([&](const std::pair<int, long>& o) { outcome = o; });
+    std::thread killer{[&] {
+        while (pid[0].load() == 0) std::this_thread::sleep_for(1ms);
+        std::this_thread::sleep_for(50ms);
+        ::kill(static_cast<pid_t>(pid[0].load()), SIGKILL);
+    }};
+    // The checker ends at Stop: the restarted streamer's further messages are dead letters.
+    sup.run();
+    killer.join();
+    CHECK(outcome.first == 0);
+    CHECK(outcome.second == 1000);
+    CHECK(test_support::child_pids().empty());
+}
