@@ -496,3 +496,45 @@ TEST_CASE("misuse gets a clear error") {
     CHECK_THROWS_AS(second.add("none", Greeter{}, {.copies = 0}), std::invalid_argument);
     CHECK_THROWS_AS(second.send(ProcessId{1}, 1), std::logic_error);  // not running
 }
+
+namespace {
+
+struct Tick {
+    template <class A>
+    void serialize(A&, unsigned) {}
+};
+struct Ticker {
+    void run(Context& ctx) {
+        for (int i = 0; i < 3; ++i) ctx.send(ctx.ids("serving").front(), Tick{});
+    }
+};
+// A resident serving with handlers that return nothing, one of them for ResidentsEnd.
+struct VoidHandlers {
+    int ticks = 0;
+    bool told = false;
+    void on(const Tick&) { ++ticks; }
+    void on(const multiworker::ResidentsEnd&, Context& ctx) {
+        told = true;
+        ctx.send(multiworker::parent, report_of(ctx, ticks));
+    }
+    void run(Context& ctx) { ctx.serve<Tick>(*this); }
+};
+struct VoidHandlersAskingForTheEnd : VoidHandlers {
+    void run(Context& ctx) { ctx.serve<Tick, multiworker::ResidentsEnd>(*this); }
+};
+
+}  // namespace
+
+TEST_CASE("serve calls handlers that return nothing and hands ResidentsEnd to a handler that takes it") {
+    test_support::Watchdog watchdog{60s};
+    const bool in_process = GENERATE(false, true);
+    auto sup = make_supervisor(in_process);
+    sup.add("ticker", Ticker{});
+    sup.add("serving", VoidHandlers{}, {.resident = true});
+    sup.add("serving", VoidHandlersAskingForTheEnd{}, {.resident = true});
+    std::vector<int> ticks;
+    sup.on<Report>([&](const Report& r) { ticks.push_back(std::get<3>(r)); });
+    sup.run();
+    std::sort(ticks.begin(), ticks.end());
+    CHECK(ticks == std::vector<int>{0, 3});  // the ticker sends to the first "serving" only
+}

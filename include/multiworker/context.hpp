@@ -13,9 +13,11 @@
 
 #include <boost/core/demangle.hpp>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdint>
 #include <optional>
+#include <span>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -214,9 +216,8 @@ public:
         serving_ = true;
         while (serving_) {
             detail::StoredMessage message = *take<Ms..., ResidentsEnd>(std::nullopt);
-            const bool residents_end = message.header.type == message_type<ResidentsEnd>().key;
-            if (!residents_end || detail::is_one_of<Ms...>(message)) dispatch<Ms...>(handler, message);
-            if (residents_end) serving_ = false;
+            dispatch<Ms...>(handler, message);
+            if (message.header.type == message_type<ResidentsEnd>().key) serving_ = false;
         }
     }
 
@@ -284,21 +285,13 @@ private:
 
     template <class... Ms, class Handler>
     void dispatch(Handler& handler, const detail::StoredMessage& message) {
-        auto value = detail::decode_variant<Ms..., ResidentsEnd>(message, directory());
         try {
-            std::visit(
-                [&](const auto& m) {
-                    using M = std::decay_t<decltype(m)>;
-                    if constexpr (requires { handler.on(m, *this); }) {
-                        answer(handler.on(m, *this));
-                    } else if constexpr (requires { handler.on(m); }) {
-                        answer(handler.on(m));
-                    } else {
-                        static_assert(std::is_same_v<M, ResidentsEnd>,
-                                      "multiworker: serve<Ms...>: the handler has no on(const M&) for one of Ms");
-                    }
-                },
-                value);
+            const bool handled = (dispatch_as<Ms>(handler, message) || ...);
+            if (!handled && message.header.type == message_type<ResidentsEnd>().key) {
+                if constexpr (
+                    requires { handler.on(ResidentsEnd{}, *this); } || requires { handler.on(ResidentsEnd{}); })
+                    call(handler, ResidentsEnd{});
+            }
         } catch (...) {
             if (!pending_ask_) throw;
             const std::string text = detail::describe_current_exception();
@@ -306,12 +299,38 @@ private:
         }
     }
 
+    // Hands `message` to the handler if it is an M; true if it was.
+    template <class M, class Handler>
+    bool dispatch_as(Handler& handler, const detail::StoredMessage& message) {
+        if (message.header.type != message_type<M>().key) return false;
+        static_assert(
+            requires(const M& m) { handler.on(m, *this); } || requires(const M& m) { handler.on(m); },
+            "multiworker: serve<Ms...>: the handler has no on(const M&) for one of Ms");
+        call(handler, detail::decode_message<M>(message, directory()));
+        return true;
+    }
+
+    // Calls on(m, context) or on(m); what it returns is the reply to an ask.
+    template <class M, class Handler>
+    void call(Handler& handler, const M& m) {
+        if constexpr (requires { handler.on(m, *this); }) {
+            if constexpr (std::is_void_v<decltype(handler.on(m, *this))>) {
+                handler.on(m, *this);
+            } else {
+                answer(handler.on(m, *this));
+            }
+        } else if constexpr (std::is_void_v<decltype(handler.on(m))>) {
+            handler.on(m);
+        } else {
+            answer(handler.on(m));
+        }
+    }
+
     // What a handler returned: the reply, if the message was an ask.
     template <class R>
-    void answer(R&& value) {
+    void answer(const R& value) {
         if (pending_ask_) reply(value);
     }
-    void answer() {}
 
     // A reply_error's type field says why: 1 the handler threw, 0 no reply came.
     void answer_pending_ask(const std::string& text, bool threw = false) {
