@@ -5,17 +5,12 @@
 // handlers, sends the parent's messages, learns how each process ended (its
 // status block, and the host's exit report), restarts or stops on failure,
 // tells the residents their end, and watches for a deadlock.
-//
-// Deadlock: every live process waits in a receive() or send() without a
-// timeout, its wait epoch unchanged across the check, with no message in
-// any ring into a receiving one and no parent send in between, on two checks
-// in a row (50 ms apart). A waiter can only be woken by a message, and only a
-// process that is not waiting (or the parent) can send one, so such a state
-// never ends by itself. A parent thread that would send later does not
-// count: say so in the docs.
+// (deadlock_watch.hpp says how the last is decided).
 
 #include <multiworker/context.hpp>
+#include <multiworker/detail/deadlock_watch.hpp>
 #include <multiworker/detail/event_loop.hpp>
+#include <multiworker/detail/interrupt_guard.hpp>
 #include <multiworker/detail/message_mesh.hpp>
 #include <multiworker/detail/messenger.hpp>
 #include <multiworker/detail/process_directory.hpp>
@@ -38,19 +33,6 @@
 #include <vector>
 
 namespace multiworker::detail {
-
-/// The signal that interrupted a run (0: none), set by the handler run() installs.
-inline std::atomic<int> supervisor_interrupt{0};
-/// The eventfd the handler writes to, to wake the event loop.
-inline std::atomic<int> supervisor_interrupt_fd{-1};
-
-extern "C" inline void supervisor_on_signal(int signal) {
-    supervisor_interrupt.store(signal);
-    const std::uint64_t one = 1;
-    if (const int fd = supervisor_interrupt_fd.load(); fd >= 0) {
-        [[maybe_unused]] const ssize_t ignored = ::write(fd, &one, sizeof one);
-    }
-}
 
 /// A parent handler: decodes the message, runs the user's code; for an ask, returns the reply.
 struct ParentReply {
@@ -84,7 +66,7 @@ public:
 
     /// Runs every process until all have ended; throws as Supervisor::run() documents.
     void run() {
-        const SignalGuard signals{mesh_.doorbell(0).fd()};
+        const InterruptGuard signals{mesh_.doorbell(0).fd()};
         loop_.start("mw-event-loop");
         loop_.join();
         if (!options_.in_process) logs_.stop(std::chrono::milliseconds{2000});
@@ -128,31 +110,6 @@ private:
         Bytes payload;
     };
     static constexpr std::chrono::milliseconds deadlock_check_interval{50};
-
-    // Installs the SIGINT/SIGTERM handler for the run, and restores the previous ones after it.
-    class SignalGuard {
-    public:
-        explicit SignalGuard(int wake_fd) {
-            supervisor_interrupt.store(0);
-            supervisor_interrupt_fd.store(wake_fd);
-            struct sigaction action {};
-            action.sa_handler = supervisor_on_signal;
-            ::sigemptyset(&action.sa_mask);
-            ::sigaction(SIGINT, &action, &previous_int_);
-            ::sigaction(SIGTERM, &action, &previous_term_);
-        }
-        ~SignalGuard() {
-            ::sigaction(SIGINT, &previous_int_, nullptr);
-            ::sigaction(SIGTERM, &previous_term_, nullptr);
-            supervisor_interrupt_fd.store(-1);
-        }
-        SignalGuard(const SignalGuard&) = delete;
-        SignalGuard& operator=(const SignalGuard&) = delete;
-
-    private:
-        struct sigaction previous_int_ {};
-        struct sigaction previous_term_ {};
-    };
 
     std::unique_ptr<ProcessHost> make_host() {
         const std::size_t slots = directory_.size() - 1;
@@ -433,48 +390,13 @@ private:
     }
 
     void check_deadlock() {
-        std::vector<std::pair<std::uint32_t, std::uint64_t>> before;
-        std::vector<ProcessInfo> blocked;
-        for (std::size_t node = 1; node < directory_.size(); ++node) {
-            if (states_[node] != NodeState::running) continue;
-            const NodeStatus& status = mesh_.status(static_cast<int>(node));
-            const auto state = status.wait_state.load(std::memory_order_seq_cst);
-            if (state == static_cast<std::uint32_t>(WaitState::running)) return forget_deadlock_candidate();
-            before.emplace_back(state, status.wait_epoch.load(std::memory_order_seq_cst));
-            blocked.push_back(directory_.at(static_cast<int>(node)).info);
-            if (state == static_cast<std::uint32_t>(WaitState::receiving_forever) &&
-                mail_waiting_for(static_cast<int>(node)))
-                return forget_deadlock_candidate();
-        }
-        if (blocked.empty() || overflowing_.load() || mail_waiting_for(0)) return forget_deadlock_candidate();
-        std::size_t i = 0;
-        for (std::size_t node = 1; node < directory_.size(); ++node) {
-            if (states_[node] != NodeState::running) continue;
-            const NodeStatus& status = mesh_.status(static_cast<int>(node));
-            if (status.wait_epoch.load(std::memory_order_seq_cst) != before[i++].second)
-                return forget_deadlock_candidate();
-        }
-        const std::uint64_t sends = parent_sends_.load();
-        if (deadlock_candidate_ && before == candidate_snapshot_ && sends == candidate_sends_) {
-            deadlocked_ = std::move(blocked);
-            logs_.report(spdlog::level::err,
-                         std::string{Deadlock{deadlocked_}.what()}.substr(sizeof "multiworker: " - 1));
-            begin_stop(Cause::deadlock);
-            return;
-        }
-        deadlock_candidate_ = true;
-        candidate_snapshot_ = std::move(before);
-        candidate_sends_ = sends;
-    }
-
-    void forget_deadlock_candidate() noexcept { deadlock_candidate_ = false; }
-
-    [[nodiscard]] bool mail_waiting_for(int node) const {
-        for (std::size_t from = 0; from < directory_.size(); ++from) {
-            const MessageLane& lane = mesh_.lane(static_cast<int>(from), node);
-            if (lane.sent.load(std::memory_order_seq_cst) != lane.received.load(std::memory_order_seq_cst)) return true;
-        }
-        return false;
+        std::vector<bool> live(directory_.size());
+        for (std::size_t node = 1; node < directory_.size(); ++node) live[node] = states_[node] == NodeState::running;
+        auto blocked = deadlocks_.check(mesh_, directory_, live, !overflowing_.load(), parent_sends_.load());
+        if (!blocked) return;
+        deadlocked_ = std::move(*blocked);
+        logs_.report(spdlog::level::err, std::string{Deadlock{deadlocked_}.what()}.substr(sizeof "multiworker: " - 1));
+        begin_stop(Cause::deadlock);
     }
 
     const SupervisorOptions& options_;
@@ -503,9 +425,7 @@ private:
     std::vector<ProcessFailure> failures_;
 
     Clock::time_point next_deadlock_check_{};
-    bool deadlock_candidate_ = false;
-    std::vector<std::pair<std::uint32_t, std::uint64_t>> candidate_snapshot_;
-    std::uint64_t candidate_sends_ = 0;
+    DeadlockWatch deadlocks_;
     std::vector<ProcessInfo> deadlocked_;
 
     EventLoop loop_;
