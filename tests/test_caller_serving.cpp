@@ -64,7 +64,7 @@ TEST_CASE("tasks added one at a time to sleeping workers each get their result")
     CHECK(processor.done());
 }
 
-TEST_CASE("a task added while the event loop sleeps is held to task_timeout") {
+TEST_CASE("a task added while the event loop sleeps is held to task_timeout", "[processes]") {
     test_support::Watchdog watchdog{60s};
     TaskProcessor processor{Task{}, {.workers = 1, .task_timeout = 100ms}};
     processor.start();
@@ -82,7 +82,7 @@ TEST_CASE("a task added while the event loop sleeps is held to task_timeout") {
     CHECK(waited < 800ms);
 }
 
-TEST_CASE("a worker killed by a task a caller handed out is reported - and replaced") {
+TEST_CASE("a worker killed by a task a caller handed out is reported - and replaced", "[processes]") {
     test_support::Watchdog watchdog{60s};
     TaskProcessor processor{Task{}, {.workers = 1}};
     processor.start();
@@ -141,7 +141,7 @@ TEST_CASE("threads adding and popping at once never lose or duplicate a result")
 
 constexpr auto kill_interval = test_support::address_sanitizer ? 20ms : 5ms;
 
-TEST_CASE("workers killed while callers hand out and collect tasks lose none") {
+TEST_CASE("workers killed while callers hand out and collect tasks lose none", "[processes]") {
     test_support::Watchdog watchdog{110s};
     TaskProcessor processor{Task{}, {.workers = 2, .log_level = spdlog::level::err, .retries = 1000}};
     processor.start();

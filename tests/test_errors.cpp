@@ -117,7 +117,7 @@ TEST_CASE("a throwing method yields an error naming the exception - and the work
     }
 }
 
-TEST_CASE("a worker that dies yields an error for its task - the others finish the rest") {
+TEST_CASE("a worker that dies yields an error for its task - the others finish the rest", "[processes]") {
     test_support::Watchdog watchdog{60s};
     const auto [action, description] = GENERATE(table<int, std::string>({
         {Faulty::abort_process, "was killed by SIGABRT"},
@@ -148,7 +148,7 @@ TEST_CASE("a worker that dies yields an error for its task - the others finish t
     CHECK(values.size() == 60);
 }
 
-TEST_CASE("a worker that dies in every task is replaced every time") {
+TEST_CASE("a worker that dies in every task is replaced every time", "[processes]") {
     test_support::Watchdog watchdog{60s};
     FaultyProcessor processor{Faulty{}, {.workers = 2}};
     for (int i = 0; i < 10; ++i) processor.add(Faulty::abort_process, i);

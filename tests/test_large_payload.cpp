@@ -161,7 +161,7 @@ TEST_CASE("arguments and results of every size pass intact - read in place, acro
     }
 }
 
-TEST_CASE("large results one after another keep their worker - none is taken for corrupt data") {
+TEST_CASE("large results one after another keep their worker - none is taken for corrupt data", "[processes]") {
     test_support::Watchdog watchdog{60s};
     multiworker::Processor<Blobs, &Blobs::make> processor{Blobs{}, {.workers = 1}};
     processor.start();

@@ -54,7 +54,7 @@ TEST_CASE("every TaskId gets exactly one result") {
     CHECK(processor.get_results().empty());  // each result is taken once
 }
 
-TEST_CASE("work is spread over N distinct worker processes - each keeping its state") {
+TEST_CASE("work is spread over N distinct worker processes - each keeping its state", "[processes]") {
     test_support::Watchdog watchdog{60s};
     constexpr unsigned workers = 4;
     multiworker::Processor<Counter, &Counter::next> processor{Counter{}, {.workers = workers}};
@@ -76,7 +76,7 @@ TEST_CASE("work is spread over N distinct worker processes - each keeping its st
     CHECK(processor.object().calls == 0);  // the parent's object was never called
 }
 
-TEST_CASE("stop() and the destructor leave no child process and no shared memory") {
+TEST_CASE("stop() and the destructor leave no child process and no shared memory", "[processes]") {
     test_support::Watchdog watchdog{60s};
     const auto shm_before = test_support::shm_entries();
     REQUIRE(test_support::child_pids().empty());
@@ -122,7 +122,7 @@ TEST_CASE("stop() lets running tasks finish and discards queued ones") {
     CHECK(test_support::child_pids().empty());
 }
 
-TEST_CASE("stop() kills workers that outlive stop_timeout - and says so") {
+TEST_CASE("stop() kills workers that outlive stop_timeout - and says so", "[processes]") {
     test_support::Watchdog watchdog{60s};
     multiworker::Processor<Sleeper, &Sleeper::sleep_ms> processor{
         Sleeper{}, {.workers = 1, .stop_timeout = std::chrono::milliseconds{100}}};
@@ -187,7 +187,7 @@ std::set<std::string> thread_names_of_this_process() {
 
 }  // namespace
 
-TEST_CASE("the library's threads are named, and workers keep the program's name") {
+TEST_CASE("the library's threads are named, and workers keep the program's name", "[processes]") {
     test_support::Watchdog watchdog{60s};
     const std::string program = comm_of("/proc/self");
     multiworker::Processor<Counter, &Counter::next> processor{Counter{}, {.workers = 2}};
@@ -202,7 +202,7 @@ TEST_CASE("the library's threads are named, and workers keep the program's name"
     CHECK(thread_names_of_this_process().count("mw-event-loop") == 0);
 }
 
-TEST_CASE("start() with 1,000 workers returns - and every worker serves") {
+TEST_CASE("start() with 1,000 workers returns - and every worker serves", "[processes]") {
     test_support::Watchdog watchdog{110s};
     // Under ASan a fork takes tens of milliseconds (its shadow memory), and other
     // tests run beside this one: 600 workers there, still past the ~555 at
@@ -227,7 +227,7 @@ TEST_CASE("start() with 1,000 workers returns - and every worker serves") {
     CHECK(test_support::child_pids().empty());
 }
 
-TEST_CASE("workers not ready within start_timeout fail start() with a clear error - and nothing hangs") {
+TEST_CASE("workers not ready within start_timeout fail start() with a clear error - and nothing hangs", "[processes]") {
     test_support::Watchdog watchdog{60s};
     {
         multiworker::Processor<Counter, &Counter::next> processor{
@@ -244,7 +244,7 @@ TEST_CASE("workers not ready within start_timeout fail start() with a clear erro
     CHECK(test_support::child_pids().empty());
 }
 
-TEST_CASE("only workers running a task are reported killed at stop - naming the period in force") {
+TEST_CASE("only workers running a task are reported killed at stop - naming the period in force", "[processes]") {
     test_support::Watchdog watchdog{60s};
     auto [logger, sink] = test_support::capturing_logger();
     SECTION("stop_now(): the idle worker is not reported") {

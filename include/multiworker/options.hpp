@@ -39,13 +39,35 @@ enum class WorkerOutput {
     inherit,
 };
 
+/// Where a Processor's workers run (Options::backend).
+enum class Backend {
+    /// Forked worker processes on this machine: a crash, an exit() or a
+    /// task_timeout ends one worker, which is replaced; the others go on.
+    processes,
+    /// Threads of the calling process, each on its own copy of the object (so
+    /// that the method still needs no thread safety). Starts in microseconds
+    /// and shares the process's memory, but a crash ends the whole program,
+    /// so what needs a killable worker (task_timeout, debug_worker,
+    /// WorkerOutput::log, log_file, logger) is rejected at construction.
+    threads,
+    /// The calling thread, on the Processor's own object (as workers = 0).
+    in_process,
+};
+
 /// Settings of a Processor. Aggregate, so designated initializers work:
 /// `{.workers = 5, .log_file = "/tmp/run.log"}`.
 struct Options {
-    /// Number of worker processes. 0 selects in-process mode: every task runs
+    /// Number of workers (processes or threads, see backend). 0 selects in-process mode: every task runs
     /// in the calling thread on the Processor's own object, with no fork and
     /// no shared memory, so a debugger can step into the method.
     unsigned workers = detail::default_worker_count();
+
+    /// Where the workers run (see Backend). The environment variable
+    /// MULTIWORKER_BACKEND (processes, threads or in_process), if set,
+    /// overrides it, so that a program can be tried on another backend
+    /// without a rebuild. workers = 0 selects Backend::in_process whatever
+    /// this says.
+    Backend backend = Backend::processes;
 
     /// File that receives every worker's log records (appended). Empty: none.
     std::string log_file{};

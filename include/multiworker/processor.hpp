@@ -11,6 +11,7 @@
 #include <multiworker/detail/processor_support.hpp>
 #include <multiworker/detail/progress_reporter.hpp>
 #include <multiworker/detail/result_decoding.hpp>
+#include <multiworker/detail/thread_backend.hpp>
 #include <multiworker/detail/vector_fifo.hpp>
 #include <multiworker/options.hpp>
 #include <multiworker/result.hpp>
@@ -80,22 +81,27 @@ public:
 
 public:
     /// Takes the object every worker will copy. Nothing runs until start().
-    /// Throws std::invalid_argument for options in-process mode (workers = 0)
-    /// cannot honour: task_timeout and max_tasks_per_worker.
+    /// Throws std::invalid_argument for options the backend cannot honour:
+    /// in-process (workers = 0), task_timeout and max_tasks_per_worker; on
+    /// threads, task_timeout, debug_worker, WorkerOutput::log, log_file and logger.
     explicit Processor(T object, Options options = {})
         : object_{std::move(object)}, options_{detail::with_environment(std::move(options))} {
-        if (options_.workers == 0) detail::reject_in_process_options(options_);
-        detail::TaskRunner runner = [this](std::span<const char> arguments, const detail::ResultSender& send) {
-            run_task(arguments, send);
-        };
-        if (options_.workers == 0) {
-            backend_ =
-                std::make_unique<detail::InProcessBackend>(mailbox_, std::move(runner), detail::hooks_of(object_),
-                                                           options_.retry_exceptions ? options_.retries : 0);
-        } else {
-            backend_ = std::make_unique<detail::ForkedBackend>(
-                options_, mailbox_, std::move(runner), detail::hooks_of(object_), detail::log_destinations(options_),
-                detail::large_result_maker<result_type>());
+        switch (options_.backend) {
+            case Backend::in_process:
+                detail::reject_in_process_options(options_);
+                backend_ = std::make_unique<detail::InProcessBackend>(mailbox_, runner_on(object_, encoded_head_),
+                                                                      detail::hooks_of(object_),
+                                                                      options_.retry_exceptions ? options_.retries : 0);
+                break;
+            case Backend::threads:
+                detail::reject_thread_options(options_);
+                backend_ = std::make_unique<detail::ThreadBackend>(options_, mailbox_, copy_maker());
+                break;
+            case Backend::processes:
+                backend_ = std::make_unique<detail::ForkedBackend>(
+                    options_, mailbox_, runner_on(object_, encoded_head_), detail::hooks_of(object_),
+                    detail::log_destinations(options_), detail::large_result_maker<result_type>());
+                break;
         }
     }
 
@@ -229,8 +235,12 @@ public:
     /// a new pid.
     [[nodiscard]] std::vector<pid_t> worker_pids() const { return backend_->worker_pids(); }
 
-    /// True when tasks run in the calling thread (Options::workers == 0).
-    [[nodiscard]] bool in_process() const noexcept { return options_.workers == 0; }
+    /// True when tasks run in the calling thread (workers = 0 or Backend::in_process).
+    [[nodiscard]] bool in_process() const noexcept { return options_.backend == Backend::in_process; }
+
+    /// The backend the workers run on (Options::backend, after
+    /// MULTIWORKER_BACKEND and workers = 0 had their say).
+    [[nodiscard]] Backend backend() const noexcept { return options_.backend; }
 
     /// The Processor's own object: in-process mode runs on it; workers run on copies.
     [[nodiscard]] const T& object() const noexcept { return object_; }
@@ -284,26 +294,48 @@ private:
         progress_->start();
     }
 
-    // Runs in the worker (or in-process, one task at a time): decode, call,
-    // encode, and send while the value lives.
-    void run_task(std::span<const char> encoded_arguments, const detail::ResultSender& send) {
-        if constexpr (check::usable) run_usable_task(encoded_arguments, send);
+    // Runs tasks on `object` (the Processor's own in-process and in a worker
+    // process, a thread's copy on threads), encoding each result into `head`.
+    static detail::TaskRunner runner_on(T& object, detail::Bytes& head) {
+        if constexpr (check::usable) {
+            return [&object, &head](std::span<const char> arguments, const detail::ResultSender& send) {
+                run_task(object, head, arguments, send);
+            };
+        } else {
+            // Never runs: check's static_asserts have already failed the build.
+            (void)object, (void)head;
+            return [](std::span<const char>, const detail::ResultSender&) {};
+        }
     }
 
-    void run_usable_task(std::span<const char> encoded_arguments, const detail::ResultSender& send) {
+    // Backend::threads: each thread's own copy of the object as it was at construction.
+    detail::WorkerCopyMaker copy_maker() {
+        return [this] {
+            struct Copy {
+                T object;
+                detail::Bytes head;
+            };
+            auto copy = std::make_shared<Copy>(Copy{object_, {}});
+            return detail::WorkerCopy{runner_on(copy->object, copy->head), detail::hooks_of(copy->object), copy};
+        };
+    }
+
+    // Decodes, calls, encodes, and sends while the value lives.
+    static void run_task(T& object, detail::Bytes& head, std::span<const char> encoded_arguments,
+                         const detail::ResultSender& send) {
         auto arguments = detail::tuple_decoder<arguments_type>::decode(encoded_arguments);
-        const auto call = [this](auto&... values) -> decltype(auto) {
-            return std::invoke(Method, object_, std::move(values)...);
+        const auto call = [&object](auto&... values) -> decltype(auto) {
+            return std::invoke(Method, object, std::move(values)...);
         };
         if constexpr (std::is_void_v<result_type>) {
             std::apply(call, arguments);
             send(detail::EncodedView{});
         } else {
             const result_type& value = std::apply(call, arguments);
-            encoded_head_.clear();
-            const std::span<const char> body = detail::encode_borrowing(encoded_head_, value);
-            send(detail::EncodedView{encoded_head_, body});
-            if (encoded_head_.capacity() > detail::retained_buffer_capacity) detail::Bytes{}.swap(encoded_head_);
+            head.clear();
+            const std::span<const char> body = detail::encode_borrowing(head, value);
+            send(detail::EncodedView{head, body});
+            if (head.capacity() > detail::retained_buffer_capacity) detail::Bytes{}.swap(head);
         }
     }
 
@@ -373,7 +405,7 @@ private:
     }
 
     T object_;
-    detail::Bytes encoded_head_;  // run_task()'s, reused: no allocation per task
+    detail::Bytes encoded_head_;  // run_task()'s on object_, reused: no allocation per task
     Options options_;
     detail::ResultMailbox mailbox_;
     // Results wait() took out of the mailbox and decoded; the getters hand

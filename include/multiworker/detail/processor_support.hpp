@@ -17,6 +17,7 @@
 #include <span>
 #include <stdexcept>
 #include <string>
+#include <string_view>
 #include <tuple>
 #include <vector>
 
@@ -70,12 +71,47 @@ inline void reject_in_process_options(const Options& options) {
     }
 }
 
-/// `options` with what the environment asks for (MULTIWORKER_DEBUG_WORKER).
+/// The backend named by MULTIWORKER_BACKEND; throws for a name it does not know.
+inline Backend backend_named(std::string_view name) {
+    if (name == "processes") return Backend::processes;
+    if (name == "threads") return Backend::threads;
+    if (name == "in_process") return Backend::in_process;
+    throw std::invalid_argument{"multiworker: MULTIWORKER_BACKEND=" + std::string{name} +
+                                " names no backend (processes, threads or in_process)"};
+}
+
+/// `options` with what the environment asks for (MULTIWORKER_DEBUG_WORKER,
+/// MULTIWORKER_BACKEND), and with the backend workers = 0 selects.
 inline Options with_environment(Options options) {
     if (const char* debug = std::getenv("MULTIWORKER_DEBUG_WORKER"); debug != nullptr && *debug != '\0') {
         options.debug_worker = std::atoi(debug);
     }
+    if (const char* backend = std::getenv("MULTIWORKER_BACKEND"); backend != nullptr && *backend != '\0') {
+        options.backend = backend_named(backend);
+    }
+    if (options.workers == 0) options.backend = Backend::in_process;
     return options;
+}
+
+/// Worker threads share the process: nothing can kill one, stop a debugger
+/// in one alone, or give it a log sink or stdout of its own.
+inline void reject_thread_options(const Options& options) {
+    const auto reject = [](const char* option, const char* why) {
+        throw std::invalid_argument{std::string{"multiworker::Processor: Options::"} + option +
+                                    " needs worker processes (Backend::processes), not Backend::threads: " + why};
+    };
+    if (options.task_timeout.count() != 0) reject("task_timeout", "a thread cannot be stopped at a deadline");
+    if (options.debug_worker >= 0) {
+        reject("debug_worker", "threads run in the calling process; attach the debugger to it instead");
+    }
+    if (options.worker_output == WorkerOutput::log) {
+        reject("worker_output = WorkerOutput::log", "threads write to the process's own stdout and stderr");
+    }
+    if (!options.log_file.empty() || options.logger) {
+        reject(options.logger ? "logger" : "log_file",
+               "worker threads log through the process's own spdlog default logger "
+               "(spdlog::set_default_logger() chooses it)");
+    }
 }
 
 /// A string or vector of numbers is read from the ring straight into the
