@@ -52,6 +52,12 @@ enum class Backend {
     threads,
     /// The calling thread, on the Processor's own object (as workers = 0).
     in_process,
+    /// The ranks of the `mpirun` job the program runs in: rank 0 runs the
+    /// program and sends tasks; every other rank is an agent that forks
+    /// `workers` worker processes on its host and serves until rank 0 stops.
+    /// Needs <multiworker/mpi.hpp> and the multiworker::mpi CMake target;
+    /// see docs/mpi.md for the launch.
+    mpi,
 };
 
 /// Settings of a Processor. Aggregate, so designated initializers work:
@@ -63,7 +69,7 @@ struct Options {
     unsigned workers = detail::default_worker_count();
 
     /// Where the workers run (see Backend). The environment variable
-    /// MULTIWORKER_BACKEND (processes, threads or in_process), if set,
+    /// MULTIWORKER_BACKEND (processes, threads, in_process or mpi), if set,
     /// overrides it, so that a program can be tried on another backend
     /// without a rebuild. workers = 0 selects Backend::in_process whatever
     /// this says.
@@ -140,6 +146,14 @@ struct Options {
     /// add() that would have to wait throws std::logic_error instead of
     /// waiting forever. 0: no bound.
     std::size_t max_pending = 0;
+
+    /// Backend::mpi: how often rank 0 and each agent tell each other they are alive.
+    std::chrono::milliseconds heartbeat_interval{100};
+
+    /// Backend::mpi: an agent (or rank 0, seen from an agent) silent this
+    /// long is lost: its tasks are retried elsewhere within `retries`, or end
+    /// with ErrorKind::worker_died errors naming its host and rank.
+    std::chrono::milliseconds heartbeat_limit{3'000};
 };
 
 }  // namespace multiworker

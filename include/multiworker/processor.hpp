@@ -102,6 +102,9 @@ public:
                     options_, mailbox_, runner_on(object_, encoded_head_), detail::hooks_of(object_),
                     detail::log_destinations(options_), detail::large_result_maker<result_type>());
                 break;
+            case Backend::mpi:
+                backend_ = detail::make_mpi_backend(options_, mailbox_, agent_workers());
+                break;
         }
     }
 
@@ -317,6 +320,19 @@ private:
             };
             auto copy = std::make_shared<Copy>(Copy{object_, {}});
             return detail::WorkerCopy{runner_on(copy->object, copy->head), detail::hooks_of(copy->object), copy};
+        };
+    }
+
+    // Backend::mpi, on an agent rank: this host's worker processes, whose
+    // outcomes the agent relays to rank 0 (which bounds what it sends, so
+    // max_pending is rank 0's alone).
+    detail::BackendMaker agent_workers() {
+        return [this](detail::ResultMailbox& local) -> std::unique_ptr<detail::ExecutionBackend> {
+            Options local_options = options_;
+            local_options.max_pending = 0;
+            return std::make_unique<detail::ForkedBackend>(local_options, local, runner_on(object_, encoded_head_),
+                                                           detail::hooks_of(object_),
+                                                           detail::log_destinations(local_options));
         };
     }
 

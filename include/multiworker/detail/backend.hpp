@@ -337,4 +337,7 @@ public:
     [[nodiscard]] virtual std::size_t undispatched() const = 0;
 };
 
+/// Makes a backend that delivers to `mailbox` (an MPI agent's local workers, say).
+using BackendMaker = std::function<std::unique_ptr<ExecutionBackend>(ResultMailbox& mailbox)>;
+
 }  // namespace multiworker::detail

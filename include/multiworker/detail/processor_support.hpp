@@ -19,6 +19,7 @@
 #include <string>
 #include <string_view>
 #include <tuple>
+#include <utility>
 #include <vector>
 
 namespace multiworker::detail {
@@ -76,8 +77,9 @@ inline Backend backend_named(std::string_view name) {
     if (name == "processes") return Backend::processes;
     if (name == "threads") return Backend::threads;
     if (name == "in_process") return Backend::in_process;
+    if (name == "mpi") return Backend::mpi;
     throw std::invalid_argument{"multiworker: MULTIWORKER_BACKEND=" + std::string{name} +
-                                " names no backend (processes, threads or in_process)"};
+                                " names no backend (processes, threads, in_process or mpi)"};
 }
 
 /// `options` with what the environment asks for (MULTIWORKER_DEBUG_WORKER,
@@ -112,6 +114,28 @@ inline void reject_thread_options(const Options& options) {
                "worker threads log through the process's own spdlog default logger "
                "(spdlog::set_default_logger() chooses it)");
     }
+}
+
+/// Makes Backend::mpi's backend for this rank, given what runs this host's
+/// workers (on agent ranks it serves and ends the process instead of
+/// returning). Set by <multiworker/mpi.hpp>, so that only programs that use
+/// MPI include and link it.
+using MpiBackendFactory = std::unique_ptr<ExecutionBackend> (*)(const Options& options, ResultMailbox& mailbox,
+                                                                BackendMaker make_local_workers);
+
+inline MpiBackendFactory& mpi_backend_factory() noexcept {
+    static MpiBackendFactory factory = nullptr;
+    return factory;
+}
+
+inline std::unique_ptr<ExecutionBackend> make_mpi_backend(const Options& options, ResultMailbox& mailbox,
+                                                          BackendMaker make_local_workers) {
+    if (mpi_backend_factory() == nullptr) {
+        throw std::invalid_argument{
+            "multiworker::Processor: Backend::mpi needs #include <multiworker/mpi.hpp> and the multiworker::mpi "
+            "CMake target (which links MPI)"};
+    }
+    return mpi_backend_factory()(options, mailbox, std::move(make_local_workers));
 }
 
 /// A string or vector of numbers is read from the ring straight into the

@@ -1,0 +1,381 @@
+#pragma once
+
+// Backend::mpi on rank 0, where the user's Processor lives: every other rank
+// of the `mpirun` job is an agent (mpi_agent.hpp) with Options::workers
+// forked workers of its own. One thread ("mw-mpi") does all of rank 0's MPI:
+// it sends each agent tasks while it has fewer than two per worker in flight
+// (in one message, as many as wait), hands their outcomes to the mailbox,
+// and exchanges heartbeats.
+//
+// An agent silent for Options::heartbeat_limit is lost with its host's
+// workers: each task it held is run again on another agent while
+// Options::retries allows, and otherwise ends with a worker_died error that
+// names the host and rank. Under `mpirun --enable-recovery` rank 0 outlives
+// that loss (without it, Open MPI ends the whole job); since MPI_Finalize
+// would then wait for the lost rank forever, the job ends without it.
+
+#include <multiworker/detail/backend.hpp>
+#include <multiworker/detail/mpi_link.hpp>
+#include <multiworker/detail/mpi_remote_agent.hpp>
+#include <multiworker/detail/mpi_wire.hpp>
+#include <multiworker/detail/pending_limit.hpp>
+#include <multiworker/detail/system.hpp>
+#include <multiworker/options.hpp>
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+namespace multiworker::detail {
+
+class MpiBackend final : public ExecutionBackend {
+public:
+    MpiBackend(const Options& options, ResultMailbox& mailbox)
+        : options_{options}, mailbox_{mailbox}, pending_{options.max_pending} {}
+
+    MpiBackend(const MpiBackend&) = delete;
+    MpiBackend& operator=(const MpiBackend&) = delete;
+    ~MpiBackend() override { stop(std::chrono::milliseconds{0}, "the Processor's destructor stopped"); }
+
+    /// Initializes MPI (in the mw-mpi thread) and waits for every agent's
+    /// hello, for at most Options::start_timeout.
+    void start() override {
+        launch_link();
+        std::unique_lock lock{mutex_};
+        const bool ready =
+            changed_.wait_for(lock, options_.start_timeout, [this] { return phase_ != Phase::greeting; });
+        if (!ready || phase_ == Phase::failed) {
+            const std::string why = ready ? start_failure_ : "not every agent rank said hello within start_timeout";
+            lock.unlock();
+            stop(std::chrono::milliseconds{0}, "start() failed");
+            throw std::runtime_error{"multiworker::Processor::start() on MPI: " + why};
+        }
+    }
+
+    void submit(TaskId id, Bytes&& arguments) override {
+        if (pending_.bounded()) pending_.wait_for_room(stopping_);
+        std::unique_lock lock{mutex_};
+        if (stopping_) {
+            lock.unlock();
+            mailbox_.forget(1);
+            throw std::logic_error{"multiworker::Processor::add(): the Processor was stopped meanwhile"};
+        }
+        if (phase_ == Phase::running && agents_alive_.load() == 0) {
+            lock.unlock();
+            std::vector<RawResult> failed;
+            failed.push_back(no_agent_result(id, "every agent was lost"));
+            mailbox_.deliver(failed);
+            return;
+        }
+        queue_.push_back(RelayedTask{id, std::move(arguments), 0});
+        pending_.returned_to_queue();
+    }
+
+    std::size_t cancel() override {
+        std::lock_guard lock{mutex_};
+        return drop_queue();
+    }
+
+    /// Drops queued tasks, has every agent stop its workers (running tasks
+    /// get `grace`), collects what they still send, and ends MPI.
+    void stop(std::chrono::milliseconds grace, std::string grace_end) override {
+        {
+            std::lock_guard lock{mutex_};
+            if (stop_requested_) return;
+            stop_requested_ = true;
+            stopping_ = true;
+            grace_ = grace;
+            grace_end_ = std::move(grace_end);
+            drop_queue();
+        }
+        pending_.wake_all();
+        launch_link();  // agents wait for rank 0 in MPI_Init even if start() never ran
+        link_thread_.join();
+    }
+
+    /// Worker processes run on the agents' hosts, none here.
+    [[nodiscard]] std::vector<pid_t> worker_pids() const override { return {}; }
+
+    [[nodiscard]] std::size_t undispatched() const override { return pending_.queued(); }
+
+private:
+    using Agent = RemoteAgent;
+
+    enum class Phase { greeting, running, failed };
+
+    void launch_link() {
+        std::call_once(launched_, [this] { link_thread_ = std::thread{[this] { run_link(); }}; });
+    }
+
+    void run_link() {
+        name_this_thread("mw-mpi");
+        std::optional<MpiLink> link;
+        try {
+            link.emplace();
+            if (!greet(*link)) {
+                link->finish(false);
+                return;
+            }
+            relay(*link);
+            finish_agents(*link);
+        } catch (const std::exception& e) {
+            // A message that does not decode, or MPI failing: nothing more can be trusted.
+            fail_everything(std::string{"rank 0 stopped relaying tasks: "} + e.what());
+            if (link) link->finish(false);
+            return;
+        }
+        say_bye(*link);
+    }
+
+    void say_bye(MpiLink& link) {
+        const bool all_alive = std::all_of(agents_.begin(), agents_.end(), [](const Agent& a) { return a.alive; });
+        for (const Agent& agent : agents_) {
+            if (!agent.alive) continue;
+            mpi_wire::Writer bye;
+            bye.number(static_cast<std::uint8_t>(all_alive ? 1 : 0));
+            link.send(agent.rank, mpi_wire::bye, bye.take());
+        }
+        link.finish(all_alive);
+    }
+
+    // Settles every task (start() fails too, if it still waits).
+    void fail_everything(const std::string& why) {
+        spdlog::error("multiworker: {}", why);
+        std::vector<RawResult> failed;
+        for (Agent& agent : agents_) {
+            for (auto& [id, task] : agent.in_flight) failed.push_back(no_agent_result(task.id, why));
+            agent.in_flight.clear();
+        }
+        {
+            std::lock_guard lock{mutex_};
+            stopping_ = true;
+            for (auto& task : queue_) failed.push_back(no_agent_result(task.id, why));
+            pending_.left_queue(queue_.size());
+            queue_.clear();
+        }
+        pending_.wake_all();
+        mailbox_.deliver(failed);
+        fail_start(why);
+    }
+
+    // Collects every agent's hello; false (and start() fails) when there is no agent or one is missing.
+    bool greet(MpiLink& link) {
+        if (link.size() < 2) return fail_start("the job has no agent rank (run the program with mpirun -np 2 or more)");
+        if (!mpirun_recovers_lost_ranks()) {
+            spdlog::warn(
+                "multiworker: mpirun was started without --enable-recovery: the loss of any rank will end the whole "
+                "job, this rank included");
+        }
+        agents_.resize(static_cast<std::size_t>(link.size() - 1));
+        std::size_t greeted = 0;
+        const auto deadline = MpiLink::Clock::now() + options_.start_timeout;
+        IdleBackoff backoff;
+        while (greeted < agents_.size()) {
+            if (MpiLink::Clock::now() > deadline)
+                return fail_start("not every agent rank said hello within start_timeout");
+            auto message = link.receive();
+            if (message && message->tag == mpi_wire::hello) {
+                agents_[static_cast<std::size_t>(message->source - 1)].read_hello(message->source, message->body);
+                ++greeted;
+            }
+            backoff.after(message.has_value());
+        }
+        int next_worker = 0;
+        for (Agent& agent : agents_) {
+            agent.first_worker = next_worker;
+            next_worker += static_cast<int>(agent.workers);
+        }
+        agents_alive_ = agents_.size();
+        set_phase(Phase::running);
+        return true;
+    }
+
+    bool fail_start(std::string why) {
+        std::lock_guard lock{mutex_};
+        start_failure_ = std::move(why);
+        phase_ = Phase::failed;
+        changed_.notify_all();
+        return false;
+    }
+
+    void set_phase(Phase phase) {
+        std::lock_guard lock{mutex_};
+        phase_ = phase;
+        changed_.notify_all();
+    }
+
+    // Until stop(): tasks out, outcomes in, heartbeats, lost agents.
+    void relay(MpiLink& link) {
+        IdleBackoff backoff;
+        while (!stopping_.load()) {
+            bool busy = receive_all(link);
+            busy = send_tasks(link) || busy;
+            keep_in_touch(link, options_.heartbeat_limit);
+            backoff.after(busy);
+        }
+    }
+
+    bool receive_all(MpiLink& link) {
+        bool any = false;
+        while (auto message = link.receive()) {
+            any = true;
+            Agent& agent = agents_[static_cast<std::size_t>(message->source - 1)];
+            if (!agent.alive) continue;  // it was declared lost: what it says now is ignored
+            if (message->tag == mpi_wire::results) take_results(agent, message->body);
+            if (message->tag == mpi_wire::stopped) agent.stopped = true;
+        }
+        return any;
+    }
+
+    void take_results(Agent& agent, std::span<const char> body) {
+        std::vector<RawResult> results = agent.read_results(body);
+        mailbox_.deliver(results);
+    }
+
+    // Gives each live agent tasks up to its window; false when none were sent.
+    bool send_tasks(MpiLink& link) {
+        bool sent = false;
+        for (Agent& agent : agents_) {
+            const std::size_t window = std::max<std::size_t>(4, 2 * std::size_t{agent.workers});
+            if (!agent.alive || agent.in_flight.size() >= window) continue;
+            mpi_wire::Writer batch;
+            {
+                std::lock_guard lock{mutex_};
+                const std::size_t count = std::min(window - agent.in_flight.size(), queue_.size());
+                for (std::size_t i = 0; i < count; ++i) {
+                    RelayedTask& task = queue_.front();
+                    batch.number(task.id.value());
+                    batch.bytes(std::span<const char>{task.arguments.data(), task.arguments.size()});
+                    if (options_.retries == 0) Bytes{}.swap(task.arguments);  // never sent again
+                    agent.in_flight.emplace(task.id.value(), std::move(task));
+                    queue_.pop_front();
+                }
+                pending_.left_queue(count);
+            }
+            if (batch.empty()) return sent;
+            link.send(agent.rank, mpi_wire::tasks, batch.take());
+            sent = true;
+        }
+        return sent;
+    }
+
+    // Heartbeats to every agent; an agent silent for longer than `limit` is lost.
+    void keep_in_touch(MpiLink& link, std::chrono::milliseconds limit) {
+        const auto now = MpiLink::Clock::now();
+        const bool beat = now >= next_heartbeat_;
+        if (beat) next_heartbeat_ = now + options_.heartbeat_interval;
+        for (Agent& agent : agents_) {
+            if (!agent.alive) continue;
+            if (beat) link.send(agent.rank, mpi_wire::heartbeat);
+            if (link.silence_of(agent.rank) > limit) lose(link, agent);
+        }
+    }
+
+    void lose(MpiLink& link, Agent& agent) {
+        agent.alive = false;
+        --agents_alive_;
+        link.abandon(agent.rank);
+        const auto silent = std::chrono::duration_cast<std::chrono::milliseconds>(link.silence_of(agent.rank));
+        const std::string why = agent.where() + " sent nothing for " + std::to_string(silent.count()) +
+                                " ms (heartbeat_limit " + std::to_string(options_.heartbeat_limit.count()) +
+                                " ms) while the task ran there";
+        spdlog::error("multiworker: lost {}", agent.where());
+        std::vector<RawResult> failed;
+        {
+            std::lock_guard lock{mutex_};
+            for (auto& [id, task] : agent.in_flight) {
+                if (!stopping_ && task.lost_runs < options_.retries) {
+                    ++task.lost_runs;
+                    queue_.push_front(std::move(task));
+                    pending_.returned_to_queue();
+                } else {
+                    failed.push_back(RawResult{
+                        task.id,
+                        std::make_unique<TaskError>(ErrorKind::worker_died, task.id, "", why, agent.first_worker, 0),
+                        agent.first_worker, 0});
+                }
+            }
+            agent.in_flight.clear();
+            if (std::none_of(agents_.begin(), agents_.end(), [](const Agent& a) { return a.alive; })) {
+                for (auto& task : queue_)
+                    failed.push_back(no_agent_result(task.id, "every agent was lost, the last: " + why));
+                pending_.left_queue(queue_.size());
+                queue_.clear();
+            }
+        }
+        mailbox_.deliver(failed);
+    }
+
+    static RawResult no_agent_result(TaskId id, const std::string& why) {
+        return RawResult{
+            id,
+            std::make_unique<TaskError>(ErrorKind::no_worker, id, "", "no MPI agent can run it (" + why + ")",
+                                        TaskError::no_worker_index, 0),
+            TaskError::no_worker_index, 0};
+    }
+
+    // Tells every agent to stop and collects what they send until each said
+    // it stopped or was lost (running tasks may take the grace period).
+    void finish_agents(MpiLink& link) {
+        mpi_wire::Writer order;
+        order.number(static_cast<std::int64_t>(grace_.count()));
+        order.text(grace_end_);
+        const std::vector<char> stop_order = order.take();
+        for (const Agent& agent : agents_) {
+            if (agent.alive) link.send(agent.rank, mpi_wire::stop, stop_order);
+        }
+        IdleBackoff backoff;
+        const auto limit = grace_ + options_.heartbeat_limit;
+        while (std::any_of(agents_.begin(), agents_.end(), [](const Agent& a) { return a.alive && !a.stopped; })) {
+            const bool busy = receive_all(link);
+            keep_in_touch(link, limit);
+            backoff.after(busy);
+        }
+    }
+
+    // Under mutex_.
+    std::size_t drop_queue() {
+        const std::size_t count = queue_.size();
+        queue_.clear();
+        pending_.left_queue(count);
+        mailbox_.forget(count);
+        return count;
+    }
+
+    const Options options_;
+    ResultMailbox& mailbox_;
+    PendingLimit pending_;
+    std::once_flag launched_;
+    std::thread link_thread_;
+
+    std::mutex mutex_;  // guards what follows, shared with the mw-mpi thread
+    std::condition_variable changed_;
+    std::deque<RelayedTask> queue_;
+    Phase phase_ = Phase::greeting;
+    std::string start_failure_;
+    bool stop_requested_ = false;
+    std::chrono::milliseconds grace_{0};
+    std::string grace_end_;
+    std::atomic<bool> stopping_{false};
+    std::atomic<std::size_t> agents_alive_{0};
+
+    // Only the mw-mpi thread touches these.
+    std::vector<Agent> agents_;
+    MpiLink::Clock::time_point next_heartbeat_{};
+};
+
+}  // namespace multiworker::detail

@@ -1,0 +1,162 @@
+// Backend::mpi: a Processor whose workers run on the agent ranks of an
+// mpirun job. Each test case but the first is run by its own
+// `mpirun.openmpi --enable-recovery -np 3` (tests/CMakeLists.txt): rank 0
+// runs the case, ranks 1 and 2 serve inside the Processor's constructor and
+// end there. Ranks talk over TCP on loopback, as hosts would.
+
+#include <multiworker/mpi.hpp>
+#include <multiworker/multiworker.hpp>
+
+#include <catch2/catch.hpp>
+
+#include <signal.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <set>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <utility>
+
+namespace {
+
+using namespace std::chrono_literals;
+using multiworker::Backend;
+using multiworker::ErrorKind;
+
+int this_rank() {
+    const char* rank = std::getenv("OMPI_COMM_WORLD_RANK");
+    return rank == nullptr ? -1 : std::atoi(rank);
+}
+
+multiworker::Options on_mpi(unsigned workers_per_agent) {
+    multiworker::Options options{.workers = workers_per_agent, .backend = Backend::mpi};
+    options.heartbeat_interval = 50ms;
+    options.heartbeat_limit = 1'000ms;
+    return options;
+}
+
+// Built on every rank before the Processor: `rank` is the rank whose
+// workers copy it (fork keeps it), `rank_pid` the pid of that rank's agent.
+struct Probe {
+    int rank = this_rank();
+    pid_t rank_pid = ::getpid();
+
+    std::pair<long, int> square(long n) {
+        if (n == -1) throw std::domain_error{"no square for -1"};
+        if (n == -2) std::abort();
+        if (n == -3 && rank == 1) ::kill(rank_pid, SIGKILL);  // the whole of agent rank 1
+        if (n < 0) std::this_thread::sleep_for(200ms);        // lets rank 1 die before the rest is done
+        return {n * n, ::getpid()};
+    }
+};
+
+using ProbeProcessor = multiworker::Processor<Probe, &Probe::square>;
+
+}  // namespace
+
+TEST_CASE("Backend::mpi outside mpirun is a clear error") {
+    REQUIRE(this_rank() < 0);  // CMake runs this case without mpirun
+    try {
+        ProbeProcessor processor{Probe{}, {.workers = 1, .backend = Backend::mpi}};
+        FAIL("constructed without mpirun");
+    } catch (const std::invalid_argument& e) {
+        CHECK_THAT(e.what(), Catch::Contains("not started by mpirun"));
+    }
+}
+
+TEST_CASE("every task runs on an agent's worker and its result comes back") {
+    ProbeProcessor processor{Probe{}, on_mpi(2)};
+    REQUIRE(this_rank() == 0);  // the agents never return from the constructor
+    for (long n = 0; n < 2'000; ++n) processor.add(n);
+    processor.start();
+    processor.wait();
+    auto results = processor.get_results();
+    REQUIRE(results.size() == 2'000);
+    std::set<int> pids;
+    for (const auto& result : results) {
+        REQUIRE(result.ok());
+        const long n = static_cast<long>(result.id().value()) - 1;
+        CHECK(result.value().first == n * n);
+        pids.insert(result.value().second);
+    }
+    CHECK(pids.count(::getpid()) == 0);
+    CHECK(pids.size() >= 2);  // 4 workers on 2 agents: not all on one
+}
+
+TEST_CASE("a task that throws or crashes fails alone with the host and rank named") {
+    ProbeProcessor processor{Probe{}, on_mpi(2)};
+    processor.start();
+    processor.add(-1);
+    processor.add(-2);
+    for (long n = 0; n < 100; ++n) processor.add(n);
+    processor.wait();
+    auto results = processor.get_results();
+    REQUIRE(results.size() == 102);
+    for (const auto& result : results) {
+        if (result.id().value() == 1) {
+            REQUIRE(!result.ok());
+            CHECK(result.error().kind() == ErrorKind::exception);
+            CHECK_THAT(result.error().message(), Catch::Contains("no square for -1"));
+            CHECK_THAT(result.error().message(), Catch::Contains("MPI rank"));
+        } else if (result.id().value() == 2) {
+            REQUIRE(!result.ok());
+            CHECK(result.error().kind() == ErrorKind::worker_died);
+            CHECK_THAT(result.error().message(), Catch::Contains("host "));
+        } else {
+            CHECK(result.ok());
+        }
+    }
+}
+
+TEST_CASE("the loss of a whole agent rank fails only the tasks it held") {
+    ProbeProcessor processor{Probe{}, on_mpi(2)};
+    processor.start();
+    for (long n = 0; n < 40; ++n) processor.add(n % 8 == 0 ? -3 : n);
+    processor.wait();
+    auto results = processor.get_results();
+    REQUIRE(results.size() == 40);
+    int lost = 0;
+    for (const auto& result : results) {
+        if (result.ok()) continue;
+        ++lost;
+        CHECK(result.error().kind() == ErrorKind::worker_died);
+        CHECK_THAT(result.error().message(), Catch::Contains("MPI rank 1"));
+        CHECK_THAT(result.error().message(), Catch::Contains("heartbeat_limit"));
+    }
+    CHECK(lost >= 1);
+    CHECK(lost < 40);
+    // Rank 2 still serves: tasks added after the loss run there.
+    processor.add(7);
+    auto late = processor.pop_result(30s);
+    REQUIRE(late);
+    REQUIRE(late->ok());
+    CHECK(late->value().first == 49);
+}
+
+TEST_CASE("with retries the tasks of a lost agent run again on another") {
+    auto options = on_mpi(2);
+    options.retries = 1;
+    ProbeProcessor processor{Probe{}, options};
+    processor.start();
+    for (long n = 0; n < 40; ++n) processor.add(n % 8 == 0 ? -3 : n);
+    processor.wait();
+    auto results = processor.get_results();
+    REQUIRE(results.size() == 40);
+    for (const auto& result : results) CHECK(result.ok());
+}
+
+TEST_CASE("cancel and stop settle every task") {
+    ProbeProcessor processor{Probe{}, on_mpi(1)};
+    processor.start();
+    for (long n = 0; n < 200; ++n) processor.add(-4);  // 200 ms each
+    std::this_thread::sleep_for(300ms);
+    const std::size_t cancelled = processor.cancel();
+    CHECK(cancelled > 150);
+    processor.wait();
+    CHECK(processor.get_results().size() == 200 - cancelled);
+    processor.stop();
+    CHECK(processor.done());
+}
