@@ -1,0 +1,77 @@
+// Backend::mpi's per-task cost, run under mpirun: rank 0 measures, the other
+// ranks are agents with one worker each (as many workers as mpi4py.futures
+// has worker ranks in bench/mpi_peers.py). Prints one JSON line per workload:
+//
+//   round_trip_us    median of 2,000 one-by-one round trips (add, pop_result)
+//   throughput_us    us a task, 20,000 trivial tasks added at once, then waited for
+//   large_ms         ms a task, 50 tasks of 1 MiB of arguments each, returning its size
+//
+// Usage: mpirun.openmpi --enable-recovery -np 3 bench_mpi [--quick]
+
+#include <multiworker/mpi.hpp>
+#include <multiworker/multiworker.hpp>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <string>
+#include <vector>
+
+namespace mw = multiworker;
+using Clock = std::chrono::steady_clock;
+using namespace std::chrono_literals;
+
+namespace {
+
+struct Work {
+    long inc(long x) { return x + 1; }
+    std::size_t size(const std::string& text) { return text.size(); }
+};
+
+double seconds_since(Clock::time_point start) {
+    return std::chrono::duration<double>(Clock::now() - start).count();
+}
+
+void report(const char* workload, double value) {
+    std::printf("{\"peer\": \"multiworker\", \"workload\": \"%s\", \"value\": %.4g}\n", workload, value);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    const bool quick = argc > 1 && std::string{argv[1]} == "--quick";
+    // Two Processors would need MPI twice: one Processor, with a method per workload.
+    struct Both {
+        Work work;
+        std::pair<long, std::size_t> run(long x, const std::string& text) { return {work.inc(x), work.size(text)}; }
+    };
+    mw::Processor<Both, &Both::run> processor{Both{}, {.workers = 1, .backend = mw::Backend::mpi}};
+    processor.start();
+
+    const int trips = quick ? 200 : 2'000;
+    std::vector<double> times;
+    for (int i = 0; i < trips + 100; ++i) {
+        const auto start = Clock::now();
+        processor.add(i, std::string{});
+        (void)processor.pop_result(30s);
+        if (i >= 100) times.push_back(seconds_since(start) * 1e6);
+    }
+    std::nth_element(times.begin(), times.begin() + trips / 2, times.end());
+    report("round_trip_us", times[static_cast<std::size_t>(trips / 2)]);
+
+    const int tasks = quick ? 2'000 : 20'000;
+    auto start = Clock::now();
+    for (int i = 0; i < tasks; ++i) processor.add(i, std::string{});
+    processor.wait();
+    (void)processor.get_results();
+    report("throughput_us", seconds_since(start) * 1e6 / tasks);
+
+    const int large = quick ? 10 : 50;
+    const std::string mebibyte(std::size_t{1} << 20, 'x');
+    start = Clock::now();
+    for (int i = 0; i < large; ++i) processor.add(i, mebibyte);
+    processor.wait();
+    (void)processor.get_results();
+    report("large_ms", seconds_since(start) * 1e3 / large);
+    std::fflush(stdout);
+}
