@@ -148,6 +148,21 @@ TEST_CASE("with retries the tasks of a lost agent run again on another") {
     for (const auto& result : results) CHECK(result.ok());
 }
 
+TEST_CASE("a second Backend::mpi Processor is a clear error") {
+    {
+        ProbeProcessor first{Probe{}, on_mpi(1)};
+        first.start();
+        first.add(3);
+        REQUIRE(first.pop_result(30s)->value().first == 9);
+    }
+    try {
+        ProbeProcessor second{Probe{}, on_mpi(1)};
+        FAIL("a second Backend::mpi Processor was constructed");
+    } catch (const std::logic_error& e) {
+        CHECK_THAT(e.what(), Catch::Contains("one Backend::mpi Processor per program"));
+    }
+}
+
 TEST_CASE("cancel and stop settle every task") {
     ProbeProcessor processor{Probe{}, on_mpi(1)};
     processor.start();

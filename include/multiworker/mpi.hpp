@@ -25,7 +25,9 @@
 #include <multiworker/detail/processor_support.hpp>
 #include <multiworker/options.hpp>
 
+#include <atomic>
 #include <memory>
+#include <optional>
 #include <stdexcept>
 #include <utility>
 
@@ -40,6 +42,13 @@ inline std::unique_ptr<ExecutionBackend> backend_for_this_rank(const Options& op
             "started by mpirun.openmpi (OMPI_COMM_WORLD_RANK is not set)"};
     }
     if (*rank != 0) MpiAgent{options, std::move(make_local_workers)}.serve();
+    // MPI is initialized once per process, and the agents end with the first Processor.
+    static std::atomic<bool> constructed{false};
+    if (constructed.exchange(true)) {
+        throw std::logic_error{
+            "multiworker::Processor: one Backend::mpi Processor per program run (the agent ranks ended with the "
+            "first)"};
+    }
     return std::make_unique<MpiBackend>(options, mailbox);
 }
 
