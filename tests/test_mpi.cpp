@@ -163,6 +163,57 @@ TEST_CASE("a second Backend::mpi Processor is a clear error") {
     }
 }
 
+// The cases below run only on simulated hosts (tests/mpi/simulated_hosts.sh): the
+// agents on hosts h1 and h2, and commands that cut h1 off the network and mend it.
+static std::string from_environment(const char* name) {
+    const char* value = std::getenv(name);
+    if (value == nullptr) FAIL(name << " is not set: run this case with tests/mpi/simulated_hosts.sh");
+    return value;
+}
+
+TEST_CASE("errors name the host of the agent that ran the task") {
+    (void)from_environment("MULTIWORKER_TEST_CUT_HOST");
+    ProbeProcessor processor{Probe{}, on_mpi(2)};
+    processor.start();
+    for (int i = 0; i < 40; ++i) processor.add(-1);
+    processor.wait();
+    std::set<std::string> hosts;
+    for (const auto& result : processor.get_results()) {
+        REQUIRE(!result.ok());
+        const std::string& message = result.error().message();
+        const auto host = message.find("host ");
+        REQUIRE(host != std::string::npos);
+        hosts.insert(message.substr(host + 5, message.find(' ', host + 5) - host - 5));
+    }
+    CHECK(hosts == std::set<std::string>{"h1", "h2"});
+}
+
+TEST_CASE("an agent whose host drops off the network is lost and the Processor goes on") {
+    const std::string cut = from_environment("MULTIWORKER_TEST_CUT_HOST");
+    const std::string mend = from_environment("MULTIWORKER_TEST_MEND_HOST");
+    ProbeProcessor processor{Probe{}, on_mpi(2)};
+    processor.start();
+    for (long n = 0; n < 40; ++n) processor.add(-4);  // 200 ms each: some are on h1 when it goes
+    std::this_thread::sleep_for(300ms);
+    REQUIRE(std::system(cut.c_str()) == 0);
+    processor.wait();
+    REQUIRE(std::system(mend.c_str()) == 0);  // so that mpirun can end its daemon there
+    int lost = 0;
+    for (const auto& result : processor.get_results()) {
+        if (result.ok()) continue;
+        ++lost;
+        CHECK(result.error().kind() == ErrorKind::worker_died);
+        CHECK_THAT(result.error().message(), Catch::Contains("host h1 (MPI rank 1"));
+        CHECK_THAT(result.error().message(), Catch::Contains("heartbeat_limit"));
+    }
+    CHECK(lost >= 1);
+    CHECK(lost <= 4);  // at most two per worker in flight on h1
+    processor.add(5);
+    auto late = processor.pop_result(30s);
+    REQUIRE(late);
+    CHECK(late->value().first == 25);
+}
+
 TEST_CASE("cancel and stop settle every task") {
     ProbeProcessor processor{Probe{}, on_mpi(1)};
     processor.start();
