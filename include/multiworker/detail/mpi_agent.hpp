@@ -21,7 +21,6 @@
 #include <functional>
 #include <memory>
 #include <string>
-#include <unordered_map>
 #include <utility>
 
 namespace multiworker::detail {
@@ -83,11 +82,12 @@ private:
         while (!tasks.at_end()) {
             const auto id = tasks.number<std::uint64_t>();
             const std::span<const char> arguments = tasks.bytes();
-            const std::uint64_t local = local_results_.expect_one();
-            ids_.emplace(local, id);
+            // Counted by the local mailbox, but run under rank 0's id (ids
+            // need only be unique), so that the outcome needs no lookup.
+            (void)local_results_.expect_one();
             Bytes copy;
             copy.assign(arguments.begin(), arguments.end());
-            workers_->submit(TaskId{local}, std::move(copy));
+            workers_->submit(TaskId{id}, std::move(copy));
         }
     }
 
@@ -112,10 +112,8 @@ private:
         return true;
     }
 
-    void write_result(mpi_wire::Writer& out, const RawResult& result) {
-        const auto found = ids_.find(result.id.value());
-        out.number(found->second);
-        ids_.erase(found);
+    static void write_result(mpi_wire::Writer& out, const RawResult& result) {
+        out.number(result.id.value());
         out.number(static_cast<std::int32_t>(result.worker_index));
         out.number(static_cast<std::int32_t>(result.worker_pid));
         if (const auto* value = std::get_if<Bytes>(&result.outcome)) {
@@ -158,7 +156,6 @@ private:
     const Options options_;
     ResultMailbox local_results_;
     std::unique_ptr<ExecutionBackend> workers_;
-    std::unordered_map<std::uint64_t, std::uint64_t> ids_;  // local task id -> rank 0's
     MpiLink::Clock::time_point next_heartbeat_{};
 };
 

@@ -3,9 +3,10 @@
 // Backend::mpi on rank 0, where the user's Processor lives: every other rank
 // of the `mpirun` job is an agent (mpi_agent.hpp) with Options::workers
 // forked workers of its own. One thread ("mw-mpi") does all of rank 0's MPI:
-// it sends each agent tasks while it has fewer than two per worker in flight
-// (in one message, as many as wait), hands their outcomes to the mailbox,
-// and exchanges heartbeats.
+// it sends each agent tasks while it holds fewer than its window (at least
+// two per worker, more while tasks prove short: RemoteAgent::adapt_window),
+// as many as wait in one message, hands their outcomes to the mailbox, and
+// exchanges heartbeats.
 //
 // An agent silent for Options::heartbeat_limit is lost with its host's
 // workers: each task it held is run again on another agent while
@@ -81,7 +82,7 @@ public:
             mailbox_.deliver(failed);
             return;
         }
-        queue_.push_back(RelayedTask{id, std::move(arguments), 0});
+        queue_.push_back(RelayedTask{id, std::move(arguments), 0, {}, 0});
         pending_.returned_to_queue();
     }
 
@@ -246,21 +247,27 @@ private:
         mailbox_.deliver(results);
     }
 
+    // A message of tasks stops growing past this (a task larger than this goes alone).
+    static constexpr std::size_t max_batch_bytes = std::size_t{256} << 10;
+
     // Gives each live agent tasks up to its window; false when none were sent.
     bool send_tasks(MpiLink& link) {
         bool sent = false;
+        const auto now = std::chrono::steady_clock::now();
         for (Agent& agent : agents_) {
-            const std::size_t window = std::max<std::size_t>(4, 2 * std::size_t{agent.workers});
-            if (!agent.alive || agent.in_flight.size() >= window) continue;
+            if (!agent.alive || !agent.wants_more()) continue;
             mpi_wire::Writer batch;
             {
                 std::lock_guard lock{mutex_};
-                const std::size_t count = std::min(window - agent.in_flight.size(), queue_.size());
-                for (std::size_t i = 0; i < count; ++i) {
+                std::size_t count = 0;
+                for (; !queue_.empty() && agent.wants_more() && batch.size() < max_batch_bytes; ++count) {
                     RelayedTask& task = queue_.front();
                     batch.number(task.id.value());
                     batch.bytes(std::span<const char>{task.arguments.data(), task.arguments.size()});
+                    task.bytes = task.arguments.size();
                     if (options_.retries == 0) Bytes{}.swap(task.arguments);  // never sent again
+                    task.sent_at = now;
+                    agent.bytes_in_flight += task.bytes;
                     agent.in_flight.emplace(task.id.value(), std::move(task));
                     queue_.pop_front();
                 }
@@ -310,6 +317,7 @@ private:
                 }
             }
             agent.in_flight.clear();
+            agent.bytes_in_flight = 0;
             if (std::none_of(agents_.begin(), agents_.end(), [](const Agent& a) { return a.alive; })) {
                 for (auto& task : queue_)
                     failed.push_back(no_agent_result(task.id, "every agent was lost, the last: " + why));

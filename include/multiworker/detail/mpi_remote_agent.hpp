@@ -11,6 +11,8 @@
 
 #include <sys/types.h>
 
+#include <algorithm>
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <span>
@@ -26,7 +28,9 @@ namespace multiworker::detail {
 struct RelayedTask {
     TaskId id;
     Bytes arguments;
-    unsigned lost_runs;  // times an agent was lost while it held the task
+    unsigned lost_runs;                               // times an agent was lost while it held the task
+    std::chrono::steady_clock::time_point sent_at{};  // when it left for its agent
+    std::size_t bytes = 0;                            // of its arguments
 };
 
 struct RemoteAgent {
@@ -38,6 +42,36 @@ struct RemoteAgent {
     bool alive = true;
     bool stopped = false;
     std::unordered_map<std::uint64_t, RelayedTask> in_flight;  // by task id
+    std::size_t window = 0;                                    // tasks it may hold; see adapt_window()
+    std::size_t bytes_in_flight = 0;                           // of the arguments of the tasks it holds
+
+    /// True while it should get more tasks: up to least_window() whatever
+    /// their size, then up to the window while they add up to less than
+    /// 1 MiB a worker (large tasks are spread over the agents, not sent
+    /// by the dozen to the first).
+    [[nodiscard]] bool wants_more() const noexcept {
+        const std::size_t held = in_flight.size();
+        const std::size_t byte_budget = (std::size_t{1} << 20) * std::max(1U, workers);
+        return held < least_window() || (held < window && bytes_in_flight < byte_budget);
+    }
+
+    /// Fewest tasks an agent holds: one running and one waiting per worker,
+    /// so that a worker never waits for rank 0 between two tasks.
+    [[nodiscard]] std::size_t least_window() const noexcept {
+        return std::max<std::size_t>(4, 2 * std::size_t{workers});
+    }
+
+    /// Short tasks want many in flight (a message carries many, and one
+    /// round trip over the network is worth many tasks); long ones want few
+    /// (each task held is one cancel() cannot discard and one another agent
+    /// could have run). So the window doubles while results come back within
+    /// a millisecond of their sending and halves when they take longer than
+    /// five: it settles where an agent holds about a millisecond of work.
+    void adapt_window(std::chrono::steady_clock::duration slowest) {
+        constexpr std::size_t most = 4096;
+        if (slowest < std::chrono::milliseconds{1}) window = std::min(most, window * 2);
+        if (slowest > std::chrono::milliseconds{5}) window = std::max(least_window(), window / 2);
+    }
 
     /// "host h (MPI rank r, agent pid p)", for errors and logs.
     [[nodiscard]] std::string where() const {
@@ -50,6 +84,7 @@ struct RemoteAgent {
         host = hello.text();
         pid = hello.number<std::int32_t>();
         workers = hello.number<std::uint32_t>();
+        window = least_window();
     }
 
     /// The outcomes in a results message, with global worker indexes, and
@@ -57,6 +92,8 @@ struct RemoteAgent {
     std::vector<RawResult> read_results(std::span<const char> body) {
         mpi_wire::Reader reader{body};
         std::vector<RawResult> results;
+        const auto now = std::chrono::steady_clock::now();
+        std::chrono::steady_clock::duration slowest{0};
         while (!reader.at_end()) {
             const TaskId id{reader.number<std::uint64_t>()};
             const int worker = first_worker + reader.number<std::int32_t>();
@@ -73,8 +110,13 @@ struct RemoteAgent {
                 result.outcome =
                     std::make_unique<TaskError>(kind, id, std::move(type_name), std::move(message), worker, worker_pid);
             }
-            in_flight.erase(id.value());
+            if (const auto found = in_flight.find(id.value()); found != in_flight.end()) {
+                slowest = std::max(slowest, now - found->second.sent_at);
+                bytes_in_flight -= found->second.bytes;
+                in_flight.erase(found);
+            }
         }
+        adapt_window(slowest);
         return results;
     }
 };
