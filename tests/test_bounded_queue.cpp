@@ -21,7 +21,8 @@ using SleepProcessor = multiworker::Processor<Sleeper, &Sleeper::sleep_ms>;
 
 }  // namespace
 
-TEST_CASE("add() waits while max_pending tasks wait for a worker - and every task still gets its result") {
+TEST_CASE("add() waits while max_pending tasks wait for a worker - and every task still gets its result",
+          "[worker_count]") {
     test_support::Watchdog watchdog{60s};
     constexpr std::size_t max_pending = 8;
     constexpr int tasks = 60;

@@ -83,7 +83,7 @@ struct MakesUnloadable {
 
 }  // namespace
 
-TEST_CASE("a throwing method yields an error naming the exception - and the worker serves on") {
+TEST_CASE("a throwing method yields an error naming the exception - and the worker serves on", "[worker_count]") {
     for (unsigned workers : {0u, 1u}) {
         test_support::Watchdog watchdog{60s};
         FaultyProcessor processor{Faulty{}, {.workers = workers}};

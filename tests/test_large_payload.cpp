@@ -65,7 +65,7 @@ TEST_CASE("a 100 MiB argument arrives intact") {
     CHECK(results[1].value().first == 0);
 }
 
-TEST_CASE("a 100 MiB result arrives intact - also through a tiny ring") {
+TEST_CASE("a 100 MiB result arrives intact - also through a tiny ring", "[many_processors]") {
     test_support::Watchdog watchdog{110s};
     const std::size_t ring_bytes = GENERATE(std::size_t{1} << 20, std::size_t{64} << 10);
     multiworker::Processor<Blobs, &Blobs::make> processor{Blobs{}, {.workers = 2, .ring_bytes = ring_bytes}};
@@ -102,7 +102,7 @@ struct LargeValues {
 };
 }  // namespace
 
-TEST_CASE("large vectors of numbers and strings arrive intact - small ones too") {
+TEST_CASE("large vectors of numbers and strings arrive intact - small ones too", "[many_processors]") {
     test_support::Watchdog watchdog{60s};
     const unsigned workers = GENERATE(0u, 1u);  // in-process takes the ordinary path
     multiworker::Processor<LargeValues, &LargeValues::numbers> numbers{LargeValues{}, {.workers = workers}};
@@ -127,7 +127,8 @@ TEST_CASE("large vectors of numbers and strings arrive intact - small ones too")
     }
 }
 
-TEST_CASE("arguments and results of every size pass intact - read in place, across the ring's end, or streamed") {
+TEST_CASE("arguments and results of every size pass intact - read in place, across the ring's end, or streamed",
+          "[many_processors]") {
     test_support::Watchdog watchdog{60s};
     // Through a 16 KiB ring, sizes from nothing to twice the ring: a frame
     // lies in the ring whole or wraps around its end, fits in one step or

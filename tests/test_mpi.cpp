@@ -100,11 +100,12 @@ TEST_CASE("a task that throws or crashes fails alone with the host and rank name
             REQUIRE(!result.ok());
             CHECK(result.error().kind() == ErrorKind::exception);
             CHECK_THAT(result.error().message(), Catch::Contains("no square for -1"));
-            CHECK_THAT(result.error().message(), Catch::Contains("MPI rank"));
+            CHECK_THAT(result.error().location(), Catch::StartsWith("host "));
+            CHECK_THAT(result.error().what(), Catch::Contains("MPI rank"));
         } else if (result.id().value() == 2) {
             REQUIRE(!result.ok());
             CHECK(result.error().kind() == ErrorKind::worker_died);
-            CHECK_THAT(result.error().message(), Catch::Contains("host "));
+            CHECK_THAT(result.error().what(), Catch::Contains("on host "));
         } else {
             CHECK(result.ok());
         }
@@ -123,7 +124,7 @@ TEST_CASE("the loss of a whole agent rank fails only the tasks it held") {
         if (result.ok()) continue;
         ++lost;
         CHECK(result.error().kind() == ErrorKind::worker_died);
-        CHECK_THAT(result.error().message(), Catch::Contains("MPI rank 1"));
+        CHECK_THAT(result.error().location(), Catch::Contains("MPI rank 1"));
         CHECK_THAT(result.error().message(), Catch::Contains("heartbeat_limit"));
     }
     CHECK(lost >= 1);
@@ -180,10 +181,9 @@ TEST_CASE("errors name the host of the agent that ran the task") {
     std::set<std::string> hosts;
     for (const auto& result : processor.get_results()) {
         REQUIRE(!result.ok());
-        const std::string& message = result.error().message();
-        const auto host = message.find("host ");
-        REQUIRE(host != std::string::npos);
-        hosts.insert(message.substr(host + 5, message.find(' ', host + 5) - host - 5));
+        const std::string& location = result.error().location();  // "host h1 (MPI rank 1, ...)"
+        REQUIRE(location.starts_with("host "));
+        hosts.insert(location.substr(5, location.find(' ', 5) - 5));
     }
     CHECK(hosts == std::set<std::string>{"h1", "h2"});
 }
@@ -203,7 +203,7 @@ TEST_CASE("an agent whose host drops off the network is lost and the Processor g
         if (result.ok()) continue;
         ++lost;
         CHECK(result.error().kind() == ErrorKind::worker_died);
-        CHECK_THAT(result.error().message(), Catch::Contains("host h1 (MPI rank 1"));
+        CHECK_THAT(result.error().location(), Catch::StartsWith("host h1 (MPI rank 1"));
         CHECK_THAT(result.error().message(), Catch::Contains("heartbeat_limit"));
     }
     CHECK(lost >= 1);

@@ -105,7 +105,7 @@ TEST_CASE("stop() and the destructor leave no child process and no shared memory
     CHECK(test_support::shm_entries() == shm_before);
 }
 
-TEST_CASE("stop() lets running tasks finish and discards queued ones") {
+TEST_CASE("stop() lets running tasks finish and discards queued ones", "[worker_count]") {
     test_support::Watchdog watchdog{60s};
     multiworker::Processor<Sleeper, &Sleeper::sleep_ms> processor{Sleeper{}, {.workers = 2}};
     for (int i = 0; i < 20; ++i) processor.add(300);

@@ -117,7 +117,7 @@ struct RvalueTaker {
 
 }  // namespace
 
-TEST_CASE("arithmetic methods - const and noexcept") {
+TEST_CASE("arithmetic methods - const and noexcept", "[many_processors]") {
     check_both_modes<Arithmetic, &Arithmetic::square>(Arithmetic{}, std::vector<std::tuple<int>>{{3}, {-4}, {100000}},
                                                       std::vector<long>{9, 16, 10000000000L});
     check_both_modes<Arithmetic, &Arithmetic::scale>(
@@ -125,7 +125,7 @@ TEST_CASE("arithmetic methods - const and noexcept") {
         std::vector<double>{4.0, 2.5});
 }
 
-TEST_CASE("strings - pairs and enums") {
+TEST_CASE("strings - pairs and enums", "[many_processors]") {
     check_both_modes<Text, &Text::contains>(
         Text{}, std::vector<std::tuple<std::string, std::string>>{{"marilyn monroe", "monroe"}, {"abc", "x"}},
         std::vector<std::pair<std::string, bool>>{{"marilyn monroe", true}, {"abc", false}});
@@ -140,7 +140,7 @@ TEST_CASE("the object's state travels with it") {
                                         std::vector<std::string>{"custom:a+b"});
 }
 
-TEST_CASE("vectors - maps and tuples") {
+TEST_CASE("vectors - maps and tuples", "[many_processors]") {
     check_both_modes<Collections, &Collections::range>(Collections{}, std::vector<std::tuple<int>>{{0}, {5}},
                                                        std::vector<std::vector<int>>{{}, {0, 1, 2, 3, 4}});
     check_both_modes<Collections, &Collections::histogram>(
@@ -167,7 +167,7 @@ TEST_CASE("rvalue-reference parameters receive the decoded value") {
                                                       std::vector<std::size_t>{4});
 }
 
-TEST_CASE("void methods report success and failure") {
+TEST_CASE("void methods report success and failure", "[many_processors]") {
     for (unsigned workers : {0u, 2u}) {
         const auto recorded =
             run_tasks<Recorder, &Recorder::record>(Recorder{}, workers, std::vector<std::tuple<int>>{{1}, {2}});

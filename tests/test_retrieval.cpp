@@ -152,7 +152,7 @@ TEST_CASE("after wait(), get_results() returns every result once, also those wai
     }
 }
 
-TEST_CASE("after wait(), pop_result() hands out the decoded results in arrival order, then none") {
+TEST_CASE("after wait(), pop_result() hands out the decoded results in arrival order, then none", "[worker_count]") {
     test_support::Watchdog watchdog{120s};
     SleepProcessor processor{Sleeper{}, {.workers = 1}};  // one worker: results arrive in task order
     const auto ids = add_quick_tasks(processor, kMany);

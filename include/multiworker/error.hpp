@@ -32,15 +32,17 @@ public:
 
     /// The error of `task`, as worker `worker_index` (pid `worker_pid`) reported it; what() says it all in one
     /// sentence.
+    /// `location` names where the worker ran when that is not this machine (see location()).
     TaskError(ErrorKind kind, TaskId task, std::string type_name, std::string message, int worker_index,
-              pid_t worker_pid)
-        : std::runtime_error{describe(kind, task, type_name, message, worker_index, worker_pid)},
+              pid_t worker_pid, std::string location = {})
+        : std::runtime_error{describe(kind, task, type_name, message, worker_index, worker_pid, location)},
           kind_{kind},
           task_{task},
           type_name_{std::move(type_name)},
           message_{std::move(message)},
           worker_index_{worker_index},
-          worker_pid_{worker_pid} {}
+          worker_pid_{worker_pid},
+          location_{std::move(location)} {}
 
     /// What went wrong.
     [[nodiscard]] ErrorKind kind() const noexcept { return kind_; }
@@ -54,13 +56,16 @@ public:
     [[nodiscard]] int worker_index() const noexcept { return worker_index_; }
     /// The worker's process id, or 0.
     [[nodiscard]] pid_t worker_pid() const noexcept { return worker_pid_; }
+    /// Where the worker ran, when not on this machine (Backend::mpi): "host h1
+    /// (MPI rank 1, agent pid 4200)"; empty otherwise. what() includes it.
+    [[nodiscard]] const std::string& location() const noexcept { return location_; }
 
 private:
     static std::string describe(ErrorKind kind, TaskId task, const std::string& type_name, const std::string& message,
-                                int worker_index, pid_t worker_pid) {
+                                int worker_index, pid_t worker_pid, const std::string& location) {
         const std::string id = std::to_string(task.value());
-        const std::string worker =
-            "worker " + std::to_string(worker_index) + " (pid " + std::to_string(worker_pid) + ")";
+        const std::string worker = "worker " + std::to_string(worker_index) + " (pid " + std::to_string(worker_pid) +
+                                   ")" + (location.empty() ? "" : " on " + location);
         switch (kind) {
             case ErrorKind::exception:
                 return "task " + id + " threw " + type_name + " in " + worker + ": " + message;
@@ -83,6 +88,7 @@ private:
     std::string message_;
     int worker_index_;
     pid_t worker_pid_;
+    std::string location_;
 };
 
 }  // namespace multiworker

@@ -62,15 +62,31 @@ export OMPI_MCA_btl_vader_single_copy_mechanism=none ASAN_OPTIONS=detect_leaks=0
 export MULTIWORKER_TEST_CUT_HOST="ip link set $tag-v1 down"
 export MULTIWORKER_TEST_MEND_HOST="ip link set $tag-v1 up"
 
+# Under --enable-recovery mpirun exits 0 whatever its ranks returned: each rank's command is a
+# shell that records rank 0's status (rank 0 runs here, so the file is on this machine).
+export MULTIWORKER_RANK0_STATUS="$scratch/status"
 status=0
 for case in "$@"; do
     echo "==> $case"
-    if ! timeout -k 10 100 mpirun.openmpi --enable-recovery --oversubscribe --bind-to none -np 3 \
+    rm -f "$MULTIWORKER_RANK0_STATUS"
+    # shellcheck disable=SC2016 # expanded by the ranks' shells
+    timeout -k 10 100 mpirun.openmpi --enable-recovery --oversubscribe --bind-to none -np 3 \
         --host "localhost:1,$prefix.2:1,$prefix.3:1" \
         --mca plm_rsh_agent "$scratch/agent" --mca plm_rsh_no_tree_spawn 1 \
         --mca oob_tcp_if_include "$net/24" --mca btl tcp,self --mca btl_tcp_if_include "$net/24" \
-        -x ASAN_OPTIONS "$binary" "$case"; then
-        echo "FAIL: $case" >&2
+        -x ASAN_OPTIONS -x MULTIWORKER_RANK0_STATUS \
+        /bin/sh -c '"$@"; s=$?; if [ "$OMPI_COMM_WORLD_RANK" = 0 ]; then echo "$s" >"$MULTIWORKER_RANK0_STATUS"; fi; exit "$s"' \
+        rank "$binary" "$case" || true
+    if [ "$(cat "$MULTIWORKER_RANK0_STATUS" 2>/dev/null)" != 0 ]; then
+        echo "FAIL: $case (rank 0 status: $(cat "$MULTIWORKER_RANK0_STATUS" 2>/dev/null || echo none))" >&2
+        status=1
+    fi
+    # Nothing of the job may be left on any host (the hosts share this machine's process table).
+    sleep 0.5
+    if pgrep -f "^$binary" >/dev/null; then
+        echo "FAIL: $case left processes behind:" >&2
+        pgrep -af "^$binary" >&2
+        pkill -9 -f "^$binary" || true
         status=1
     fi
 done

@@ -297,9 +297,8 @@ private:
         --agents_alive_;
         link.abandon(agent.rank);
         const auto silent = std::chrono::duration_cast<std::chrono::milliseconds>(link.silence_of(agent.rank));
-        const std::string why = agent.where() + " sent nothing for " + std::to_string(silent.count()) +
-                                " ms (heartbeat_limit " + std::to_string(options_.heartbeat_limit.count()) +
-                                " ms) while the task ran there";
+        const std::string why = "was lost: nothing arrived from its agent for " + std::to_string(silent.count()) +
+                                " ms (heartbeat_limit " + std::to_string(options_.heartbeat_limit.count()) + " ms)";
         spdlog::error("multiworker: lost {}", agent.where());
         std::vector<RawResult> failed;
         {
@@ -310,17 +309,18 @@ private:
                     queue_.push_front(std::move(task));
                     pending_.returned_to_queue();
                 } else {
-                    failed.push_back(RawResult{
-                        task.id,
-                        std::make_unique<TaskError>(ErrorKind::worker_died, task.id, "", why, agent.first_worker, 0),
-                        agent.first_worker, 0});
+                    failed.push_back(RawResult{task.id,
+                                               std::make_unique<TaskError>(ErrorKind::worker_died, task.id, "", why,
+                                                                           agent.first_worker, 0, agent.where()),
+                                               agent.first_worker, 0});
                 }
             }
             agent.in_flight.clear();
             agent.bytes_in_flight = 0;
             if (std::none_of(agents_.begin(), agents_.end(), [](const Agent& a) { return a.alive; })) {
                 for (auto& task : queue_)
-                    failed.push_back(no_agent_result(task.id, "every agent was lost, the last: " + why));
+                    failed.push_back(
+                        no_agent_result(task.id, "every agent was lost, the last: " + agent.where() + " " + why));
                 pending_.left_queue(queue_.size());
                 queue_.clear();
             }
@@ -352,6 +352,12 @@ private:
             const bool busy = receive_all(link);
             keep_in_touch(link, limit);
             backoff.after(busy);
+        }
+        // What an agent still holds now, its stop() discarded before a worker took it.
+        for (Agent& agent : agents_) {
+            mailbox_.forget(agent.in_flight.size());
+            agent.in_flight.clear();
+            agent.bytes_in_flight = 0;
         }
     }
 

@@ -88,7 +88,7 @@ struct RemoteAgent {
     }
 
     /// The outcomes in a results message, with global worker indexes, and
-    /// errors that name this agent's host and rank; they are no longer in flight.
+    /// errors located at this agent's host and rank; they are no longer in flight.
     std::vector<RawResult> read_results(std::span<const char> body) {
         mpi_wire::Reader reader{body};
         std::vector<RawResult> results;
@@ -106,9 +106,9 @@ struct RemoteAgent {
             } else {
                 const auto kind = static_cast<ErrorKind>(reader.number<std::uint32_t>());
                 std::string type_name = reader.text();
-                std::string message = "on " + where() + ": " + reader.text();
-                result.outcome =
-                    std::make_unique<TaskError>(kind, id, std::move(type_name), std::move(message), worker, worker_pid);
+                std::string message = reader.text();
+                result.outcome = std::make_unique<TaskError>(kind, id, std::move(type_name), std::move(message), worker,
+                                                             worker_pid, where());
             }
             if (const auto found = in_flight.find(id.value()); found != in_flight.end()) {
                 slowest = std::max(slowest, now - found->second.sent_at);
