@@ -6,7 +6,12 @@
 //   throughput_us    us a task, 20,000 trivial tasks added at once, then waited for
 //   large_ms         ms a task, 50 tasks of 1 MiB of arguments each, returning its size
 //
-// Usage: mpirun.openmpi --enable-recovery -np 3 bench_mpi [--quick]
+// or, with --sleep-efficiency W (W workers on each agent), one workload:
+//
+//   sleep_efficiency_<total workers>   40 tasks a worker of a 10 ms sleep: (tasks x 10 ms /
+//                                      workers) / the time from the first add to the last result
+//
+// Usage: mpirun.openmpi --enable-recovery -np 3 bench_mpi [--quick | --sleep-efficiency W]
 
 #include <multiworker/mpi.hpp>
 #include <multiworker/multiworker.hpp>
@@ -14,7 +19,9 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <string>
+#include <thread>
 #include <vector>
 
 namespace mw = multiworker;
@@ -38,7 +45,34 @@ void report(const char* workload, double value) {
 
 }  // namespace
 
+struct Sleeper {
+    int nap(int x) {
+        std::this_thread::sleep_for(10ms);
+        return x;
+    }
+};
+
+int sleep_efficiency(unsigned workers_per_agent) {
+    mw::Processor<Sleeper, &Sleeper::nap> processor{Sleeper{},
+                                                    {.workers = workers_per_agent, .backend = mw::Backend::mpi}};
+    processor.start();
+    const char* size = std::getenv("OMPI_COMM_WORLD_SIZE");
+    const unsigned workers = workers_per_agent * static_cast<unsigned>(std::atoi(size) - 1);
+    const int tasks = 40 * static_cast<int>(workers);
+    const auto start = Clock::now();
+    for (int i = 0; i < tasks; ++i) processor.add(i);
+    processor.wait();
+    const double elapsed = seconds_since(start);
+    (void)processor.get_results();
+    const std::string workload = "sleep_efficiency_" + std::to_string(workers);
+    report(workload.c_str(), (tasks * 0.010 / workers) / elapsed);
+    return 0;
+}
+
 int main(int argc, char** argv) {
+    if (argc > 2 && std::string{argv[1]} == "--sleep-efficiency") {
+        return sleep_efficiency(static_cast<unsigned>(std::stoi(argv[2])));
+    }
     const bool quick = argc > 1 && std::string{argv[1]} == "--quick";
     // Two Processors would need MPI twice: one Processor, with a method per workload.
     struct Both {

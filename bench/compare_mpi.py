@@ -14,16 +14,17 @@ import subprocess
 import sys
 from pathlib import Path
 
+EFFICIENCY_WORKERS = (2, 4, 8, 16)
 WORKLOADS = [
     ("round_trip_us", "one-by-one round trip (median, us)"),
     ("throughput_us", "20,000 trivial tasks at once (us a task)"),
     ("large_ms", "1 MiB of arguments a task (ms a task)"),
-]
+] + [(f"sleep_efficiency_{w}", f"10 ms sleeps on {w} workers (efficiency)") for w in EFFICIENCY_WORKERS]
 
 
-def mpirun(program, shared_memory):
+def mpirun(program, shared_memory, ranks=3):
     transport = [] if shared_memory else ["--mca", "btl", "tcp,self", "--mca", "btl_tcp_if_include", "lo"]
-    return ["mpirun.openmpi", "--enable-recovery", "--oversubscribe", "--bind-to", "none", "-np", "3",
+    return ["mpirun.openmpi", "--enable-recovery", "--oversubscribe", "--bind-to", "none", "-np", str(ranks),
             *transport, *program]
 
 
@@ -46,13 +47,21 @@ def main():
         for program in (ours, peer):
             for r in run(mpirun(program, shared)):
                 samples.setdefault((r["peer"], r["workload"]), []).append(r["value"])
+        # 10 ms sleeps on 2 to 16 workers: multiworker's on 2 agents, mpi4py's one a rank.
+        for workers in EFFICIENCY_WORKERS:
+            jobs = [mpirun([ours[0], "--sleep-efficiency", str(workers // 2)], shared),
+                    mpirun([*peer[:-len(extra) or None], "--sleep-efficiency"], shared, ranks=1 + workers)]
+            for job in jobs:
+                for r in run(job):
+                    samples.setdefault((r["peer"], r["workload"]), []).append(r["value"])
     print(f"transport: {'shared memory' if shared else 'TCP on loopback'}, {rounds} rounds, medians")
     print("| workload | multiworker | mpi4py.futures | mpi4py / multiworker |")
     print("|---|---|---|---|")
     for workload, label in WORKLOADS:
         mw = statistics.median(samples[("multiworker", workload)])
         py = statistics.median(samples[("mpi4py.futures", workload)])
-        print(f"| {label} | {mw:.3g} | {py:.3g} | {py / mw:.1f}x |")
+        ratio = f"{py / mw:.1f}x" if not workload.startswith("sleep") else ""
+        print(f"| {label} | {mw:.3g} | {py:.3g} | {ratio} |")
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ import statistics
 import sys
 import time
 
+from mpi4py import MPI
 from mpi4py.futures import MPIPoolExecutor
 
 
@@ -18,7 +19,27 @@ def report(workload, value):
     print(json.dumps({"peer": "mpi4py.futures", "workload": workload, "value": value}), flush=True)
 
 
+def nap(x):
+    time.sleep(0.010)
+    return x
+
+
+def sleep_efficiency():
+    """40 tasks a worker of a 10 ms sleep, on every worker rank of the job."""
+    with MPIPoolExecutor() as pool:
+        workers = MPI.COMM_WORLD.Get_size() - 1  # mpi4py.futures: every rank but this one
+        tasks = 40 * workers
+        start = time.perf_counter()
+        for f in [pool.submit(nap, i) for i in range(tasks)]:
+            f.result()
+        elapsed = time.perf_counter() - start
+    report(f"sleep_efficiency_{workers}", (tasks * 0.010 / workers) / elapsed)
+
+
 def main():
+    if "--sleep-efficiency" in sys.argv:
+        sleep_efficiency()
+        return
     quick = "--quick" in sys.argv
     with MPIPoolExecutor() as pool:
         trips = 200 if quick else 2000
