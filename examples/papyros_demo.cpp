@@ -1,8 +1,15 @@
 // A port of the Papyros demo (examples/demo.py of the Python package): a CPU-bound job (prime
 // factorization) and a waiting job (a square root that sleeps first), each run by a plain serial
-// loop and then by a Processor on each of Papyros's masters (worker processes, worker threads,
-// in-process), with the wall times and the speed-up. The job code is the same for all of them:
-// only Options::backend changes.
+// loop and then by a Processor on Papyros's masters (worker processes, worker threads, in-process,
+// and the hosts of an MPI job), with the wall times and the speed-up. The job code is the same for
+// all of them: only Options::backend changes.
+//
+//   example_papyros_demo [--backend processes|threads|inprocess|mpi] [--job factorize|sqrt]
+//
+// Without --backend it runs processes, threads and in-process in turn. Backend::mpi runs one
+// Processor per program, so it needs --job, and mpirun:
+//   mpirun.openmpi --enable-recovery -np 3 ./example_papyros_demo --backend mpi --job factorize
+// (docs/backends.md shows the same on two simulated hosts).
 #include <chrono>
 #include <cmath>
 #include <cstdint>
@@ -10,6 +17,9 @@
 #include <iostream>
 #include <map>
 #include <multiworker/multiworker.hpp>
+#if MULTIWORKER_EXAMPLE_WITH_MPI
+#include <multiworker/mpi.hpp>
+#endif
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -85,63 +95,101 @@ bool report(const std::string& how, double seconds, double serial_seconds = 0, b
     return same;
 }
 
-int main() try {
-    // Numbers k * p * q with primes p of 12-27 million and q of about a billion: trial division
-    // runs up to p, so the serial loop takes well under a second on one core.
-    std::vector<std::uint64_t> numbers;
-    for (std::uint64_t i = 0; i < 16; ++i)
-        numbers.push_back((i + 2) * next_prime(12'000'000 + i * 1'000'000) * next_prime(1'000'000'000 + i * 7'919));
-    const PrimeFactors factors;
-    for (std::uint64_t n : {numbers.front(), numbers.back()}) {
-        std::cout << n << " =";
-        for (std::uint64_t f : factors.factorize(n)) std::cout << ' ' << f;
-        std::cout << '\n';
+// What the command line asks for.
+struct Choice {
+    std::vector<multiworker::Backend> backends{multiworker::Backend::processes, multiworker::Backend::threads,
+                                               multiworker::Backend::in_process};
+    bool factorize = true;
+    bool sqrt = true;
+};
+
+Choice parse(int argc, char** argv) {
+    using multiworker::Backend;
+    const std::map<std::string, Backend> names{{"processes", Backend::processes},
+                                               {"threads", Backend::threads},
+                                               {"inprocess", Backend::in_process},
+                                               {"mpi", Backend::mpi}};
+    Choice choice;
+    for (int i = 1; i + 1 < argc; i += 2) {
+        const std::string option = argv[i];
+        const std::string value = argv[i + 1];
+        if (option == "--backend" && names.contains(value)) {
+            choice.backends = {names.at(value)};
+        } else if (option == "--job" && (value == "factorize" || value == "sqrt")) {
+            choice.factorize = value == "factorize";
+            choice.sqrt = value == "sqrt";
+        } else {
+            throw std::invalid_argument{
+                "usage: example_papyros_demo [--backend processes|threads|inprocess|mpi] "
+                "[--job factorize|sqrt]"};
+        }
     }
+    if (choice.backends == std::vector{Backend::mpi} && choice.factorize && choice.sqrt) {
+        throw std::invalid_argument{"--backend mpi runs one Processor per program: add --job factorize or --job sqrt"};
+    }
+    return choice;
+}
 
-    std::vector<double> squares;
-    for (int i = 1; i <= 24; ++i) squares.push_back(i * 1.5);
+std::string describe(multiworker::Backend backend, unsigned workers) {
+    switch (backend) {
+        case multiworker::Backend::processes:
+            return std::to_string(workers) + " worker processes";
+        case multiworker::Backend::threads:
+            return std::to_string(workers) + " worker threads";
+        case multiworker::Backend::in_process:
+            return "in-process";
+        case multiworker::Backend::mpi:
+            return std::to_string(workers) + " workers an MPI agent";
+    }
+    return "?";
+}
 
+int main(int argc, char** argv) try {
+    const Choice choice = parse(argc, argv);
     bool ok = true;
 
-    std::cout << "prime factorization (CPU-bound), " << numbers.size() << " numbers:\n";
-    auto start = std::chrono::steady_clock::now();
-    std::vector<std::vector<std::uint64_t>> serial_factors;
-    for (std::uint64_t n : numbers) serial_factors.push_back(factors.factorize(n));
-    const double serial_factor_s = seconds_since(start);
-    report("serial loop", serial_factor_s);
+    if (choice.factorize) {
+        // Numbers k * p * q with primes p of 12-27 million and q of about a billion: trial division
+        // runs up to p, so the serial loop takes well under a second on one core.
+        std::vector<std::uint64_t> numbers;
+        for (std::uint64_t i = 0; i < 16; ++i)
+            numbers.push_back((i + 2) * next_prime(12'000'000 + i * 1'000'000) * next_prime(1'000'000'000 + i * 7'919));
+        const PrimeFactors factors;
+        std::cout << "prime factorization (CPU-bound), " << numbers.size() << " numbers:\n";
+        auto start = std::chrono::steady_clock::now();
+        std::vector<std::vector<std::uint64_t>> serial_factors;
+        for (std::uint64_t n : numbers) serial_factors.push_back(factors.factorize(n));
+        const double serial_s = seconds_since(start);
+        report("serial loop", serial_s);
+        for (const auto backend : choice.backends) {
+            // In-process, every task runs in this thread on the Processor's own object (handy in a
+            // debugger), through the same encoding; it must give exactly what the workers gave.
+            const unsigned workers = backend == multiworker::Backend::mpi ? 1 : 2;
+            start = std::chrono::steady_clock::now();
+            const auto got = run_processor<&PrimeFactors::factorize>(factors, numbers, workers, backend, true);
+            ok &= report(describe(backend, workers), seconds_since(start), serial_s, got == serial_factors);
+        }
+    }
 
-    using multiworker::Backend;
-    start = std::chrono::steady_clock::now();
-    auto got_factors = run_processor<&PrimeFactors::factorize>(factors, numbers, 2, Backend::processes, true);
-    ok &= report("2 worker processes", seconds_since(start), serial_factor_s, got_factors == serial_factors);
-
-    start = std::chrono::steady_clock::now();
-    got_factors = run_processor<&PrimeFactors::factorize>(factors, numbers, 2, Backend::threads, true);
-    ok &= report("2 worker threads", seconds_since(start), serial_factor_s, got_factors == serial_factors);
-
-    // In-process: every task runs in this thread on the Processor's own object (handy in a
-    // debugger), through the same encoding; it must give exactly what the workers gave.
-    start = std::chrono::steady_clock::now();
-    got_factors = run_processor<&PrimeFactors::factorize>(factors, numbers, 1, Backend::in_process, true);
-    ok &= report("in-process", seconds_since(start), serial_factor_s, got_factors == serial_factors);
-
-    std::cout << "slow square root (sleeps 50 ms), " << squares.size() << " numbers:\n";
-    const SlowSqrt slow_sqrt;
-    start = std::chrono::steady_clock::now();
-    std::vector<double> serial_roots;
-    for (double x : squares) serial_roots.push_back(slow_sqrt.compute(x));
-    const double serial_root_s = seconds_since(start);
-    report("serial loop", serial_root_s);
-
-    // Waiting tasks need no core each: 8 workers overlap their sleeps on 2 cores.
-    start = std::chrono::steady_clock::now();
-    auto got_roots = run_processor<&SlowSqrt::compute>(slow_sqrt, squares, 8, Backend::processes, false);
-    ok &= report("8 worker processes", seconds_since(start), serial_root_s, got_roots == serial_roots);
-
-    start = std::chrono::steady_clock::now();
-    got_roots = run_processor<&SlowSqrt::compute>(slow_sqrt, squares, 8, Backend::threads, false);
-    ok &= report("8 worker threads", seconds_since(start), serial_root_s, got_roots == serial_roots);
-
+    if (choice.sqrt) {
+        std::vector<double> squares;
+        for (int i = 1; i <= 24; ++i) squares.push_back(i * 1.5);
+        std::cout << "slow square root (sleeps 50 ms), " << squares.size() << " numbers:\n";
+        const SlowSqrt slow_sqrt;
+        auto start = std::chrono::steady_clock::now();
+        std::vector<double> serial_roots;
+        for (double x : squares) serial_roots.push_back(slow_sqrt.compute(x));
+        const double serial_s = seconds_since(start);
+        report("serial loop", serial_s);
+        for (const auto backend : choice.backends) {
+            if (backend == multiworker::Backend::in_process) continue;  // it would only repeat the serial loop
+            // Waiting tasks need no core each: 8 workers overlap their sleeps on 2 cores.
+            const unsigned workers = backend == multiworker::Backend::mpi ? 4 : 8;
+            start = std::chrono::steady_clock::now();
+            const auto got = run_processor<&SlowSqrt::compute>(slow_sqrt, squares, workers, backend, false);
+            ok &= report(describe(backend, workers), seconds_since(start), serial_s, got == serial_roots);
+        }
+    }
     return ok ? 0 : 1;
 } catch (const std::exception& e) {
     std::cerr << "error: " << e.what() << '\n';
