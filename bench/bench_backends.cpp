@@ -7,6 +7,9 @@
 //   trivial_throughput_us      us a task, 1,000,000 `int f(int)` tasks, steady (after a first batch)
 //   round_trip_us              median hot round trip (add one, pop_result), 2,000 in a row
 //   sleep_efficiency           400 tasks of 1 ms sleep on 2 workers: (400 x 1 ms / 2) / elapsed
+//   sleep10_efficiency_<W>     40 tasks a worker of a 10 ms sleep on W = 2, 4, 8, 16 workers
+//   throw_traced_us            us a task, 100,000 tasks that throw, stack traces captured (the default)
+//   throw_untraced_us          the same with Options::exception_stack_traces = false
 //
 // Usage: bench_backends [--rounds N] [--quick]
 
@@ -17,6 +20,7 @@
 #include <cstdio>
 #include <cstring>
 #include <map>
+#include <stdexcept>
 #include <string>
 #include <thread>
 #include <vector>
@@ -102,6 +106,40 @@ double sleep_efficiency(mw::Backend backend, int tasks) {
     return (tasks * 1e-3 / 2) / since(start, 1.0);
 }
 
+double sleep10_efficiency(mw::Backend backend, unsigned workers) {
+    struct LongSleeper {
+        int nap(int x) {
+            std::this_thread::sleep_for(10ms);
+            return x;
+        }
+    };
+    mw::Processor<LongSleeper, &LongSleeper::nap> processor{LongSleeper{}, options_for(backend, workers)};
+    processor.start();
+    const int tasks = 40 * static_cast<int>(workers);
+    const auto start = Clock::now();
+    for (int i = 0; i < tasks; ++i) processor.add(i);
+    processor.wait();
+    const double elapsed = since(start, 1.0);
+    (void)processor.get_results();
+    return (tasks * 10e-3 / workers) / elapsed;
+}
+
+struct Thrower {
+    int fail(int x) { throw std::runtime_error{"task " + std::to_string(x) + " failed"}; }
+};
+
+double throw_us(mw::Backend backend, bool traced, int tasks) {
+    mw::Options options = options_for(backend, 2);
+    options.exception_stack_traces = traced;
+    mw::Processor<Thrower, &Thrower::fail> processor{Thrower{}, options};
+    processor.start();
+    const auto start = Clock::now();
+    for (int i = 0; i < tasks; ++i) processor.add(i);
+    processor.wait();
+    const auto results = processor.get_results();
+    return results.size() == static_cast<std::size_t>(tasks) ? since(start, 1e-6) / tasks : -1;
+}
+
 double median(std::vector<double> values) {
     std::sort(values.begin(), values.end());
     return values[values.size() / 2];
@@ -127,6 +165,12 @@ int main(int argc, char** argv) {
             samples[{name, "trivial_throughput_us"}].push_back(trivial_throughput_us(backend, tasks));
             samples[{name, "round_trip_us"}].push_back(round_trip_us(backend, 2'000));
             samples[{name, "sleep_efficiency"}].push_back(sleep_efficiency(backend, 400));
+            for (const unsigned workers : {2U, 4U, 8U, 16U}) {
+                samples[{name, "sleep10_efficiency_" + std::to_string(workers)}].push_back(
+                    sleep10_efficiency(backend, workers));
+            }
+            samples[{name, "throw_traced_us"}].push_back(throw_us(backend, true, tasks / 10));
+            samples[{name, "throw_untraced_us"}].push_back(throw_us(backend, false, tasks / 10));
         }
     }
     for (const auto& [key, values] : samples) {

@@ -117,6 +117,54 @@ TEST_CASE("a throwing method yields an error naming the exception - and the work
     }
 }
 
+namespace {
+
+// Named in the traces the tests below look for; noinline: a frame of its own.
+[[noreturn]] __attribute__((noinline)) void throw_from_deep_inside(int x) {
+    throw std::invalid_argument{"bad input " + std::to_string(x)};
+}
+
+struct DeepThrower {
+    int run(int x) {
+        if (x >= 0) throw_from_deep_inside(x);
+        return x;
+    }
+};
+
+using DeepThrowerProcessor = multiworker::Processor<DeepThrower, &DeepThrower::run>;
+
+}  // namespace
+
+TEST_CASE("a task's exception carries the stack where it was thrown") {
+    test_support::Watchdog watchdog{60s};
+    DeepThrowerProcessor processor{DeepThrower{}, {.workers = 1}};
+    processor.start();
+    processor.add(3);
+    const auto result = processor.pop_result(30s);
+    REQUIRE(result.has_value());
+    REQUIRE(!result->ok());
+    CHECK(result->error().message() == "bad input 3");
+    const std::string trace = result->error().stack_trace();
+    INFO(trace);
+    CHECK_THAT(trace, Catch::StartsWith("#0 ") && Catch::Contains("throw_from_deep_inside(int)"));
+    CHECK_THAT(trace, !Catch::Contains("multiworker::") && !Catch::Contains("__cxa_throw"));
+    CHECK(result->error().stack_trace() == trace);  // symbolized once, the same every time
+}
+
+TEST_CASE("exception_stack_traces = false captures no stack") {
+    test_support::Watchdog watchdog{60s};
+    multiworker::Options options{.workers = 1};
+    options.exception_stack_traces = false;
+    DeepThrowerProcessor processor{DeepThrower{}, options};
+    processor.start();
+    processor.add(3);
+    const auto result = processor.pop_result(30s);
+    REQUIRE(result.has_value());
+    REQUIRE(!result->ok());
+    CHECK(result->error().message() == "bad input 3");
+    CHECK(result->error().stack_trace().empty());
+}
+
 TEST_CASE("a worker that dies yields an error for its task - the others finish the rest", "[processes]") {
     test_support::Watchdog watchdog{60s};
     const auto [action, description] = GENERATE(table<int, std::string>({

@@ -3,10 +3,12 @@
 /// @file
 /// TaskError: why a task has no value.
 
+#include <multiworker/detail/exception_stack.hpp>
 #include <multiworker/task_id.hpp>
 
 #include <sys/types.h>
 
+#include <memory>
 #include <stdexcept>
 #include <string>
 #include <utility>
@@ -33,8 +35,10 @@ public:
     /// The error of `task`, as worker `worker_index` (pid `worker_pid`) reported it; what() says it all in one
     /// sentence.
     /// `location` names where the worker ran when that is not this machine (see location()).
+    /// `stack` is the exception's stack, if it was captured (see stack_trace()).
     TaskError(ErrorKind kind, TaskId task, std::string type_name, std::string message, int worker_index,
-              pid_t worker_pid, std::string location = {})
+              pid_t worker_pid, std::string location = {},
+              std::shared_ptr<const detail::ExceptionStack> stack = nullptr)
         : std::runtime_error{describe(kind, task, type_name, message, worker_index, worker_pid, location)},
           kind_{kind},
           task_{task},
@@ -42,7 +46,8 @@ public:
           message_{std::move(message)},
           worker_index_{worker_index},
           worker_pid_{worker_pid},
-          location_{std::move(location)} {}
+          location_{std::move(location)},
+          stack_{std::move(stack)} {}
 
     /// What went wrong.
     [[nodiscard]] ErrorKind kind() const noexcept { return kind_; }
@@ -59,6 +64,13 @@ public:
     /// Where the worker ran, when not on this machine (Backend::mpi): "host h1
     /// (MPI rank 1, agent pid 4200)"; empty otherwise. what() includes it.
     [[nodiscard]] const std::string& location() const noexcept { return location_; }
+    /// For ErrorKind::exception, the stack where the method threw, innermost
+    /// frame first, one "#i function at file:line" line per frame of your
+    /// code (file:line where debug information exists); empty when it was not
+    /// captured (Options::exception_stack_traces). Symbolized on the first
+    /// call, in this process, which runs addr2line: milliseconds, once per
+    /// throw site.
+    [[nodiscard]] std::string stack_trace() const { return stack_ ? stack_->text() : std::string{}; }
 
 private:
     static std::string describe(ErrorKind kind, TaskId task, const std::string& type_name, const std::string& message,
@@ -89,6 +101,7 @@ private:
     int worker_index_;
     pid_t worker_pid_;
     std::string location_;
+    std::shared_ptr<const detail::ExceptionStack> stack_;  // shared by copies: symbolized once
 };
 
 }  // namespace multiworker

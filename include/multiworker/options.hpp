@@ -154,6 +154,11 @@ struct Options {
     /// long is lost: its tasks are retried elsewhere within `retries`, or end
     /// with ErrorKind::worker_died errors naming its host and rank.
     std::chrono::milliseconds heartbeat_limit{3'000};
+
+    /// Capture the stack where a task's exception is thrown, for
+    /// TaskError::stack_trace(): about one backtrace() per throw inside a
+    /// task (docs/backends.md gives the measured cost). false: no capture.
+    bool exception_stack_traces = true;
 };
 
 }  // namespace multiworker

@@ -89,9 +89,9 @@ public:
         switch (options_.backend) {
             case Backend::in_process:
                 detail::reject_in_process_options(options_);
-                backend_ = std::make_unique<detail::InProcessBackend>(mailbox_, runner_on(object_, encoded_head_),
-                                                                      detail::hooks_of(object_),
-                                                                      options_.retry_exceptions ? options_.retries : 0);
+                backend_ = std::make_unique<detail::InProcessBackend>(
+                    mailbox_, runner_on(object_, encoded_head_), detail::hooks_of(object_),
+                    options_.retry_exceptions ? options_.retries : 0, options_.exception_stack_traces);
                 break;
             case Backend::threads:
                 detail::reject_thread_options(options_);

@@ -12,6 +12,7 @@
 #include <multiworker/detail/codec.hpp>
 #include <multiworker/detail/function_ref.hpp>
 #include <multiworker/detail/spin.hpp>
+#include <multiworker/detail/throw_trace.hpp>
 #include <multiworker/detail/wire.hpp>
 #include <multiworker/error.hpp>
 #include <multiworker/task_id.hpp>
@@ -100,20 +101,27 @@ inline FailureReport report_current_exception() {
 
 /// Runs `runner` and passes its outcome to `send`: the encoded value when
 /// the method returned, a FailureReport naming the exception when it (or the
-/// decoding of its arguments, or the encoding of its result) threw. What
-/// `send` itself throws propagates: a result half sent cannot become a report.
-inline void execute_task(const TaskRunner& runner, std::span<const char> arguments, const OutcomeSender& send) {
+/// decoding of its arguments, or the encoding of its result) threw, with the
+/// frames of the throw when `capture_stack`. What `send` itself throws
+/// propagates: a result half sent cannot become a report.
+inline void execute_task(const TaskRunner& runner, std::span<const char> arguments, const OutcomeSender& send,
+                         bool capture_stack = worker_exception_traces().load(std::memory_order_relaxed)) {
     bool sending = false;
     Bytes report;
-    try {
-        runner(arguments, [&send, &sending](const EncodedView& value) {
-            sending = true;
-            send(true, value);
-        });
-        return;
-    } catch (...) {
-        if (sending) throw;
-        report = encode_failure(report_current_exception());
+    {
+        const ThrowTraceCapture capture{capture_stack};
+        try {
+            runner(arguments, [&send, &sending](const EncodedView& value) {
+                sending = true;
+                send(true, value);
+            });
+            return;
+        } catch (...) {
+            if (sending) throw;
+            FailureReport failure = report_current_exception();
+            if (failure.kind == static_cast<std::uint32_t>(ErrorKind::exception)) failure.trace = capture.raw_lines();
+            report = encode_failure(failure);
+        }
     }
     send(false, EncodedView{report, {}});
 }
@@ -127,8 +135,14 @@ inline TaskError error_from_report(TaskId id, std::span<const char> report, int 
             failure.kind != static_cast<std::uint32_t>(ErrorKind::bad_message)) {
             throw DecodeError{"unknown error kind " + std::to_string(failure.kind)};
         }
-        return TaskError{static_cast<ErrorKind>(failure.kind), id,           std::move(failure.type_name),
-                         std::move(failure.message),           worker_index, worker_pid};
+        return TaskError{static_cast<ErrorKind>(failure.kind),
+                         id,
+                         std::move(failure.type_name),
+                         std::move(failure.message),
+                         worker_index,
+                         worker_pid,
+                         {},
+                         ExceptionStack::from_frames(failure.trace)};
     } catch (const DecodeError& e) {
         return TaskError{
             ErrorKind::bad_message, id,        "", std::string{"failure report could not be decoded: "} + e.what(),

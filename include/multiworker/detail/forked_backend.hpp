@@ -164,6 +164,7 @@ private:
     void run_worker(int slot, const WorkerBirth& birth) {
         WorkerEndpoints endpoints = channels_.endpoints(static_cast<std::size_t>(slot));
         endpoints.parent_pid = birth.server;
+        worker_exception_traces() = options_.exception_stack_traces;  // this process is the worker now
         run_worker_process(endpoints, runner_, hooks_, birth.pipes.log, birth.pipes.out >= 0, options_.log_level,
                            birth.inherited_loggers);
     }

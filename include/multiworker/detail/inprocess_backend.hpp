@@ -26,11 +26,13 @@ namespace multiworker::detail {
 class InProcessBackend final : public ExecutionBackend {
 public:
     /// `exception_retries`: how many times a task whose method threw runs again.
-    InProcessBackend(ResultMailbox& mailbox, TaskRunner runner, WorkerHooks hooks, unsigned exception_retries)
+    InProcessBackend(ResultMailbox& mailbox, TaskRunner runner, WorkerHooks hooks, unsigned exception_retries,
+                     bool exception_stacks = true)
         : mailbox_{mailbox},
           runner_{std::move(runner)},
           hooks_{std::move(hooks)},
-          exception_retries_{exception_retries} {}
+          exception_retries_{exception_retries},
+          exception_stacks_{exception_stacks} {}
 
     /// Calls the start hook, then runs the tasks added so far, in order.
     void start() override {
@@ -105,12 +107,13 @@ private:
         for (unsigned attempt = 0;; ++attempt) {
             Bytes payload;
             bool ok = false;
-            execute_task(runner_, arguments, [&payload, &ok](bool succeeded, const EncodedView& outcome) {
+            const auto keep = [&payload, &ok](bool succeeded, const EncodedView& outcome) {
                 ok = succeeded;
                 payload.reserve(outcome.size());
                 payload.assign(outcome.head.begin(), outcome.head.end());
                 payload.insert(payload.end(), outcome.body.begin(), outcome.body.end());
-            });
+            };
+            execute_task(runner_, arguments, keep, exception_stacks_);
             if (ok) return payload;
             TaskError error = error_from_report(id, payload, 0, ::getpid());
             if (error.kind() != ErrorKind::exception || attempt >= exception_retries_) {
@@ -123,6 +126,7 @@ private:
     TaskRunner runner_;
     WorkerHooks hooks_;
     const unsigned exception_retries_;
+    const bool exception_stacks_;
     std::optional<std::string> start_failure_;  // why on_worker_start failed, if it did
     // Calls from several threads run one task at a time: the object is the
     // user's single-threaded code.

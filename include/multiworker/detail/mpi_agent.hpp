@@ -127,6 +127,7 @@ private:
         out.number(static_cast<std::uint32_t>(error.kind()));
         out.text(error.type_name());
         out.text(error.message());
+        out.text(error.stack_trace());  // symbolized here: rank 0's code lies at other addresses
     }
 
     // Heartbeats to rank 0; ends the process when rank 0 has gone silent.

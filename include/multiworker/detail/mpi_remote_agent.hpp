@@ -107,8 +107,9 @@ struct RemoteAgent {
                 const auto kind = static_cast<ErrorKind>(reader.number<std::uint32_t>());
                 std::string type_name = reader.text();
                 std::string message = reader.text();
+                auto stack = ExceptionStack::readable(reader.text());
                 result.outcome = std::make_unique<TaskError>(kind, id, std::move(type_name), std::move(message), worker,
-                                                             worker_pid, where());
+                                                             worker_pid, where(), std::move(stack));
             }
             if (const auto found = in_flight.find(id.value()); found != in_flight.end()) {
                 slowest = std::max(slowest, now - found->second.sent_at);

@@ -57,6 +57,7 @@ public:
           exception_retries_{options.retry_exceptions ? options.retries : 0},
           max_tasks_per_worker_{options.max_tasks_per_worker},
           max_message_bytes_{options.max_message_bytes},
+          exception_stacks_{options.exception_stack_traces},
           pending_{options.max_pending} {}
 
     ThreadBackend(const ThreadBackend&) = delete;
@@ -233,7 +234,7 @@ private:
         for (unsigned attempt = 0;; ++attempt) {
             Bytes payload;
             bool ok = false;
-            execute_task(runner, task.arguments, [this, &payload, &ok](bool succeeded, const EncodedView& outcome) {
+            const auto keep = [this, &payload, &ok](bool succeeded, const EncodedView& outcome) {
                 ok = succeeded;
                 if (outcome.size() > max_message_bytes_) {  // as worker processes report it
                     ok = false;
@@ -246,7 +247,8 @@ private:
                 payload.reserve(outcome.size());
                 payload.assign(outcome.head.begin(), outcome.head.end());
                 payload.insert(payload.end(), outcome.body.begin(), outcome.body.end());
-            });
+            };
+            execute_task(runner, task.arguments, keep, exception_stacks_);
             if (ok) {
                 result.outcome = std::move(payload);
                 return result;
@@ -305,6 +307,7 @@ private:
     const unsigned exception_retries_;
     const unsigned max_tasks_per_worker_;
     const std::size_t max_message_bytes_;
+    const bool exception_stacks_;
     PendingLimit pending_;
     std::mutex copy_mutex_;  // one copy at a time: the object is single-threaded code
 

@@ -89,17 +89,19 @@ struct FailureReport {
     std::uint32_t kind = 0;  // an ErrorKind
     std::string type_name;
     std::string message;
+    std::string trace{};  // an exception's raw frames, one "[0x...]" line each (throw_trace.hpp); may be empty
 };
 
 inline Bytes encode_failure(const FailureReport& report) {
     Bytes out;
-    encode_values(out, report.kind, report.type_name, report.message);
+    encode_values(out, report.kind, report.type_name, report.message, report.trace);
     return out;
 }
 
 inline FailureReport decode_failure(std::span<const char> payload) {
-    auto [kind, type_name, message] = decode_values<std::uint32_t, std::string, std::string>(payload);
-    return FailureReport{kind, std::move(type_name), std::move(message)};
+    auto [kind, type_name, message, trace] =
+        decode_values<std::uint32_t, std::string, std::string, std::string>(payload);
+    return FailureReport{kind, std::move(type_name), std::move(message), std::move(trace)};
 }
 
 /// A payload in two pieces, back to back: the rest of the piece that the
