@@ -8,6 +8,7 @@
 #include <multiworker/detail/forked_backend.hpp>
 #include <multiworker/detail/inprocess_backend.hpp>
 #include <multiworker/detail/method_checks.hpp>
+#include <multiworker/detail/method_runner.hpp>
 #include <multiworker/detail/processor_support.hpp>
 #include <multiworker/detail/progress_reporter.hpp>
 #include <multiworker/detail/result_decoding.hpp>
@@ -72,6 +73,7 @@ class Processor {
     // Only the first problem is reported (see method_checks.hpp).
     static_assert(detail::MethodProblemReport<check>::reported);
     using traits = typename check::traits;
+    using runner = detail::MethodRunner<T, Method, check>;
 
 public:
     /// The method's return type without cv/ref qualifiers; what Result holds.
@@ -90,16 +92,16 @@ public:
             case Backend::in_process:
                 detail::reject_in_process_options(options_);
                 backend_ = std::make_unique<detail::InProcessBackend>(
-                    mailbox_, runner_on(object_, encoded_head_), detail::hooks_of(object_),
+                    mailbox_, runner::on(object_, encoded_head_), detail::hooks_of(object_),
                     options_.retry_exceptions ? options_.retries : 0, options_.exception_stack_traces);
                 break;
             case Backend::threads:
                 detail::reject_thread_options(options_);
-                backend_ = std::make_unique<detail::ThreadBackend>(options_, mailbox_, copy_maker());
+                backend_ = std::make_unique<detail::ThreadBackend>(options_, mailbox_, runner::copies_of(object_));
                 break;
             case Backend::processes:
                 backend_ = std::make_unique<detail::ForkedBackend>(
-                    options_, mailbox_, runner_on(object_, encoded_head_), detail::hooks_of(object_),
+                    options_, mailbox_, runner::on(object_, encoded_head_), detail::hooks_of(object_),
                     detail::log_destinations(options_), detail::large_result_maker<result_type>());
                 break;
             case Backend::mpi:
@@ -297,32 +299,6 @@ private:
         progress_->start();
     }
 
-    // Runs tasks on `object` (the Processor's own in-process and in a worker
-    // process, a thread's copy on threads), encoding each result into `head`.
-    static detail::TaskRunner runner_on(T& object, detail::Bytes& head) {
-        if constexpr (check::usable) {
-            return [&object, &head](std::span<const char> arguments, const detail::ResultSender& send) {
-                run_task(object, head, arguments, send);
-            };
-        } else {
-            // Never runs: check's static_asserts have already failed the build.
-            (void)object, (void)head;
-            return [](std::span<const char>, const detail::ResultSender&) {};
-        }
-    }
-
-    // Backend::threads: each thread's own copy of the object as it was at construction.
-    detail::WorkerCopyMaker copy_maker() {
-        return [this] {
-            struct Copy {
-                T object;
-                detail::Bytes head;
-            };
-            auto copy = std::make_shared<Copy>(Copy{object_, {}});
-            return detail::WorkerCopy{runner_on(copy->object, copy->head), detail::hooks_of(copy->object), copy};
-        };
-    }
-
     // Backend::mpi, on an agent rank: this host's worker processes, whose
     // outcomes the agent relays to rank 0 (which bounds what it sends, so
     // max_pending is rank 0's alone).
@@ -330,29 +306,10 @@ private:
         return [this](detail::ResultMailbox& local) -> std::unique_ptr<detail::ExecutionBackend> {
             Options local_options = options_;
             local_options.max_pending = 0;
-            return std::make_unique<detail::ForkedBackend>(local_options, local, runner_on(object_, encoded_head_),
+            return std::make_unique<detail::ForkedBackend>(local_options, local, runner::on(object_, encoded_head_),
                                                            detail::hooks_of(object_),
                                                            detail::log_destinations(local_options));
         };
-    }
-
-    // Decodes, calls, encodes, and sends while the value lives.
-    static void run_task(T& object, detail::Bytes& head, std::span<const char> encoded_arguments,
-                         const detail::ResultSender& send) {
-        auto arguments = detail::tuple_decoder<arguments_type>::decode(encoded_arguments);
-        const auto call = [&object](auto&... values) -> decltype(auto) {
-            return std::invoke(Method, object, std::move(values)...);
-        };
-        if constexpr (std::is_void_v<result_type>) {
-            std::apply(call, arguments);
-            send(detail::EncodedView{});
-        } else {
-            const result_type& value = std::apply(call, arguments);
-            head.clear();
-            const std::span<const char> body = detail::encode_borrowing(head, value);
-            send(detail::EncodedView{head, body});
-            if (head.capacity() > detail::retained_buffer_capacity) detail::Bytes{}.swap(head);
-        }
     }
 
     Result<result_type> convert(detail::RawResult& raw) {
@@ -421,7 +378,7 @@ private:
     }
 
     T object_;
-    detail::Bytes encoded_head_;  // run_task()'s on object_, reused: no allocation per task
+    detail::Bytes encoded_head_;  // the runner's on object_, reused: no allocation per task
     Options options_;
     detail::ResultMailbox mailbox_;
     // Results wait() took out of the mailbox and decoded; the getters hand

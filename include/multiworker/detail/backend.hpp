@@ -31,6 +31,7 @@
 #include <mutex>
 #include <optional>
 #include <span>
+#include <stdexcept>
 #include <string>
 #include <typeinfo>
 #include <variant>
@@ -322,6 +323,13 @@ private:
     int waiting_for_batch_ = 0;              // threads in wait_for_batch()
     int waiting_for_one_ = 0;                // threads in pop()
 };
+
+/// Ends an add() that waited for room (Options::max_pending) while another
+/// thread stopped the run: its task was counted, and will never run.
+[[noreturn]] inline void refuse_task_after_stop(ResultMailbox& mailbox) {
+    mailbox.forget(1);
+    throw std::logic_error{"multiworker::Processor::add(): the Processor was stopped meanwhile"};
+}
 
 /// An execution strategy. Calls come from user threads; implementations
 /// deliver every submitted task's outcome to the mailbox exactly once, or

@@ -11,7 +11,6 @@
 #include <multiworker/detail/symbolize.hpp>
 
 #include <algorithm>
-#include <map>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -81,21 +80,12 @@ private:
         return false;
     }
 
-    // The same throw sites come back task after task: each raw line is looked up once per process.
+    // One cache for the process: TaskErrors are read from any thread.
     static std::vector<SymbolizedFrame> symbolized(const std::vector<std::string>& lines) {
         static std::mutex mutex;
-        static std::map<std::string, SymbolizedFrame> known;
+        static FrameCache cache;
         std::lock_guard lock{mutex};
-        std::vector<std::string> unknown;
-        for (const auto& line : lines) {
-            if (!known.contains(line)) unknown.push_back(line);
-        }
-        if (!unknown.empty()) {
-            for (auto& frame : symbolize_frames(unknown)) known.emplace(frame.raw, std::move(frame));
-        }
-        std::vector<SymbolizedFrame> frames;
-        for (const auto& line : lines) frames.push_back(known.at(line));
-        return frames;
+        return cache.lookup(lines);
     }
 
     std::string raw_lines_;

@@ -78,11 +78,7 @@ public:
         if (pending_.bounded()) pending_.wait_for_room(stop_requested_);
         {
             std::lock_guard lock{requests_mutex_};
-            if (stop_requested_) {
-                // An add() that waited for room while another thread stopped the run.
-                mailbox_.forget(1);
-                throw std::logic_error{"multiworker::Processor::add(): the Processor was stopped meanwhile"};
-            }
+            if (stop_requested_) refuse_task_after_stop(mailbox_);
             pending_.returned_to_queue();
             reserve_prefaulted(inbox_, inbox_.size() + 1);
             inbox_.emplace_back(id, std::move(arguments));

@@ -72,8 +72,7 @@ public:
         std::unique_lock lock{mutex_};
         if (stopping_) {
             lock.unlock();
-            mailbox_.forget(1);
-            throw std::logic_error{"multiworker::Processor::add(): the Processor was stopped meanwhile"};
+            refuse_task_after_stop(mailbox_);
         }
         if (phase_ == Phase::running && agents_alive_.load() == 0) {
             lock.unlock();

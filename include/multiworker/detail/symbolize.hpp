@@ -175,6 +175,27 @@ inline bool is_crash_machinery(const SymbolizedFrame& frame) {
            name.find("abort") == 0 || frame.raw.find("libc.so") != std::string::npos;
 }
 
+/// Symbolizes raw frames, remembering those it has looked up (the same crash
+/// and throw sites come back task after task). Not thread-safe.
+class FrameCache {
+public:
+    std::vector<SymbolizedFrame> lookup(const std::vector<std::string>& raw_lines) {
+        std::vector<std::string> unknown;
+        for (const auto& line : raw_lines) {
+            if (!known_.contains(line)) unknown.push_back(line);
+        }
+        if (!unknown.empty()) {
+            for (auto& frame : symbolize_frames(unknown)) known_.emplace(frame.raw, std::move(frame));
+        }
+        std::vector<SymbolizedFrame> frames;
+        for (const auto& line : raw_lines) frames.push_back(known_.at(line));
+        return frames;
+    }
+
+private:
+    std::map<std::string, SymbolizedFrame> known_;  // by raw line: it names the address
+};
+
 /// Makes crash reports readable, remembering the frames it has looked up
 /// (the same crash sites come back when workers crash again and again).
 class CrashSymbolizer {
@@ -195,7 +216,7 @@ public:
             begin = end + 1;
         }
         if (lines.empty()) return {};
-        const std::vector<SymbolizedFrame> frames = lookup({lines.begin() + 1, lines.end()});
+        const std::vector<SymbolizedFrame> frames = cache_.lookup({lines.begin() + 1, lines.end()});
         Readable readable{lines.front(), {}};
         for (std::size_t i = 0; i < frames.size(); ++i) {
             readable.trace += "\n#" + std::to_string(i) + " " + describe_frame(frames[i]);
@@ -221,20 +242,7 @@ private:
         return site;
     }
 
-    std::vector<SymbolizedFrame> lookup(const std::vector<std::string>& raw_lines) {
-        std::vector<std::string> unknown;
-        for (const auto& line : raw_lines) {
-            if (!cache_.contains(line)) unknown.push_back(line);
-        }
-        if (!unknown.empty()) {
-            for (auto& frame : symbolize_frames(unknown)) cache_.emplace(frame.raw, std::move(frame));
-        }
-        std::vector<SymbolizedFrame> frames;
-        for (const auto& line : raw_lines) frames.push_back(cache_.at(line));
-        return frames;
-    }
-
-    std::map<std::string, SymbolizedFrame> cache_;  // by raw line: it names the address
+    FrameCache cache_;
 };
 
 }  // namespace multiworker::detail

@@ -87,10 +87,8 @@ public:
         if (pending_.bounded()) pending_.wait_for_room(stopping_);
         std::unique_lock lock{mutex_};
         if (stopping_) {
-            // An add() that waited for room while another thread stopped the run.
             lock.unlock();
-            mailbox_.forget(1);
-            throw std::logic_error{"multiworker::Processor::add(): the Processor was stopped meanwhile"};
+            refuse_task_after_stop(mailbox_);
         }
         if (started_ && alive_ == 0) {
             RawResult failed = no_worker_result(id);
