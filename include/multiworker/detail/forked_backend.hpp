@@ -15,6 +15,7 @@
 #include <multiworker/detail/ring_channels.hpp>
 #include <multiworker/detail/spin_lock.hpp>
 #include <multiworker/detail/task_dispatcher.hpp>
+#include <multiworker/detail/task_queue.hpp>
 #include <multiworker/detail/worker_logging.hpp>
 #include <multiworker/detail/worker_loop.hpp>
 #include <multiworker/detail/worker_pool.hpp>
@@ -80,8 +81,7 @@ public:
             std::lock_guard lock{requests_mutex_};
             if (stop_requested_) refuse_task_after_stop(mailbox_);
             pending_.returned_to_queue();
-            reserve_prefaulted(inbox_, inbox_.size() + 1);
-            inbox_.emplace_back(id, std::move(arguments));
+            inbox_.push_back(id, std::move(arguments));
         }
         // Before start(), the flag tells the loop's first pass to look.
         const bool raised = loop_.raise_request_flag();
@@ -285,8 +285,7 @@ private:
             grace = stop_grace_;
             if (stop) grace_end = stop_grace_end_;
         }
-        for (auto& [id, arguments] : arrived_) dispatcher_->add(id, std::move(arguments));
-        arrived_.clear();  // keeps its capacity for the next swap
+        dispatcher_->backlog().add_all(arrived_);  // arrived_ keeps a chunk for the next swap
         dispatcher_->fail_backlog_if_no_worker();
         for (auto& request : cancels) request.set_value(dispatcher_->cancel_unstarted());
         if (stop && !dispatcher_->stopping()) {
@@ -322,7 +321,7 @@ private:
 
     // Shared between user threads and the loop, under requests_mutex_.
     mutable SpinLock requests_mutex_;  // held for a few instructions at a time
-    std::vector<std::pair<TaskId, Bytes>> inbox_;
+    TaskQueue inbox_;
     std::vector<std::promise<std::size_t>> cancel_requests_;
     std::atomic<bool> stop_requested_{false};  // atomic too: adders waiting for room read it without the lock
     std::chrono::milliseconds stop_grace_{};
@@ -332,7 +331,7 @@ private:
 
     // Owned by whichever thread holds the loop's duty (the loop thread alone
     // before its passes and after them).
-    std::vector<std::pair<TaskId, Bytes>> arrived_;  // its side of the inbox swap
+    TaskQueue arrived_;  // its side of the inbox swap
     Clock::time_point last_progress_{};
 
     EventLoop loop_;  // last: its thread uses everything above

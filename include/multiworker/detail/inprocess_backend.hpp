@@ -12,12 +12,13 @@
 // so that every task gets a no_worker error (start() itself returns).
 
 #include <multiworker/detail/backend.hpp>
+#include <multiworker/detail/task_queue.hpp>
 
 #include <unistd.h>
 
-#include <deque>
 #include <mutex>
 #include <optional>
+#include <span>
 #include <string>
 #include <utility>
 
@@ -46,9 +47,9 @@ public:
         }
         started_ = true;
         while (!queued_.empty()) {
-            auto [id, arguments] = std::move(queued_.front());
+            const TaskQueue::Task task = queued_.front();
+            run(task.id, task.arguments);
             queued_.pop_front();
-            run(id, arguments);
         }
     }
 
@@ -58,7 +59,7 @@ public:
         if (started_) {
             run(id, arguments);
         } else {
-            queued_.emplace_back(id, std::move(arguments));
+            queued_.push_back(id, std::move(arguments));
         }
     }
 
@@ -90,7 +91,7 @@ private:
         return count;
     }
 
-    void run(TaskId id, const Bytes& arguments) {
+    void run(TaskId id, std::span<const char> arguments) {
         RawResult result{id, Bytes{}, 0, ::getpid()};
         if (start_failure_) {
             result.outcome = std::make_unique<TaskError>(ErrorKind::no_worker, id, "", *start_failure_,
@@ -103,7 +104,7 @@ private:
         mailbox_.deliver(batch);
     }
 
-    decltype(RawResult::outcome) run_with_retries(TaskId id, const Bytes& arguments) {
+    decltype(RawResult::outcome) run_with_retries(TaskId id, std::span<const char> arguments) {
         for (unsigned attempt = 0;; ++attempt) {
             Bytes payload;
             bool ok = false;
@@ -131,7 +132,7 @@ private:
     // Calls from several threads run one task at a time: the object is the
     // user's single-threaded code.
     mutable std::mutex mutex_;
-    std::deque<std::pair<TaskId, Bytes>> queued_;
+    TaskQueue queued_;
     bool started_ = false;
 };
 

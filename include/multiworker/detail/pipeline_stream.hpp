@@ -176,7 +176,7 @@ public:
             ++element.stats.unprocessed;
             return;
         }
-        element.dispatcher->add(TaskId{++element.inputs}, std::move(item));
+        element.dispatcher->backlog().add(TaskId{++element.inputs}, std::move(item));
     }
 
     /// The next element can take more: fewer than its capacity queued.
@@ -365,7 +365,7 @@ private:
             failure_.empty()) {
             element.closing_sent = true;
             element.closing_id = TaskId{++element.inputs};
-            dispatcher.add_closing(element.closing_id);
+            dispatcher.backlog().add_closing(element.closing_id);
             return true;
         }
         element.ended = true;

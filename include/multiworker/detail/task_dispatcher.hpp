@@ -13,6 +13,7 @@
 // ends with exactly one outcome in finished(), or is counted as forgotten.
 
 #include <multiworker/detail/backend.hpp>
+#include <multiworker/detail/backlog.hpp>
 #include <multiworker/detail/dispatch_lane.hpp>
 #include <multiworker/detail/outcome_reader.hpp>
 #include <multiworker/detail/pending_limit.hpp>
@@ -63,11 +64,8 @@ public:
 
     [[nodiscard]] bool stopping() const noexcept { return stopping_; }
 
-    /// Queues a new task behind the others.
-    void add(TaskId id, Bytes&& arguments) { backlog_.emplace_back(id, std::move(arguments)); }
-
-    /// Queues the element's closing call (FrameKind::closing) behind the tasks.
-    void add_closing(TaskId id) { backlog_.emplace_back(id, Bytes{}).closing = true; }
+    /// The tasks waiting for a worker: new ones are added here.
+    [[nodiscard]] Backlog& backlog() noexcept { return backlog_; }
 
     using Tally = OutcomeTally;
     [[nodiscard]] const Tally& tally() const noexcept { return tally_; }
@@ -100,7 +98,7 @@ public:
     /// Drops the backlog and every task a worker has not claimed; returns the count.
     std::size_t cancel_unstarted() {
         std::size_t count = backlog_.size();
-        pending_.left_queue(backlog_.size());
+        pending_.left_queue(count);
         backlog_.clear();
         for (DispatchLane& lane : lanes_) {
             if (pool_.alive(lane.slot)) count += take_back_unclaimed(lane).size();
@@ -140,13 +138,12 @@ public:
                 takes_tasks ? lane.window(policy_.task_timeout.count() > 0, policy_.max_tasks_per_worker) : 0;
         }
         std::size_t handed_out = 0;
-        while (!backlog_.empty() && backlog_.front().id.value() < admit_below) {
+        while (backlog_.next_is_below(admit_below)) {
             DispatchLane* target = least_loaded_ready_lane();
             if (target == nullptr) break;
             const std::uint64_t sequence = ++target->last_sequence;
             ++target->dispatched;
-            target->in_flight.emplace_back(sequence, std::move(backlog_.front()));
-            backlog_.pop_front();
+            target->in_flight.emplace_back(sequence, backlog_.take_next());
             ++handed_out;
             if (target->last_collect == Clock::time_point{}) target->last_collect = Clock::now();
             send_task(*target, target->in_flight.back());
@@ -203,10 +200,10 @@ public:
     void fail_backlog_if_no_worker() {
         if (stopping_ || any_worker_in_service()) return;
         const std::string why = "all " + std::to_string(lanes_.size()) + " workers have exited";
-        for (QueuedTask& task : backlog_) {
-            finished_.push_back(RawResult{task.id, std::make_unique<TaskError>(ErrorKind::no_worker, task.id, "", why,
-                                                                               TaskError::no_worker_index, 0)});
-        }
+        backlog_.for_each_id([this, &why](TaskId id) {
+            finished_.push_back(RawResult{
+                id, std::make_unique<TaskError>(ErrorKind::no_worker, id, "", why, TaskError::no_worker_index, 0)});
+        });
         pending_.left_queue(backlog_.size());
         backlog_.clear();
     }
@@ -290,7 +287,7 @@ private:
 
     void requeue(QueuedTask&& task) {
         pending_.returned_to_queue();
-        backlog_.push_front(std::move(task));
+        backlog_.give_back(std::move(task));
     }
 
     /// Requeues a failed task if its retries allow; false if they are used up.
@@ -389,7 +386,7 @@ private:
     PendingLimit& pending_;
     LargePayloadMaker make_large_;
     std::vector<DispatchLane> lanes_;
-    BlockDeque<QueuedTask> backlog_;
+    Backlog backlog_;
     std::vector<RawResult> finished_;
     std::size_t forgotten_ = 0;
     Tally tally_;

@@ -18,6 +18,7 @@
 
 #include <multiworker/detail/backend.hpp>
 #include <multiworker/detail/pending_limit.hpp>
+#include <multiworker/detail/task_queue.hpp>
 #include <multiworker/options.hpp>
 
 #include <unistd.h>
@@ -26,7 +27,6 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
-#include <deque>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -96,7 +96,7 @@ public:
             deliver_one(std::move(failed));
             return;
         }
-        queue_.push_back(QueuedTask{id, std::move(arguments)});
+        queue_.push_back(id, std::move(arguments));
         queued_.store(queue_.size(), std::memory_order_relaxed);
         pending_.returned_to_queue();
         const bool wake = idle_ > 0;
@@ -218,8 +218,8 @@ private:
         const std::size_t share = std::max<std::size_t>(1, queue_.size() / (2 * std::size_t{workers_}));
         const std::size_t count = std::min({limit, share, queue_.size()});
         for (std::size_t i = 0; i < count; ++i) {
-            taken.push_back(std::move(queue_.front()));
-            queue_.pop_front();
+            TaskQueue::Taken next = queue_.take_front();
+            taken.push_back(QueuedTask{next.id, std::move(next.arguments)});
         }
         queued_.store(queue_.size(), std::memory_order_relaxed);
         lock.unlock();
@@ -266,7 +266,8 @@ private:
             std::lock_guard lock{mutex_};
             last_loss_ = std::move(why);
             if (--alive_ > 0) return;
-            for (auto& task : queue_) failed.push_back(no_worker_result(task.id));
+            queue_.for_each(
+                [this, &failed](const TaskQueue::Task& task) { failed.push_back(no_worker_result(task.id)); });
             pending_.left_queue(queue_.size());
             queue_.clear();
             queued_.store(0, std::memory_order_relaxed);
@@ -311,7 +312,7 @@ private:
 
     std::mutex mutex_;  // guards what follows
     std::condition_variable task_added_;
-    std::deque<QueuedTask> queue_;
+    TaskQueue queue_;
     std::atomic<std::size_t> queued_{0};  // queue_.size(), for a look without the lock
     bool started_ = false;
     unsigned alive_ = 0;     // threads still taking tasks

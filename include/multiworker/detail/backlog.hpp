@@ -1,0 +1,72 @@
+#pragma once
+
+// Backlog: the tasks of one dispatcher that wait for a worker. New tasks wait
+// packed in a TaskQueue (a few bytes each, however many); the few given back
+// (by a worker that died before running them, or to run again after a
+// failure) wait as whole QueuedTasks, with their failure counts, and go first.
+
+#include <multiworker/detail/codec.hpp>
+#include <multiworker/detail/dispatch_lane.hpp>
+#include <multiworker/detail/task_queue.hpp>
+#include <multiworker/task_id.hpp>
+
+#include <cstddef>
+#include <cstdint>
+#include <utility>
+
+namespace multiworker::detail {
+
+class Backlog {
+public:
+    [[nodiscard]] bool empty() const noexcept { return returned_.empty() && fresh_.empty(); }
+    [[nodiscard]] std::size_t size() const noexcept { return returned_.size() + fresh_.size(); }
+
+    /// Queues a new task behind the others.
+    void add(TaskId id, Bytes&& arguments) { fresh_.push_back(id, std::move(arguments)); }
+
+    /// Queues every task of `tasks` behind the others, leaving it empty.
+    void add_all(TaskQueue& tasks) { fresh_.append(tasks); }
+
+    /// Queues the element's closing call (FrameKind::closing) behind the tasks.
+    void add_closing(TaskId id) { fresh_.push_back(id, Bytes{}, true); }
+
+    /// Puts a task given back in front of all others.
+    void give_back(QueuedTask&& task) { returned_.push_front(std::move(task)); }
+
+    /// True if a task waits whose id is below `admit_below`.
+    [[nodiscard]] bool next_is_below(std::uint64_t admit_below) const noexcept {
+        if (!returned_.empty()) return returned_.front().id.value() < admit_below;
+        return !fresh_.empty() && fresh_.front_id().value() < admit_below;
+    }
+
+    /// Takes the oldest task; the backlog must not be empty.
+    QueuedTask take_next() {
+        if (!returned_.empty()) {
+            QueuedTask task = std::move(returned_.front());
+            returned_.pop_front();
+            return task;
+        }
+        TaskQueue::Taken next = fresh_.take_front();
+        QueuedTask task{next.id, std::move(next.arguments)};
+        task.closing = next.closing;
+        return task;
+    }
+
+    /// Calls `visit(TaskId)` for every task, in the order they would run.
+    template <class Visit>
+    void for_each_id(Visit&& visit) const {
+        for (const QueuedTask& task : returned_) visit(task.id);
+        fresh_.for_each([&visit](const TaskQueue::Task& task) { visit(task.id); });
+    }
+
+    void clear() noexcept {
+        returned_.clear();
+        fresh_.clear();
+    }
+
+private:
+    BlockDeque<QueuedTask> returned_;
+    TaskQueue fresh_;
+};
+
+}  // namespace multiworker::detail
