@@ -337,7 +337,7 @@ private:
     void decode_arrived() {
         std::lock_guard lock{decoded_mutex_};
         const std::size_t arrived =
-            take_converted(decoded_, [this](std::size_t count) { decoded_.reserve_more(count); });
+            take_converted(decoded_, [this](std::size_t count) { decoded_.reserve_more(count, mailbox_.unsettled()); });
         if (arrived == 0) return;
         decoded_waiting_.store(true, std::memory_order_release);
         // A thread in pop_result() waits in the mailbox: it must look here.

@@ -218,6 +218,13 @@ public:
         return settled_ == added();
     }
 
+    /// Tasks added and not settled yet: the results still to come, unless
+    /// some are cancelled.
+    [[nodiscard]] std::uint64_t unsettled() const {
+        std::lock_guard lock{mutex_};
+        return added() - settled_;
+    }
+
     /// Blocks until at least batch_results results wait or every task is
     /// settled; returns true in the latter case. A caller waiting for the
     /// whole job takes and decodes results batch by batch while the rest

@@ -132,12 +132,14 @@ inline void prefault(void* data, std::size_t size) noexcept {
 }
 
 /// Grows `values` to hold at least `count` elements, with its new storage
-/// prefaulted, when the growth is large enough for that to pay.
+/// prefaulted, when the growth is large enough for that to pay. When the
+/// caller knows that `likely_total` elements will be held, that is the size
+/// it grows to at once: exactly the room needed, not twice it.
 template <class Vector>
-void reserve_prefaulted(Vector& values, std::size_t count) {
+void reserve_prefaulted(Vector& values, std::size_t count, std::size_t likely_total = 0) {
     if (count <= values.capacity()) return;
     Vector bigger;
-    bigger.reserve(std::max(count, 2 * values.capacity()));
+    bigger.reserve(std::max({count, likely_total, values.capacity() + values.capacity() / 2}));
     prefault(bigger.data(), bigger.capacity() * sizeof(typename Vector::value_type));
     bigger.insert(bigger.end(), std::make_move_iterator(values.begin()), std::make_move_iterator(values.end()));
     values.swap(bigger);

@@ -22,8 +22,11 @@ public:
     [[nodiscard]] bool empty() const noexcept { return front_ == items_.size(); }
     [[nodiscard]] std::size_t size() const noexcept { return items_.size() - front_; }
 
-    /// Room for `count` more elements, prefaulted when that pays (see reserve_prefaulted()).
-    void reserve_more(std::size_t count) { reserve_prefaulted(items_, items_.size() + count); }
+    /// Room for `count` more elements, prefaulted when that pays (see
+    /// reserve_prefaulted()); when it grows, room for `likely_after` more after them.
+    void reserve_more(std::size_t count, std::size_t likely_after = 0) {
+        reserve_prefaulted(items_, items_.size() + count, items_.size() + count + likely_after);
+    }
 
     void push_back(T value) { items_.push_back(std::move(value)); }
 
