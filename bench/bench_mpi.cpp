@@ -11,10 +11,17 @@
 //   sleep_efficiency_<total workers>   40 tasks a worker of a 10 ms sleep: (tasks x 10 ms /
 //                                      workers) / the time from the first add to the last result
 //
-// Usage: mpirun.openmpi --enable-recovery -np 3 bench_mpi [--quick | --sleep-efficiency W]
+// or, with --transport-floor, the floor under round_trip_us, without the library:
+//
+//   transport_round_trip_us   median of 2,000 MPI_Send/MPI_Recv ping-pongs of 16 bytes between
+//                             ranks 0 and 1 (the other ranks only initialise and finalise)
+//
+// Usage: mpirun.openmpi --enable-recovery -np 3 bench_mpi [--quick | --sleep-efficiency W | --transport-floor]
 
 #include <multiworker/mpi.hpp>
 #include <multiworker/multiworker.hpp>
+
+#include <mpi.h>
 
 #include <algorithm>
 #include <chrono>
@@ -34,6 +41,12 @@ struct Work {
     long inc(long x) { return x + 1; }
     std::size_t size(const std::string& text) { return text.size(); }
 };
+
+double median(std::vector<double> values) {
+    const auto middle = values.begin() + static_cast<std::ptrdiff_t>(values.size() / 2);
+    std::nth_element(values.begin(), middle, values.end());
+    return *middle;
+}
 
 double seconds_since(Clock::time_point start) {
     return std::chrono::duration<double>(Clock::now() - start).count();
@@ -69,7 +82,33 @@ int sleep_efficiency(unsigned workers_per_agent) {
     return 0;
 }
 
+// Plain MPI, no Processor: what two messages between ranks cost on this transport.
+int transport_floor() {
+    ::MPI_Init(nullptr, nullptr);
+    int rank = 0;
+    ::MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+    constexpr int trips = 2'000;
+    char buffer[16] = {};
+    std::vector<double> times;
+    for (int i = 0; i < trips + 100 && rank < 2; ++i) {
+        const auto start = Clock::now();
+        if (rank == 0) {
+            ::MPI_Send(buffer, sizeof buffer, MPI_CHAR, 1, 0, MPI_COMM_WORLD);
+            ::MPI_Recv(buffer, sizeof buffer, MPI_CHAR, 1, 0, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
+        } else {
+            ::MPI_Recv(buffer, sizeof buffer, MPI_CHAR, 0, 0, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
+            ::MPI_Send(buffer, sizeof buffer, MPI_CHAR, 0, 0, MPI_COMM_WORLD);
+        }
+        if (i >= 100) times.push_back(seconds_since(start) * 1e6);
+    }
+    if (rank == 0) report("transport_round_trip_us", median(times));
+    std::fflush(stdout);
+    ::MPI_Finalize();
+    return 0;
+}
+
 int main(int argc, char** argv) {
+    if (argc > 1 && std::string{argv[1]} == "--transport-floor") return transport_floor();
     if (argc > 2 && std::string{argv[1]} == "--sleep-efficiency") {
         return sleep_efficiency(static_cast<unsigned>(std::stoi(argv[2])));
     }
@@ -90,8 +129,7 @@ int main(int argc, char** argv) {
         (void)processor.pop_result(30s);
         if (i >= 100) times.push_back(seconds_since(start) * 1e6);
     }
-    std::nth_element(times.begin(), times.begin() + trips / 2, times.end());
-    report("round_trip_us", times[static_cast<std::size_t>(trips / 2)]);
+    report("round_trip_us", median(times));
 
     const int tasks = quick ? 2'000 : 20'000;
     auto start = Clock::now();

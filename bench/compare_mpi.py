@@ -3,7 +3,9 @@
 under `mpirun.openmpi -np 3` (rank 0 and two one-worker ranks), rounds
 alternating, over TCP on loopback (as between hosts) or shared memory.
 Prints a Markdown table of medians over the rounds and mpi4py's time over
-multiworker's. Exits 1 if a run fails.
+multiworker's, and the transport's own round trip (bench_mpi
+--transport-floor: MPI_Send/MPI_Recv alone), the floor under both. Exits 1
+if a run fails.
 
 Usage: bench/compare_mpi.py BUILD_DIR [--rounds N] [--quick] [--shared-memory]
 """
@@ -47,6 +49,8 @@ def main():
         for program in (ours, peer):
             for r in run(mpirun(program, shared)):
                 samples.setdefault((r["peer"], r["workload"]), []).append(r["value"])
+        for r in run(mpirun([ours[0], "--transport-floor"], shared)):
+            samples.setdefault((r["peer"], r["workload"]), []).append(r["value"])
         # 10 ms sleeps on 2 to 16 workers: multiworker's on 2 agents, mpi4py's one a rank.
         for workers in EFFICIENCY_WORKERS:
             jobs = [mpirun([ours[0], "--sleep-efficiency", str(workers // 2)], shared),
@@ -62,6 +66,8 @@ def main():
         py = statistics.median(samples[("mpi4py.futures", workload)])
         ratio = f"{py / mw:.1f}x" if not workload.startswith("sleep") else ""
         print(f"| {label} | {mw:.3g} | {py:.3g} | {ratio} |")
+    floor = statistics.median(samples[("multiworker", "transport_round_trip_us")])
+    print(f"\ntransport floor: MPI_Send/MPI_Recv round trip of 16 bytes, median {floor:.3g} us")
 
 
 if __name__ == "__main__":
