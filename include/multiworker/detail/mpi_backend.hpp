@@ -272,7 +272,7 @@ private:
                 }
                 pending_.left_queue(count);
             }
-            if (batch.empty()) return sent;
+            if (batch.empty()) continue;  // nothing is queued
             link.send(agent.rank, mpi_wire::tasks, batch.take());
             sent = true;
         }
