@@ -182,6 +182,36 @@ TEST_CASE("every live process waiting for a message nobody sends is a Deadlock n
     CHECK(test_support::child_pids().empty());
 }
 
+namespace {
+
+// Sends 100 ints (not a multiple of the receiver's reporting batch) to the
+// waiter, which keeps them while it waits for a Ping, and ends.
+struct IntSender {
+    void run(Context& ctx) {
+        for (int i = 0; i < 100; ++i) ctx.send(ctx.ids("waiter").front(), i);
+    }
+};
+
+}  // namespace
+
+TEST_CASE("a process waiting for ever with messages of other types kept is still a Deadlock") {
+    // Its count of received messages is what tells the deadlock check that no
+    // mail waits for it: it must be exact once the waiter has taken them all.
+    test_support::Watchdog watchdog{60s};
+    const bool in_process = GENERATE(false, true);
+    multiworker::Supervisor sup{{.in_process = in_process}};
+    sup.add("sender", IntSender{});
+    sup.add("waiter", Waiter{});
+    try {
+        sup.run();
+        FAIL("run() returned");
+    } catch (const multiworker::Deadlock& e) {
+        CHECK_THAT(e.what(), Contains("waiter 0"));
+        CHECK(e.blocked().size() == 1);
+    }
+    CHECK(test_support::child_pids().empty());
+}
+
 TEST_CASE("SIGINT or SIGTERM to the parent during run() stops and reaps every process and throws Interrupted") {
     test_support::Watchdog watchdog{60s};
     const int signal = GENERATE(SIGINT, SIGTERM);
