@@ -489,6 +489,46 @@ TEST_CASE("a full mailbox makes its sender wait - send with a timeout returns fa
     CHECK(reports.at(slow[0].value) == 1 + 2 + 3 + 4);
 }
 
+namespace {
+
+// "a" sends b nine ints (b's mailbox holds 8), then takes b's nine. "b",
+// after a has filled its mailbox, takes one, then sends a nine: each then
+// waits in a send for room the other makes only by the one message b took.
+struct FillFirst {
+    void run(Context& ctx) {
+        const ProcessId b = ctx.ids("b").front();
+        for (int i = 0; i < 9; ++i) ctx.send(b, i);
+        int taken = 0;
+        while (taken < 9 && ctx.receive<int>(10s)) ++taken;
+        ctx.send(multiworker::parent, report_of(ctx, taken));
+    }
+};
+struct TakeOneThenFill {
+    void run(Context& ctx) {
+        std::this_thread::sleep_for(200ms);  // a's ninth send waits by now
+        int taken = ctx.receive<int>(10s) ? 1 : 0;
+        const ProcessId a = ctx.ids("a").front();
+        for (int i = 0; i < 9; ++i) ctx.send(a, i);
+        while (taken < 9 && ctx.receive<int>(10s)) ++taken;
+        ctx.send(multiworker::parent, report_of(ctx, taken));
+    }
+};
+
+}  // namespace
+
+TEST_CASE("a message taken makes room for its sender even while the receiver is itself waiting to send") {
+    test_support::Watchdog watchdog{60s};
+    const bool in_process = GENERATE(false, true);
+    auto sup = make_supervisor(in_process);
+    const auto a = sup.add("a", FillFirst{}, {.mailbox_capacity = 8});
+    const auto b = sup.add("b", TakeOneThenFill{}, {.mailbox_capacity = 8});
+    std::map<int, int> taken;
+    sup.on<Report>([&](const Report& r, ProcessId from) { taken[from.value] = std::get<3>(r); });
+    sup.run();
+    CHECK(taken.at(a[0].value) == 9);
+    CHECK(taken.at(b[0].value) == 9);
+}
+
 TEST_CASE("misuse gets a clear error") {
     multiworker::Supervisor sup;
     CHECK_THROWS_AS(sup.run(), std::logic_error);  // no process

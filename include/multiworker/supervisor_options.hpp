@@ -36,7 +36,11 @@ struct ProcessOptions {
     /// What a failure of this process does to the run.
     Restart restart = Restart::never;
     /// Messages from any one sender that may wait unreceived in this process's
-    /// mailbox; a sender to a full mailbox waits.
+    /// mailbox; a sender to a full mailbox waits. A sender sees the mailbox as
+    /// this process last reported it: after every quarter of this many
+    /// messages taken (64 at most), whenever the mailbox runs empty, and before
+    /// this process waits to send; so while it is busy, a sender may wait
+    /// with up to a quarter of the mailbox free.
     std::size_t mailbox_capacity = 4096;
     /// With Restart::on_failure: at most this many restarts of one process
     /// within restart_period; one more failure ends the run.

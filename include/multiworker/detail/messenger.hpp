@@ -48,7 +48,10 @@ public:
     using Deadline = std::optional<Clock::time_point>;
 
     Messenger(const MessageMesh& mesh, const ProcessDirectory& directory, int node)
-        : mesh_{&mesh}, directory_{&directory}, node_{node} {
+        : mesh_{&mesh},
+          directory_{&directory},
+          node_{node},
+          report_every_{std::clamp<std::uint64_t>(directory.at(node).options.mailbox_capacity / 4, 1, 64)} {
         const int nodes = static_cast<int>(mesh.nodes());
         for (int other = 0; other < nodes; ++other) {
             outgoing_.push_back(Outgoing{mesh.ring(node, other), &mesh.lane(node, other),
@@ -206,13 +209,6 @@ private:
         std::uint64_t published;  // lane->received: trails `received` while more messages wait
     };
 
-    // The sender of a stream runs into the mailbox bound and polls the
-    // receiver's count: were it stored for every message, its cache line
-    // would move between the two cores twice a message (measured: most of a
-    // send). It is stored every so many messages, and whenever the ring
-    // runs dry, so that a waiting receiver's count is always exact (the
-    // deadlock check compares it with the sender's).
-    static constexpr std::uint64_t received_batch = 64;
     enum class Put { sent, full, gone };
 
     // A wait's state lasts until the receive or send that waits returns (or
@@ -249,6 +245,8 @@ private:
 
     bool put_waiting(int to, const MessageHeader& header, std::span<const char> payload, Deadline deadline) {
         if (try_put(to, header, payload) != Put::full) return true;
+        // The receiver may be waiting for room in our mailbox in turn.
+        for (Incoming& in : incoming_) report_received(in);
         const RunningOnExit running{*this};
         for (int attempt = 0;; ++attempt) {
             if (try_put(to, header, payload) != Put::full) return true;
@@ -266,6 +264,20 @@ private:
         }
     }
 
+    // The sender of a stream runs into the mailbox bound and polls the
+    // receiver's count: were it stored for every message, its cache line
+    // would move between the two cores twice a message (measured: most of a
+    // send). It is stored every report_every_ messages (a quarter of the
+    // mailbox, at most 64), whenever a ring runs dry and before a send
+    // waits, so that the count of a process that waits is exact (the
+    // deadlock check compares it with the sender's), and a sender always
+    // has three quarters of the mailbox.
+    static void report_received(Incoming& in) noexcept {
+        if (in.published == in.received) return;
+        in.published = in.received;
+        in.lane->received.store(in.received, std::memory_order_release);
+    }
+
     bool read_one(std::size_t from, StoredMessage& out) {
         Incoming& in = incoming_[from];
         if (!in.ring.has_readable()) return false;
@@ -277,10 +289,7 @@ private:
         out.payload.resize(out.header.size, boost::container::default_init);
         in.ring.take({out.payload.data(), out.payload.size()});
         in.ring.release();
-        if (++in.received - in.published >= received_batch || !in.ring.has_readable()) {
-            in.published = in.received;
-            in.lane->received.store(in.received, std::memory_order_release);
-        }
+        if (++in.received - in.published >= report_every_ || !in.ring.has_readable()) report_received(in);
         out.from = static_cast<int>(from);
         return true;
     }
@@ -322,6 +331,7 @@ private:
     int node_;
     std::vector<Outgoing> outgoing_;
     std::vector<Incoming> incoming_;
+    std::uint64_t report_every_;
     std::size_t next_ring_ = 0;
     std::deque<StoredMessage> kept_;
     bool residents_end_told_ = false;
