@@ -494,23 +494,25 @@ namespace {
 // "a" sends b nine ints (b's mailbox holds 8), then takes b's nine. "b",
 // after a has filled its mailbox, takes one, then sends a nine: each then
 // waits in a send for room the other makes only by the one message b took.
+// Takes ints until nine are taken in all, then reports the count.
+void take_up_to_nine(Context& ctx, int taken) {
+    while (taken < 9 && ctx.receive<int>(10s)) ++taken;
+    ctx.send(multiworker::parent, report_of(ctx, taken));
+}
 struct FillFirst {
     void run(Context& ctx) {
         const ProcessId b = ctx.ids("b").front();
         for (int i = 0; i < 9; ++i) ctx.send(b, i);
-        int taken = 0;
-        while (taken < 9 && ctx.receive<int>(10s)) ++taken;
-        ctx.send(multiworker::parent, report_of(ctx, taken));
+        take_up_to_nine(ctx, 0);
     }
 };
 struct TakeOneThenFill {
     void run(Context& ctx) {
         std::this_thread::sleep_for(200ms);  // a's ninth send waits by now
-        int taken = ctx.receive<int>(10s) ? 1 : 0;
+        const int taken = ctx.receive<int>(10s) ? 1 : 0;
         const ProcessId a = ctx.ids("a").front();
         for (int i = 0; i < 9; ++i) ctx.send(a, i);
-        while (taken < 9 && ctx.receive<int>(10s)) ++taken;
-        ctx.send(multiworker::parent, report_of(ctx, taken));
+        take_up_to_nine(ctx, taken);
     }
 };
 

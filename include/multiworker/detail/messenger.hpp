@@ -208,7 +208,6 @@ private:
         std::uint64_t received;
         std::uint64_t published;  // lane->received: trails `received` while more messages wait
     };
-
     enum class Put { sent, full, gone };
 
     // A wait's state lasts until the receive or send that waits returns (or
@@ -268,7 +267,8 @@ private:
     // receiver's count: were it stored for every message, its cache line
     // would move between the two cores twice a message (measured: most of a
     // send). It is stored every report_every_ messages (a quarter of the
-    // mailbox, at most 64), whenever a ring runs dry and before a send
+    // mailbox, at most 64), whenever a ring runs dry (as far as its last
+    // look at the tail saw: the next read looks again) and before a send
     // waits, so that the count of a process that waits is exact (the
     // deadlock check compares it with the sender's), and a sender always
     // has three quarters of the mailbox.
@@ -289,7 +289,7 @@ private:
         out.payload.resize(out.header.size, boost::container::default_init);
         in.ring.take({out.payload.data(), out.payload.size()});
         in.ring.release();
-        if (++in.received - in.published >= report_every_ || !in.ring.has_readable()) report_received(in);
+        if (++in.received - in.published >= report_every_ || in.ring.taken_all_seen()) report_received(in);
         out.from = static_cast<int>(from);
         return true;
     }

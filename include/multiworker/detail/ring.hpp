@@ -114,6 +114,10 @@ public:
         return static_cast<std::size_t>(cached_tail_ - taken_head_);
     }
 
+    /// True when every byte this consumer has seen published is taken. Loads
+    /// no counter: the producer's tail stays where it is in the caches.
+    [[nodiscard]] bool taken_all_seen() const noexcept { return cached_tail_ == taken_head_; }
+
     /// True when a read could make progress, or when the counters are corrupt.
     [[nodiscard]] bool has_readable() const noexcept {
         return cached_tail_ != taken_head_ || counters_->tail.load(std::memory_order_acquire) != taken_head_;
