@@ -1,11 +1,10 @@
 #pragma once
 
 // One run of a Supervisor, in the parent: the event loop's engine. It starts
-// every process (ProcessHost), reads the parent's mail and hands it to the
-// handlers, sends the parent's messages, learns how each process ended (its
-// status block, and the host's exit report), restarts or stops on failure,
-// tells the residents their end, and watches for a deadlock.
-// (deadlock_watch.hpp says how the last is decided).
+// every process (ProcessHost), lets ParentMail read and send the parent's
+// messages, learns how each process ended (its status block, and the host's
+// exit report), restarts or stops on failure, tells the residents their end,
+// and watches for a deadlock (deadlock_watch.hpp says how that is decided).
 
 #include <multiworker/context.hpp>
 #include <multiworker/detail/deadlock_watch.hpp>
@@ -13,6 +12,7 @@
 #include <multiworker/detail/interrupt_guard.hpp>
 #include <multiworker/detail/message_mesh.hpp>
 #include <multiworker/detail/messenger.hpp>
+#include <multiworker/detail/parent_mail.hpp>
 #include <multiworker/detail/process_directory.hpp>
 #include <multiworker/detail/process_host.hpp>
 #include <multiworker/detail/worker_logging.hpp>
@@ -27,19 +27,12 @@
 #include <functional>
 #include <map>
 #include <memory>
-#include <mutex>
 #include <optional>
 #include <string>
 #include <vector>
 
 namespace multiworker::detail {
 
-/// A parent handler: decodes the message, runs the user's code; for an ask, returns the reply.
-struct ParentReply {
-    std::uint64_t type;
-    Bytes payload;
-};
-using ParentHandler = std::function<std::optional<ParentReply>(const StoredMessage&)>;
 /// A process's body: copies the object as registered and calls run(context).
 using ProcessBody = std::function<void(Context&)>;
 
@@ -51,14 +44,16 @@ public:
         : options_{options},
           directory_{directory},
           bodies_{std::move(bodies)},
-          handlers_{std::move(handlers)},
           mesh_{directory.size(), options.ring_bytes},
-          parent_{mesh_, directory_, 0},
           logs_{std::move(log_destinations), options.log_level, WorkerOutput::forward},
+          mail_{mesh_, directory_, std::move(handlers), logs_,
+                [this](const std::string& what) {
+                    failures_.push_back(ProcessFailure{directory_.at(0).info, 0, what});
+                    begin_stop(Cause::failure);
+                }},
           host_{make_host()},
           states_(directory.size(), NodeState::running),
           restarts_(directory.size()),
-          overflow_(directory.size()),
           loop_{*this, mesh_.doorbell(0)} {}
 
     SupervisorRun(const SupervisorRun&) = delete;
@@ -78,24 +73,13 @@ public:
     /// Sends from the parent, from any thread: never waits; what does not
     /// fit in a full mailbox waits in the parent, in order, for the loop.
     void send(ProcessId to, const MessageType& type, MessageKind kind, std::uint64_t ask, const Bytes& payload) {
-        if (to == parent) throw std::invalid_argument{"multiworker: the parent cannot send to itself"};
-        const MessageHeader header{type.key, ask, static_cast<std::uint32_t>(payload.size()), kind, 0};
-        {
-            const std::lock_guard lock{send_mutex_};
-            for (const int node : parent_.destinations(to, type)) {
-                auto& queue = overflow_[static_cast<std::size_t>(node)];
-                if (queue.empty() && parent_.try_send_one(node, header, payload)) continue;
-                queue.push_back(Pending{header, payload});
-                overflowing_.store(true, std::memory_order_relaxed);
-            }
-            parent_sends_.fetch_add(1, std::memory_order_relaxed);
-        }
+        mail_.send(to, type, kind, ask, payload);
         loop_.notify();
     }
 
     /// Messages that reached no one: their receiver had ended, or the parent had no handler.
     [[nodiscard]] std::uint64_t dead_letters() const {
-        std::uint64_t total = unhandled_;
+        std::uint64_t total = mail_.unhandled();
         for (std::size_t node = 0; node < directory_.size(); ++node)
             total += mesh_.status(static_cast<int>(node)).dead_letters.load();
         return total;
@@ -105,10 +89,6 @@ private:
     using Clock = std::chrono::steady_clock;
     enum class NodeState { running, ended };
     enum class Cause { none, failure, deadlock, interrupted };
-    struct Pending {
-        MessageHeader header;
-        Bytes payload;
-    };
     static constexpr std::chrono::milliseconds deadlock_check_interval{50};
 
     std::unique_ptr<ProcessHost> make_host() {
@@ -167,8 +147,8 @@ private:
             begin_stop(Cause::interrupted);
             progress = true;
         }
-        progress |= read_parent_mail();
-        if (overflowing_.load(std::memory_order_relaxed)) progress |= flush_overflow();
+        progress |= mail_.read();
+        if (mail_.overflowing()) progress |= mail_.flush_overflow();
         return progress;
     }
 
@@ -186,8 +166,8 @@ private:
     void handle_process_events() override { host_->handle_events(*this); }
     [[nodiscard]] int process_events_fd() const override { return host_->events_fd(); }
     [[nodiscard]] bool work_ready() const override {
-        return parent_.incoming_ready() || supervisor_interrupt.load(std::memory_order_relaxed) != 0 ||
-               overflowing_.load(std::memory_order_relaxed);
+        return mail_.incoming_ready() || supervisor_interrupt.load(std::memory_order_relaxed) != 0 ||
+               mail_.overflowing();
     }
     [[nodiscard]] bool result_expected_soon() const override { return false; }
     [[nodiscard]] int sleep_budget_ms() const override { return static_cast<int>(deadlock_check_interval.count()); }
@@ -201,7 +181,7 @@ private:
 
     void wind_down() override {
         try {
-            read_parent_mail();
+            mail_.read();
         } catch (...) {  // a corrupt ring at the very end: its messages are lost either way
         }
         host_->shut_down();
@@ -266,79 +246,6 @@ private:
         return exit.reason;
     }
 
-    // ----- the parent's mail -----
-
-    bool read_parent_mail() {
-        bool progress = false;
-        StoredMessage message;
-        for (int taken = 0; taken < 256 && parent_.next_incoming(message); ++taken) {
-            progress = true;
-            deliver_to_parent(message);
-        }
-        return progress;
-    }
-
-    void deliver_to_parent(const StoredMessage& message) {
-        if (message.header.kind == MessageKind::reply || message.header.kind == MessageKind::reply_error) return;
-        const auto handler = handlers_.find(message.header.type);
-        const ProcessId from{message.from};
-        if (handler == handlers_.end()) {
-            ++unhandled_;
-            logs_.report(spdlog::level::err, "a message from " + describe(directory_.at(message.from).info) +
-                                                 " to the parent has a type no Supervisor::on() handles");
-            if (message.header.kind == MessageKind::ask)
-                answer_ask(from, message.header.ask, "the parent has no handler for it");
-            return;
-        }
-        try {
-            std::optional<ParentReply> reply = handler->second(message);
-            if (message.header.kind != MessageKind::ask) return;
-            if (reply) {
-                send_reply(from, message.header.ask, MessageKind::reply, reply->type, reply->payload);
-            } else {
-                answer_ask(from, message.header.ask, "the parent's handler returned no reply");
-            }
-        } catch (...) {
-            const std::string text = describe_current_exception();
-            if (message.header.kind == MessageKind::ask) {
-                answer_ask(from, message.header.ask, "the receiver threw " + text, 1);
-                return;
-            }
-            failures_.push_back(ProcessFailure{directory_.at(0).info, 0, "handler threw " + text});
-            begin_stop(Cause::failure);
-        }
-    }
-
-    void answer_ask(ProcessId to, std::uint64_t ask, const std::string& text, std::uint64_t threw = 0) {
-        send_reply(to, ask, MessageKind::reply_error, threw, Bytes(text.begin(), text.end()));
-    }
-
-    void send_reply(ProcessId to, std::uint64_t ask, MessageKind kind, std::uint64_t type, const Bytes& payload) {
-        const MessageHeader header{type, ask, static_cast<std::uint32_t>(payload.size()), kind, 0};
-        const std::lock_guard lock{send_mutex_};
-        auto& queue = overflow_[static_cast<std::size_t>(to.value)];
-        if (queue.empty() && parent_.try_send_one(to.value, header, payload)) return;
-        queue.push_back(Pending{header, payload});
-        overflowing_.store(true, std::memory_order_relaxed);
-    }
-
-    bool flush_overflow() {
-        const std::lock_guard lock{send_mutex_};
-        bool progress = false;
-        bool left = false;
-        for (std::size_t node = 0; node < overflow_.size(); ++node) {
-            auto& queue = overflow_[node];
-            while (!queue.empty() &&
-                   parent_.try_send_one(static_cast<int>(node), queue.front().header, queue.front().payload)) {
-                queue.pop_front();
-                progress = true;
-            }
-            left |= !queue.empty();
-        }
-        overflowing_.store(left, std::memory_order_relaxed);
-        return progress;
-    }
-
     // ----- ends, stops, restarts -----
 
     bool may_restart(int node) {
@@ -392,7 +299,7 @@ private:
     void check_deadlock() {
         std::vector<bool> live(directory_.size());
         for (std::size_t node = 1; node < directory_.size(); ++node) live[node] = states_[node] == NodeState::running;
-        auto blocked = deadlocks_.check(mesh_, directory_, live, !overflowing_.load(), parent_sends_.load());
+        auto blocked = deadlocks_.check(mesh_, directory_, live, !mail_.overflowing(), mail_.sends());
         if (!blocked) return;
         deadlocked_ = std::move(*blocked);
         logs_.report(spdlog::level::err, std::string{Deadlock{deadlocked_}.what()}.substr(sizeof "multiworker: " - 1));
@@ -402,19 +309,12 @@ private:
     const SupervisorOptions& options_;
     const ProcessDirectory& directory_;
     std::vector<ProcessBody> bodies_;
-    std::map<std::uint64_t, ParentHandler> handlers_;
     MessageMesh mesh_;
-    Messenger parent_;
     LogCollector logs_;
+    ParentMail mail_;
     std::unique_ptr<ProcessHost> host_;
     std::vector<NodeState> states_;
     std::vector<std::deque<Clock::time_point>> restarts_;
-
-    std::mutex send_mutex_;  // the parent's rings out, and overflow_
-    std::vector<std::deque<Pending>> overflow_;
-    std::atomic<bool> overflowing_{false};
-    std::atomic<std::uint64_t> parent_sends_{0};
-    std::uint64_t unhandled_ = 0;
 
     bool stopping_ = false;
     bool killed_ = false;
