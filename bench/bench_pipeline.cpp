@@ -5,6 +5,7 @@
 // the outputs; the sum must equal N*(N+1)/2 (exit 1 if not). Variants:
 //   range_source    from(0..N-1) iterated in the parent -> stage -> sink
 //   source_process  a source process emitting 0..N-1    -> stage -> sink
+//   source_process_ordered  the same with the stage ordered: what its reorder buffer costs
 //   stages_K        a source process -> K stages of x + 1 (the last adds 1, the others 0) -> sink,
 //                   K = 1..4: how the cost grows with the depth of the pipeline
 // Each repetition builds a fresh Pipeline and is timed from before its construction to after
@@ -107,9 +108,9 @@ std::uint64_t range_source(std::uint64_t n) {
     return pipeline.run().value();
 }
 
-std::uint64_t source_process(std::uint64_t n) {
+std::uint64_t source_process(std::uint64_t n, bool ordered) {
     multiworker::Pipeline pipeline{multiworker::source<&Counter::read>(Counter{n}),
-                                   multiworker::stage<&Add::apply>(Add{1}, two_workers),
+                                   multiworker::stage<&Add::apply>(Add{1}, {.workers = 2, .ordered = ordered}),
                                    multiworker::sink<&Sum::add, &Sum::finish>(Sum{})};
     return pipeline.run().value();
 }
@@ -191,7 +192,8 @@ int main(int argc, char** argv) {
     }
     const std::vector<Variant> variants{
         {"multiworker_range_source", [](std::uint64_t n, int) { return range_source(n); }, 0},
-        {"multiworker_source_process", [](std::uint64_t n, int) { return source_process(n); }, 0},
+        {"multiworker_source_process", [](std::uint64_t n, int) { return source_process(n, false); }, 0},
+        {"multiworker_source_process_ordered", [](std::uint64_t n, int) { return source_process(n, true); }, 0},
         {"multiworker_stages_1", stages, 1},
         {"multiworker_stages_2", stages, 2},
         {"multiworker_stages_3", stages, 3},

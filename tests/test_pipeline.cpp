@@ -10,9 +10,11 @@
 #include <spdlog/spdlog.h>
 #include <catch2/catch.hpp>
 
+#include <signal.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <mutex>
 #include <numeric>
 #include <set>
@@ -174,6 +176,77 @@ TEST_CASE("ordered keeps the order of the inputs - the default hands outputs on 
     const std::vector<long long> unordered = run(false);
     CHECK(unordered != in_order);  // item 0 was overtaken
     CHECK(std::is_permutation(unordered.begin(), unordered.end(), in_order.begin()));
+}
+
+namespace {
+
+/// Emits x % 3 outputs for input x (none for a multiple of 3); input 1 is slow.
+struct SlowSplit {
+    void split(const int& input, Emit<long long>& out) {
+        const long long x = input;
+        if (x == 1) std::this_thread::sleep_for(300ms);
+        for (long long k = 0; k < x % 3; ++k) out.emit(x * 10 + k);
+    }
+};
+
+}  // namespace
+
+TEST_CASE("ordered on an emitting stage keeps each input's outputs together and in input order") {
+    test_support::Watchdog watchdog{60s};
+    const auto run = [](bool ordered, std::size_t capacity) {
+        multiworker::Pipeline pipeline{multiworker::from(numbers(2'000)),
+                                       multiworker::stage<&SlowSplit::split>(
+                                           SlowSplit{}, {.workers = 2, .ordered = ordered, .capacity = capacity}),
+                                       multiworker::sink<&Collect::add, &Collect::finish>(Collect{})};
+        auto result = pipeline.run();
+        const auto& stats = result.stats()[1];
+        CHECK(stats.in == 2'000);
+        CHECK(stats.in == stats.completed + stats.failed + stats.unprocessed);
+        CHECK(stats.dropped == 667);  // 0, 3, ..., 1998 emit nothing
+        return result.value();
+    };
+    std::vector<long long> in_order;
+    for (long long x = 0; x < 2'000; ++x) {
+        for (long long k = 0; k < x % 3; ++k) in_order.push_back(x * 10 + k);
+    }
+    CHECK(run(true, 64) == in_order);
+    CHECK(run(true, 4096) == in_order);  // its buffer grows while input 1 holds everything back
+    const std::vector<long long> unordered = run(false, 64);
+    CHECK(unordered != in_order);  // input 1's output was overtaken
+    CHECK(std::is_permutation(unordered.begin(), unordered.end(), in_order.begin()));
+}
+
+namespace {
+
+/// Emits two outputs per input; the first time it sees input 500, its
+/// worker is killed between the two.
+struct DiesMidway {
+    std::atomic<long long>* deaths = nullptr;
+    void split(const int& input, Emit<long long>& out) {
+        const long long x = input;
+        out.emit(x * 10);
+        if (x == 500 && deaths->fetch_add(1) == 0) ::raise(SIGKILL);
+        out.emit(x * 10 + 1);
+    }
+};
+
+}  // namespace
+
+TEST_CASE("an ordered emitting stage whose worker died mid-input releases the retried outputs once and in order") {
+    test_support::Watchdog watchdog{60s};
+    test_support::SharedCounters shared{1};
+    multiworker::Pipeline pipeline{
+        multiworker::from(numbers(1'000)),
+        multiworker::stage<&DiesMidway::split>(DiesMidway{&shared[0]},
+                                               {.workers = 2, .retries = 1, .ordered = true, .capacity = 16}),
+        multiworker::sink<&Collect::add, &Collect::finish>(Collect{})};
+    auto result = pipeline.run();
+    std::vector<long long> in_order;
+    for (long long x = 0; x < 1'000; ++x) in_order.insert(in_order.end(), {x * 10, x * 10 + 1});
+    CHECK(result.value() == in_order);
+    CHECK(shared[0].load() == 2);  // it died once, and its retry ran
+    CHECK(result.stats()[1].retried == 1);
+    CHECK(result.errors().empty());
 }
 
 namespace {

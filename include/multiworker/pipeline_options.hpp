@@ -28,9 +28,10 @@ struct StageOptions {
     std::chrono::milliseconds task_timeout{0};
     /// Replace each worker process after this many items (0: never).
     std::uint64_t max_tasks_per_worker = 0;
-    /// Outputs leave the stage in the order of its inputs (map stages only).
-    /// Costs a reorder buffer of up to `capacity` items, and an item that
-    /// takes long holds back those behind it.
+    /// Outputs leave the stage in the order of its inputs; an emitting
+    /// stage's outputs of one input leave together, in the order emitted.
+    /// Costs a reorder buffer of the outputs of up to `capacity` inputs, and
+    /// an item that takes long holds back those behind it.
     bool ordered = false;
     /// Items queued ahead of the stage; upstream waits while it is full.
     std::size_t capacity = 4096;

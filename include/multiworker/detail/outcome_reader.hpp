@@ -36,7 +36,8 @@ struct DispatchPolicy {
     std::uint64_t max_tasks_per_worker = 0;
     std::size_t max_message_bytes = 0;
     ItemMode items = ItemMode::none;
-    std::string label{};  // names the workers in messages: "whois " gives "whois worker 3 (pid 123)"
+    bool ordered = false;  // held items: outputs leave in input order, so an input that emitted none is noted
+    std::string label{};   // names the workers in messages: "whois " gives "whois worker 3 (pid 123)"
 };
 
 /// Counts of the tasks' fates, for a pipeline's statistics.
@@ -51,9 +52,11 @@ public:
     /// Puts a failed task back in the queue if its retries allow; false if not.
     using Retry = FunctionRef<bool(QueuedTask& task, const std::string& why)>;
 
-    /// Outcomes go to `finished`, counts to `tally`.
-    OutcomeReader(ItemMode items, bool retry_exceptions, std::vector<RawResult>& finished, OutcomeTally& tally) noexcept
-        : items_{items}, retry_exceptions_{retry_exceptions}, finished_{finished}, tally_{tally} {}
+    /// Outcomes go to `finished`, counts to `tally`, and (if not null) the
+    /// tasks that completed without emitting an item to `silent`.
+    OutcomeReader(ItemMode items, bool retry_exceptions, std::vector<RawResult>& finished, OutcomeTally& tally,
+                  std::vector<TaskId>* silent) noexcept
+        : items_{items}, retry_exceptions_{retry_exceptions}, finished_{finished}, tally_{tally}, silent_{silent} {}
 
     /// A task asked to end the whole run (Emit::stop()).
     [[nodiscard]] bool stop_requested() const noexcept { return stop_requested_; }
@@ -104,7 +107,10 @@ private:
             for (Bytes& item : lane.held_items) {
                 finished_.push_back(RawResult{id, std::move(item), lane.index, pid});
             }
-            if (lane.items_of_task == 0) ++tally_.dropped;
+            if (lane.items_of_task == 0) {
+                ++tally_.dropped;
+                if (silent_ != nullptr) silent_->push_back(id);
+            }
         }
         ++tally_.completed;
         end_task(lane);
@@ -149,6 +155,7 @@ private:
     const bool retry_exceptions_;
     std::vector<RawResult>& finished_;
     OutcomeTally& tally_;
+    std::vector<TaskId>* const silent_;
     bool stop_requested_ = false;
 };
 

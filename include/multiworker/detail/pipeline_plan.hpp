@@ -70,10 +70,6 @@ inline void validate_plan(const std::vector<ElementPlan>& plans) {
             throw std::invalid_argument{"multiworker::Pipeline: " + plan.name +
                                         " has workers = 0 (use PipelineOptions::in_process to run in-process)"};
         }
-        if (plan.options.ordered && plan.items != ItemMode::none) {
-            throw std::invalid_argument{"multiworker::Pipeline: " + plan.name +
-                                        ": ordered is supported for map stages (U m(const In&)) only"};
-        }
         if (plan.options.capacity == 0) {
             throw std::invalid_argument{"multiworker::Pipeline: " + plan.name + " has capacity = 0"};
         }

@@ -14,6 +14,7 @@
 #include <multiworker/detail/pending_limit.hpp>
 #include <multiworker/detail/pipeline_elements.hpp>
 #include <multiworker/detail/pipeline_plan.hpp>
+#include <multiworker/detail/reorder_buffer.hpp>
 #include <multiworker/detail/ring_channels.hpp>
 #include <multiworker/detail/task_dispatcher.hpp>
 #include <multiworker/detail/worker_logging.hpp>
@@ -22,7 +23,6 @@
 #include <algorithm>
 #include <deque>
 #include <limits>
-#include <map>
 #include <optional>
 #include <string>
 #include <vector>
@@ -35,7 +35,8 @@ public:
     static constexpr std::size_t max_message_bytes = std::size_t{1} << 31;
 
     struct Element {
-        explicit Element(ElementPlan&& p) : plan{std::move(p)} {}
+        explicit Element(ElementPlan&& p)
+            : plan{std::move(p)}, reorder{plan.options.ordered ? plan.options.capacity : 0} {}
 
         ElementPlan plan;
         std::optional<TaskDispatcher> dispatcher;  // none for a range iterated in the parent
@@ -46,9 +47,8 @@ public:
         bool closing_sent = false;
         bool closing_settled = false;
         TaskId closing_id{};
-        std::uint64_t skipped = 0;                   // a sink's items not added: add() had said stop
-        std::map<std::uint64_t, RawResult> reorder;  // ordered: outputs waiting for an earlier one
-        std::uint64_t next_release = 1;
+        std::uint64_t skipped = 0;  // a sink's items not added: add() had said stop
+        ReorderBuffer reorder;      // ordered: outputs waiting for an earlier input to settle
     };
 
     static unsigned total_processes(const std::vector<ElementPlan>& plans) {
@@ -75,6 +75,7 @@ public:
                               stage ? plan.options.max_tasks_per_worker : 0U,
                               max_message_bytes,
                               plan.items,
+                              stage && plan.options.ordered,
                               plan.name + " "};
     }
 
@@ -127,7 +128,7 @@ public:
             if (!element.dispatcher) continue;
             // An ordered stage hands out no item more than capacity ahead of the oldest one unreleased.
             const std::uint64_t admit_below = element.plan.options.ordered
-                                                  ? element.next_release + element.plan.options.capacity
+                                                  ? element.reorder.next_release() + element.plan.options.capacity
                                                   : std::numeric_limits<std::uint64_t>::max();
             progress |= element.dispatcher->dispatch(admit_below);
             if (collect_results && has_room_after(i)) progress |= element.dispatcher->collect();
@@ -252,19 +253,16 @@ private:
         TaskDispatcher& dispatcher = *element.dispatcher;
         element.stats.unprocessed += dispatcher.take_forgotten();
         std::vector<RawResult>& finished = dispatcher.finished();
-        if (finished.empty()) return false;
+        const bool ordered = element.plan.options.ordered;
+        if (finished.empty() && (!ordered || dispatcher.silent().empty())) return false;
         std::vector<RawResult> delivered;
-        for (RawResult& result : finished) {
-            if (element.plan.options.ordered) {
-                element.reorder.emplace(result.id.value(), std::move(result));
-                while (!element.reorder.empty() && element.reorder.begin()->first == element.next_release) {
-                    hand_on(index, std::move(element.reorder.begin()->second), delivered);
-                    element.reorder.erase(element.reorder.begin());
-                    ++element.next_release;
-                }
-            } else {
-                hand_on(index, std::move(result), delivered);
-            }
+        if (ordered) {
+            for (const TaskId id : dispatcher.silent()) element.reorder.settle_silent(id);
+            dispatcher.silent().clear();
+            for (RawResult& result : finished) element.reorder.hold(std::move(result));
+            element.reorder.release_ready([&](RawResult&& result) { hand_on(index, std::move(result), delivered); });
+        } else {
+            for (RawResult& result : finished) hand_on(index, std::move(result), delivered);
         }
         finished.clear();
         if (results_ != nullptr) results_->deliver(delivered);

@@ -59,6 +59,10 @@ public:
     /// Outcomes ready for delivery; the owner takes them after each pass.
     [[nodiscard]] std::vector<RawResult>& finished() noexcept { return finished_; }
 
+    /// Under DispatchPolicy::ordered: tasks that completed without emitting an
+    /// item, which finished() does not show; the owner takes them with it.
+    [[nodiscard]] std::vector<TaskId>& silent() noexcept { return silent_; }
+
     /// Tasks dropped unrun since the last call (cancelled, or lost in a stop).
     [[nodiscard]] std::size_t take_forgotten() noexcept { return std::exchange(forgotten_, 0); }
 
@@ -390,7 +394,9 @@ private:
     std::vector<RawResult> finished_;
     std::size_t forgotten_ = 0;
     Tally tally_;
-    OutcomeReader outcomes_{policy_.items, policy_.retry_exceptions, finished_, tally_};
+    std::vector<TaskId> silent_;
+    OutcomeReader outcomes_{policy_.items, policy_.retry_exceptions, finished_, tally_,
+                            policy_.ordered ? &silent_ : nullptr};
     bool stopping_ = false;
 };
 
