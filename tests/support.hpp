@@ -145,6 +145,26 @@ inline bool process_alive(pid_t pid) {
     return close != std::string::npos && close + 2 < line.size() && line[close + 2] != 'Z';
 }
 
+/// Points this process's stdout (or stderr) at `fd` while alive, and back after.
+class Redirect {
+public:
+    Redirect(int target, int fd) : target_{target}, saved_{::dup(target)} {
+        std::fflush(nullptr);
+        ::dup2(fd, target_);
+    }
+    ~Redirect() {
+        std::fflush(nullptr);
+        ::dup2(saved_, target_);
+        ::close(saved_);
+    }
+    Redirect(const Redirect&) = delete;
+    Redirect& operator=(const Redirect&) = delete;
+
+private:
+    int target_;
+    int saved_;
+};
+
 /// Counters in anonymous shared memory, written by forked workers and read
 /// by the test while they run (each worker inherits the mapping).
 class SharedCounters {

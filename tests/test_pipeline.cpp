@@ -10,11 +10,14 @@
 #include <spdlog/spdlog.h>
 #include <catch2/catch.hpp>
 
+#include <fcntl.h>
 #include <signal.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
+#include <cstdio>
+#include <fstream>
 #include <mutex>
 #include <numeric>
 #include <set>
@@ -378,4 +381,48 @@ TEST_CASE("on_progress reports every stage while the run goes on and once at its
     CHECK(last[2].name == "sink");
     CHECK(last[2].in == 300);
     CHECK(reports.front()[2].in < 300);  // an early report saw the run unfinished
+}
+
+TEST_CASE("the progress line shows each element's counts and rate") {
+    const std::vector<multiworker::StageProgress> stages{{"source", 300, 300, 0, 150.0}, {"whois", 300, 297, 3, 99.5}};
+    CHECK(multiworker::format_stage_progress(stages) ==
+          "source 300 in, 300 out, 0 failed, 150.0/s | whois 300 in, 297 out, 3 failed, 99.5/s");
+}
+
+TEST_CASE("progress_bar draws every element's progress on stderr - in both modes") {
+    test_support::Watchdog watchdog{60s};
+    const auto drawn = [](bool in_process) {
+        const std::string path = "/tmp/multiworker_test_progress_bar_" + std::to_string(::getpid());
+        const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+        REQUIRE(fd >= 0);
+        {
+            test_support::Redirect redirect{STDERR_FILENO, fd};  // not a terminal: plain lines
+            multiworker::Pipeline pipeline{
+                multiworker::PipelineOptions{.in_process = in_process, .progress_bar = true, .progress_interval = 20ms},
+                multiworker::from(numbers(300)), multiworker::stage<&SlowFirst::apply>(SlowFirst{}, {.workers = 2}),
+                multiworker::sink<&Count::add, &Count::finish>(Count{})};
+            CHECK(pipeline.run().value() == 300);
+        }
+        ::close(fd);
+        std::ifstream in{path};
+        std::vector<std::string> lines;
+        for (std::string line; std::getline(in, line);) lines.push_back(line);
+        std::remove(path.c_str());
+        return lines;
+    };
+    for (const bool in_process : {false, true}) {
+        const std::vector<std::string> lines = drawn(in_process);
+        REQUIRE(!lines.empty());
+        // The run takes at least 300 ms, reported on every 20 ms, and a plain line is
+        // drawn every 2 s at most: the first report's, then the last at the end
+        // (in-process: one report, at the end).
+        if (in_process) {
+            CHECK(lines.size() == 1);
+        } else {
+            CHECK(lines.size() >= 2);
+        }
+        CHECK_THAT(lines.back(), Catch::Matchers::StartsWith("progress: source 300 in, 300 out, 0 failed, "));
+        CHECK_THAT(lines.back(), Catch::Matchers::Contains(" | stage 1 300 in, 300 out, 0 failed, "));
+        CHECK_THAT(lines.back(), Catch::Matchers::Contains(" | sink 300 in, "));
+    }
 }

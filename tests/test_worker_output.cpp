@@ -50,26 +50,6 @@ struct Printer {
 
 using PrintProcessor = multiworker::Processor<Printer, &Printer::print>;
 
-/// Points this process's stdout (or stderr) at `fd` while alive, and back after.
-class Redirect {
-public:
-    Redirect(int target, int fd) : target_{target}, saved_{::dup(target)} {
-        std::fflush(nullptr);
-        ::dup2(fd, target_);
-    }
-    ~Redirect() {
-        std::fflush(nullptr);
-        ::dup2(saved_, target_);
-        ::close(saved_);
-    }
-    Redirect(const Redirect&) = delete;
-    Redirect& operator=(const Redirect&) = delete;
-
-private:
-    int target_;
-    int saved_;
-};
-
 std::string temp_path(const char* tag) {
     return "/tmp/multiworker_test_output_" + std::to_string(::getpid()) + "_" + tag;
 }
@@ -114,7 +94,7 @@ std::string run_into_file(const std::vector<int>& tasks, int lines, int width, i
     const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
     REQUIRE(fd >= 0);
     {
-        Redirect redirect{to_stderr ? STDERR_FILENO : STDOUT_FILENO, fd};
+        test_support::Redirect redirect{to_stderr ? STDERR_FILENO : STDOUT_FILENO, fd};
         PrintProcessor processor{Printer{}, {.workers = workers, .log_level = spdlog::level::off}};
         for (int task : tasks) processor.add(task, lines, width, ending, to_stderr);
         processor.start();
@@ -161,7 +141,7 @@ TEST_CASE("worker output reaches a pipe whole") {
     }};
     const std::vector<int> tasks{0, 1, 2, 3};
     {
-        Redirect redirect{STDOUT_FILENO, ends[1]};
+        test_support::Redirect redirect{STDOUT_FILENO, ends[1]};
         PrintProcessor processor{Printer{}, {.workers = 2, .log_level = spdlog::level::off}};
         for (int task : tasks) processor.add(task, 1000, 200, int{Printer::return_normally}, false);
         processor.start();
@@ -201,7 +181,7 @@ TEST_CASE("WorkerOutput::inherit leaves the descriptors alone, still flushed at 
     REQUIRE(fd >= 0);
     std::vector<pid_t> pids;
     {
-        Redirect redirect{STDOUT_FILENO, fd};
+        test_support::Redirect redirect{STDOUT_FILENO, fd};
         PrintProcessor processor{Printer{}, {.workers = 1, .worker_output = multiworker::WorkerOutput::inherit}};
         processor.add(3, 10, 5, int{Printer::return_normally}, false);
         processor.start();

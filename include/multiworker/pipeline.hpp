@@ -140,10 +140,11 @@ public:
         detail::validate_plan(plans);
         results_.expect_one();  // the stream itself: settled when it is over, so getters know the end
         if (options_.in_process) {
+            detail::PipelineProgress progress{options_};  // from now: its one report's rates are the run's
             detail::InProcessPipeline run{std::move(plans), options_, has_sink ? nullptr : &results_};
             run.run();
             report_ = run.report();
-            if (options_.on_progress) detail::PipelineProgress{options_.on_progress, {}}.finish(report_->stats);
+            progress.finish(report_->stats);
             return;
         }
         Options log_options;

@@ -56,7 +56,7 @@ public:
           pool_{channels_.size(), logs_, true, [this](int slot, const WorkerBirth& birth) { run_worker(slot, birth); },
                 PipelineStream::worker_names(plans)},
           stream_{std::move(plans), options, results, channels_, pool_, logs_, pending_},
-          progress_{options.on_progress, options.progress_interval},
+          progress_{options},
           loop_{*this, channels_.parent_doorbell()} {}
 
     ~ForkedPipeline() {

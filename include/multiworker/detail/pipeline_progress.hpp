@@ -1,11 +1,13 @@
 #pragma once
 
-// PipelineOptions::on_progress for a forked pipeline. The event loop, which
-// owns the statistics, publishes a copy of them now and then (publish_due()
-// says when: a copy per interval, not per pass); a thread of its own calls
-// the user's callback with the latest copy every interval, so that a slow
-// callback never delays the loop.
+// PipelineOptions::on_progress and progress_bar for a forked pipeline. The
+// event loop, which owns the statistics, publishes a copy of them now and
+// then (publish_due() says when: a copy per interval, not per pass); a thread
+// of its own calls the user's callback and draws the bar with the latest copy
+// every interval, so that a slow callback or terminal never delays the loop.
+// An in-process pipeline reports once, at its end, through finish().
 
+#include <multiworker/detail/status_line.hpp>
 #include <multiworker/detail/system.hpp>
 #include <multiworker/pipeline_options.hpp>
 #include <multiworker/pipeline_result.hpp>
@@ -14,6 +16,7 @@
 #include <condition_variable>
 #include <functional>
 #include <mutex>
+#include <optional>
 #include <thread>
 #include <vector>
 
@@ -22,16 +25,18 @@ namespace multiworker::detail {
 class PipelineProgress {
 public:
     using Clock = std::chrono::steady_clock;
-    using Callback = std::function<void(const std::vector<StageProgress>&)>;
-
-    PipelineProgress(Callback callback, std::chrono::milliseconds interval)
-        : callback_{std::move(callback)}, interval_{std::max(interval, std::chrono::milliseconds{1})} {}
+    explicit PipelineProgress(const PipelineOptions& options)
+        : callback_{options.on_progress},
+          interval_{std::max(options.progress_interval, std::chrono::milliseconds{1})},
+          last_report_{Clock::now()} {
+        if (options.progress_bar) bar_.emplace();
+    }
 
     PipelineProgress(const PipelineProgress&) = delete;
     PipelineProgress& operator=(const PipelineProgress&) = delete;
     ~PipelineProgress() { finish({}); }
 
-    [[nodiscard]] bool enabled() const noexcept { return static_cast<bool>(callback_); }
+    [[nodiscard]] bool enabled() const noexcept { return callback_ || bar_; }
 
     /// Starts the reporting thread (after the workers are forked: no thread of
     /// ours should run during a fork).
@@ -62,7 +67,7 @@ public:
         }
         woken_.notify_all();
         if (thread_.joinable()) thread_.join();
-        if (enabled() && !latest_.empty()) report();
+        if (enabled() && !latest_.empty()) report(true);
     }
 
 private:
@@ -70,12 +75,12 @@ private:
         std::unique_lock lock{mutex_};
         while (!woken_.wait_for(lock, interval_, [this] { return stopping_; })) {
             lock.unlock();
-            report();
+            report(false);
             lock.lock();
         }
     }
 
-    void report() {
+    void report(bool final) {
         std::vector<StageStats> stats;
         {
             std::lock_guard lock{mutex_};
@@ -92,10 +97,12 @@ private:
         }
         previous_ = std::move(stats);
         last_report_ = now;
-        callback_(progress);
+        if (callback_) callback_(progress);
+        if (bar_) bar_->show(format_stage_progress(progress), final);
     }
 
-    Callback callback_;
+    std::function<void(const std::vector<StageProgress>&)> callback_;
+    std::optional<StatusLine> bar_;
     const std::chrono::milliseconds interval_;
     Clock::time_point next_publish_{};  // the loop's
     std::mutex mutex_;

@@ -4,14 +4,12 @@
 // slow terminal never delays the event loop or the caller.
 
 #include <multiworker/detail/backend.hpp>
+#include <multiworker/detail/status_line.hpp>
 #include <multiworker/detail/system.hpp>
 #include <multiworker/progress.hpp>
 
-#include <unistd.h>
-
 #include <chrono>
 #include <condition_variable>
-#include <cstdio>
 #include <functional>
 #include <mutex>
 #include <string>
@@ -19,27 +17,15 @@
 
 namespace multiworker::detail {
 
-/// Draws Options::progress_bar on stderr: a bar redrawn in place on a
-/// terminal, a plain line every few seconds otherwise (logs, CI).
+/// Draws Options::progress_bar: the bar, counts, rate and ETA.
 class ProgressBar {
 public:
-    ProgressBar() : terminal_{::isatty(STDERR_FILENO) == 1} {}
-
     void operator()(const Progress& progress) {
-        const auto now = std::chrono::steady_clock::now();
-        if (terminal_) {
-            std::fprintf(stderr, "\r%s\033[K%s", format_progress(progress, 30).c_str(),
-                         progress.finished() ? "\n" : "");
-        } else if (progress.finished() || now - last_line_ >= std::chrono::seconds{2}) {
-            std::fprintf(stderr, "progress: %s\n", format_progress(progress, 0).c_str());
-            last_line_ = now;
-        }
-        std::fflush(stderr);
+        line_.show(format_progress(progress, line_.terminal() ? 30 : 0), progress.finished());
     }
 
 private:
-    bool terminal_;
-    std::chrono::steady_clock::time_point last_line_{};
+    StatusLine line_;
 };
 
 class ProgressReporter {
