@@ -9,7 +9,8 @@
 // answers the queries itself, with an embedded whois server on loopback
 // (2 ms a query, standing in for the network); `--server host:port` asks a
 // real one instead (whois.arin.net:43, say). It prints the hosts per owner,
-// a summary line, and a time line comparing the run with a serial loop.
+// a summary line, and a time line comparing the run with a serial loop;
+// `--progress` draws each element's progress on stderr as it goes.
 
 #include "access_log.hpp"
 #include "whois_protocol.hpp"
@@ -90,6 +91,7 @@ struct Settings {
     std::size_t lines = 3000;
     std::size_t ips = 300;
     int delay_ms = 2;
+    bool progress = false;
 };
 
 Settings parse(int argc, char** argv) {
@@ -110,9 +112,11 @@ Settings parse(int argc, char** argv) {
             settings.workers = static_cast<unsigned>(std::stoul(value()));
         } else if (arg == "--delay-ms") {
             settings.delay_ms = std::stoi(value());
+        } else if (arg == "--progress") {
+            settings.progress = true;
         } else {
             throw std::invalid_argument{"unknown option " + std::string{arg} +
-                                        " (options: --server host:port, --workers N, --delay-ms N)"};
+                                        " (options: --server host:port, --workers N, --delay-ms N, --progress)"};
         }
     }
     return settings;
@@ -141,6 +145,8 @@ int run(const Settings& settings) {
 
     const auto began = std::chrono::steady_clock::now();
     multiworker::Pipeline pipeline{
+        multiworker::PipelineOptions{.progress_bar = settings.progress,
+                                     .progress_interval = std::chrono::milliseconds{100}},
         multiworker::source<&LogReader::read>(LogReader{log.string()}),
         multiworker::stage<&Whois::lookup>(whois, {.workers = settings.workers, .retries = 2, .name = "whois"}),
         multiworker::sink<&Report::add, &Report::finish>(Report{})};
