@@ -81,15 +81,15 @@ public:
             return nodes;
         }
         if (to == listeners) {
-            for (int n = 1; n < count; ++n)
-                if (n != node_ && directory_->listens(n, type.key)) nodes.push_back(n);
+            for (const int n : directory_->listeners_of(type.key))
+                if (n != node_) nodes.push_back(n);
             if (nodes.empty()) throw NobodyListening{type.name};
             return nodes;
         }
         directory_->check_address(to);
         nodes.push_back(to.value);
-        for (int n = 1; n < count; ++n) {
-            if (n != node_ && n != to.value && directory_->listens(n, type.key)) nodes.push_back(n);
+        for (const int n : directory_->listeners_of(type.key)) {
+            if (n != node_ && n != to.value) nodes.push_back(n);
         }
         return nodes;
     }

@@ -8,11 +8,12 @@
 #include <multiworker/process_id.hpp>
 #include <multiworker/supervisor_options.hpp>
 
-#include <algorithm>
 #include <cstdint>
+#include <span>
 #include <stdexcept>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 #include <vector>
 
 namespace multiworker::detail {
@@ -35,6 +36,7 @@ public:
             const ProcessId id{static_cast<int>(nodes_.size())};
             nodes_.push_back(NodeEntry{ProcessInfo{id, name, first_index + copy}, options});
             ids.push_back(id);
+            for (const MessageType& type : options.listen_to) add_listener(type.key, id.value);
         }
         return ids;
     }
@@ -52,10 +54,13 @@ public:
         return ids;
     }
 
-    /// Every process (not the parent) whose listen_to names `type`.
-    [[nodiscard]] bool listens(int node, std::uint64_t type) const {
-        const auto& types = at(node).options.listen_to;
-        return std::any_of(types.begin(), types.end(), [type](const MessageType& t) { return t.key == type; });
+    /// Every process (not the parent) whose listen_to names `type`, in node
+    /// order: looked up at every send, so a send costs the same however many
+    /// processes there are.
+    [[nodiscard]] std::span<const int> listeners_of(std::uint64_t type) const {
+        const auto found = listeners_.find(type);
+        if (found == listeners_.end()) return {};
+        return found->second;
     }
 
     /// Throws std::invalid_argument unless `id` names a process or the parent.
@@ -66,7 +71,13 @@ public:
     }
 
 private:
+    void add_listener(std::uint64_t type, int node) {
+        std::vector<int>& nodes = listeners_[type];
+        if (nodes.empty() || nodes.back() != node) nodes.push_back(node);  // a type listed twice counts once
+    }
+
     std::vector<NodeEntry> nodes_;
+    std::unordered_map<std::uint64_t, std::vector<int>> listeners_;  // by message type
 };
 
 }  // namespace multiworker::detail
