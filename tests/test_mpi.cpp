@@ -19,6 +19,7 @@
 #include <string>
 #include <thread>
 #include <utility>
+#include <vector>
 
 namespace {
 
@@ -65,6 +66,22 @@ TEST_CASE("Backend::mpi outside mpirun is a clear error") {
     } catch (const std::invalid_argument& e) {
         CHECK_THAT(e.what(), Catch::Contains("not started by mpirun"));
     }
+}
+
+TEST_CASE("mpirun_command puts rank 0 on this host and an agent on each host named") {
+    using Words = std::vector<std::string>;
+    const Words common{"mpirun.openmpi", "--enable-recovery", "--bind-to", "none", "--oversubscribe"};
+    const auto with = [&](Words words) {
+        words.insert(words.begin(), common.begin(), common.end());
+        return words;
+    };
+    CHECK(multiworker::mpirun_command({}, "/bin/prog", {"--x", "1"}) == with({"-np", "2", "/bin/prog", "--x", "1"}));
+    CHECK(multiworker::mpirun_command({.agents = 3}, "/bin/prog", {}) == with({"-np", "4", "/bin/prog"}));
+    const multiworker::MpiLaunch spread{.hosts = {"h1", "h2", "h1"}, .mpirun_arguments = {"--mca", "btl", "tcp,self"}};
+    CHECK(multiworker::mpirun_command(spread, "/bin/prog", {}) ==
+          with({"-np", "4", "--host", "localhost:1,h1:2,h2:1", "--mca", "btl", "tcp,self", "/bin/prog"}));
+    CHECK(multiworker::mpirun_command({.hosts = {"localhost"}}, "/bin/prog", {}) ==
+          with({"-np", "2", "--host", "localhost:2", "/bin/prog"}));
 }
 
 TEST_CASE("every task runs on an agent's worker and its result comes back") {

@@ -15,6 +15,9 @@
 /// never returning from the constructor. So the code before the Processor
 /// runs on every rank, and one Backend::mpi Processor runs per program.
 ///
+/// Or, with no launch command: relaunch_under_mpirun() first in main()
+/// (mpi_launch.hpp) starts that job from the program itself.
+///
 /// Without --enable-recovery, Open MPI ends the whole job when any rank dies;
 /// with it, the Processor outlives the loss of an agent (see
 /// Options::heartbeat_limit). docs/mpi.md has the details and the figures.
@@ -23,6 +26,7 @@
 #include <multiworker/detail/mpi_backend.hpp>
 #include <multiworker/detail/mpi_link.hpp>
 #include <multiworker/detail/processor_support.hpp>
+#include <multiworker/mpi_launch.hpp>
 #include <multiworker/options.hpp>
 
 #include <atomic>
