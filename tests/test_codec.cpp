@@ -186,6 +186,29 @@ TEST_CASE("strings and numbers alone skip the archive and still reject lies") {
     CHECK_THROWS_AS((decode_values<std::string, int, std::string>(truncated)), DecodeError);
 }
 
+TEST_CASE("pairs and tuples of plain values skip the archive - element by element") {
+    const std::pair<long, std::size_t> pair{-3, 9};
+    using Nested = std::tuple<int, std::string, std::pair<bool, double>>;
+    const Nested nested{4, "four", {true, 0.25}};
+    Bytes bytes;
+    encode_values(bytes, pair, nested);
+    // No archive header and no padding: 8 + 8, then 4 + (8 + 4) + (1 + 8).
+    CHECK(bytes.size() == 16 + 4 + 12 + 9);
+    const auto [p, n] = decode_values<std::pair<long, std::size_t>, Nested>(bytes);
+    CHECK(p == pair);
+    CHECK(n == nested);
+
+    Bytes lying = bytes;
+    lying[20] = 100;  // the string in the tuple claims 100 bytes
+    CHECK_THROWS_WITH((decode_values<std::pair<long, std::size_t>, Nested>(lying)), Catch::Contains("claimed"));
+    Bytes bad_bool = bytes;
+    bad_bool[32] = 2;  // the bool in the innermost pair
+    CHECK_THROWS_AS((decode_values<std::pair<long, std::size_t>, Nested>(bad_bool)), DecodeError);
+    const Bytes truncated(bytes.begin(), bytes.end() - 1);
+    CHECK_THROWS_AS((decode_values<std::pair<long, std::size_t>, Nested>(truncated)), DecodeError);
+    CHECK_THROWS_AS((decode_values<std::pair<long, long>>(bytes)), DecodeError);  // trailing bytes
+}
+
 TEST_CASE("a large plain result is borrowed - its encoding unchanged") {
     using multiworker::detail::encode_borrowing;
     using multiworker::detail::large_buffer_bytes;

@@ -38,6 +38,7 @@
 #include <string>
 #include <tuple>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 namespace multiworker::detail {
@@ -109,20 +110,60 @@ inline constexpr bool is_bitwise_vector<std::vector<T>> = bitwise_copyable<T> &&
 template <class T>
 inline constexpr bool is_plain_buffer = std::is_same_v<T, std::string> || is_bitwise_vector<T>;
 
-/// Types with a direct encoding, no archive: bitwise values and plain
-/// buffers. A message of only such values skips Boost, whose archive costs
-/// far more than the copy itself for small values, and a large buffer is
-/// copied once.
+/// Types with a direct encoding, no archive: bitwise values, plain buffers,
+/// and pairs and tuples of them (each element in turn, with no padding). A
+/// message of only such values skips Boost, whose archive costs far more than
+/// the copy itself for small values, and a large buffer is copied once. (A
+/// stream of bench_mpi's tasks, `(long, std::string)` to `std::pair<long,
+/// std::size_t>`: 1.8 to 4.1 µs a task with the pair through the archive, 0.59
+/// to 1.25 with it plain.)
 template <class T>
-inline constexpr bool plain_codable = bitwise_copyable<T> || is_plain_buffer<T>;
+struct PlainCodable : std::bool_constant<bitwise_copyable<T> || is_plain_buffer<T>> {};
+// Elements are read in place, so a const one (a map's std::pair<const K, V>) goes through the archive.
+template <class T>
+inline constexpr bool plain_element = PlainCodable<T>::value && !std::is_const_v<T>;
+template <class A, class B>
+struct PlainCodable<std::pair<A, B>> : std::bool_constant<plain_element<A> && plain_element<B>> {};
+template <class... Ts>
+struct PlainCodable<std::tuple<Ts...>> : std::bool_constant<(plain_element<Ts> && ...)> {};
+template <class T>
+inline constexpr bool plain_codable = PlainCodable<T>::value;
+
+template <class T>
+inline constexpr bool is_pair_or_tuple = false;
+template <class A, class B>
+inline constexpr bool is_pair_or_tuple<std::pair<A, B>> = true;
+template <class... Ts>
+inline constexpr bool is_pair_or_tuple<std::tuple<Ts...>> = true;
 
 /// Bytes of the plain encoding of `value`.
 template <class T>
 std::size_t plain_size(const T& value) noexcept {
-    if constexpr (is_plain_buffer<T>) {
+    if constexpr (is_pair_or_tuple<T>) {
+        return std::apply([](const auto&... element) { return (std::size_t{0} + ... + plain_size(element)); }, value);
+    } else if constexpr (is_plain_buffer<T>) {
         return sizeof(std::uint64_t) + value.size() * sizeof(typename T::value_type);
     } else {
         return sizeof value;
+    }
+}
+
+/// Writes the plain encoding of `value` at `cursor`, and moves it past.
+template <class T>
+void put_plain(char*& cursor, const T& value) noexcept {
+    const auto put = [&cursor](const void* data, std::size_t count) {
+        if (count == 0) return;  // `data` may be null (an empty vector's data())
+        std::memcpy(cursor, data, count);
+        cursor += count;
+    };
+    if constexpr (is_pair_or_tuple<T>) {
+        std::apply([&cursor](const auto&... element) { (put_plain(cursor, element), ...); }, value);
+    } else if constexpr (is_plain_buffer<T>) {
+        const std::uint64_t count = value.size();
+        put(&count, sizeof count);
+        put(value.data(), value.size() * sizeof(typename T::value_type));
+    } else {
+        put(&value, sizeof value);
     }
 }
 
@@ -133,7 +174,9 @@ public:
 
     template <class T>
     void read(T& value) {
-        if constexpr (is_plain_buffer<T>) {
+        if constexpr (is_pair_or_tuple<T>) {
+            std::apply([this](auto&... element) { (read(element), ...); }, value);
+        } else if constexpr (is_plain_buffer<T>) {
             using Element = typename T::value_type;
             std::uint64_t count = 0;
             take(&count, sizeof count);
@@ -194,21 +237,7 @@ void encode_values(Bytes& out, const Ts&... values) {
         }
         out.resize(start + size, boost::container::default_init);
         char* cursor = out.data() + start;
-        const auto put = [&cursor](const void* data, std::size_t count) {
-            if (count == 0) return;  // `data` may be null (an empty vector's data())
-            std::memcpy(cursor, data, count);
-            cursor += count;
-        };
-        const auto append = [&put]<class T>(const T& value) {
-            if constexpr (is_plain_buffer<T>) {
-                const std::uint64_t count = value.size();
-                put(&count, sizeof count);
-                put(value.data(), value.size() * sizeof(typename T::value_type));
-            } else {
-                put(&value, sizeof value);
-            }
-        };
-        (append(values), ...);
+        (put_plain(cursor, values), ...);
     } else {
         BytesWriteBuffer buffer{out};
         boost::archive::binary_oarchive archive{buffer, archive_flags};
