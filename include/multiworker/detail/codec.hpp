@@ -175,7 +175,7 @@ public:
     template <class T>
     void read(T& value) {
         if constexpr (is_pair_or_tuple<T>) {
-            std::apply([this](auto&... element) { (read(element), ...); }, value);
+            std::apply([this](auto&... element) { (this->read(element), ...); }, value);
         } else if constexpr (is_plain_buffer<T>) {
             using Element = typename T::value_type;
             std::uint64_t count = 0;
