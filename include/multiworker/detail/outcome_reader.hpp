@@ -52,11 +52,17 @@ public:
     /// Puts a failed task back in the queue if its retries allow; false if not.
     using Retry = FunctionRef<bool(QueuedTask& task, const std::string& why)>;
 
-    /// Outcomes go to `finished`, counts to `tally`, and (if not null) the
-    /// tasks that completed without emitting an item to `silent`.
-    OutcomeReader(ItemMode items, bool retry_exceptions, std::vector<RawResult>& finished, OutcomeTally& tally,
-                  std::vector<TaskId>* silent) noexcept
-        : items_{items}, retry_exceptions_{retry_exceptions}, finished_{finished}, tally_{tally}, silent_{silent} {}
+    /// Outcomes go to `finished`, counts to `tally`; with `note_silent`, the
+    /// tasks that completed without emitting an item go to silent().
+    OutcomeReader(ItemMode items, bool retry_exceptions, bool note_silent, std::vector<RawResult>& finished,
+                  OutcomeTally& tally) noexcept
+        : items_{items},
+          retry_exceptions_{retry_exceptions},
+          note_silent_{note_silent},
+          finished_{finished},
+          tally_{tally} {}
+
+    [[nodiscard]] std::vector<TaskId>& silent() noexcept { return silent_; }
 
     /// A task asked to end the whole run (Emit::stop()).
     [[nodiscard]] bool stop_requested() const noexcept { return stop_requested_; }
@@ -109,7 +115,7 @@ private:
             }
             if (lane.items_of_task == 0) {
                 ++tally_.dropped;
-                if (silent_ != nullptr) silent_->push_back(id);
+                if (note_silent_) silent_.push_back(id);
             }
         }
         ++tally_.completed;
@@ -153,9 +159,10 @@ private:
 
     const ItemMode items_;
     const bool retry_exceptions_;
+    const bool note_silent_;
     std::vector<RawResult>& finished_;
     OutcomeTally& tally_;
-    std::vector<TaskId>* const silent_;
+    std::vector<TaskId> silent_;
     bool stop_requested_ = false;
 };
 

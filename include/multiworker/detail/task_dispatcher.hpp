@@ -59,9 +59,8 @@ public:
     /// Outcomes ready for delivery; the owner takes them after each pass.
     [[nodiscard]] std::vector<RawResult>& finished() noexcept { return finished_; }
 
-    /// Under DispatchPolicy::ordered: tasks that completed without emitting an
-    /// item, which finished() does not show; the owner takes them with it.
-    [[nodiscard]] std::vector<TaskId>& silent() noexcept { return silent_; }
+    /// Under DispatchPolicy::ordered: tasks done with no item (not in finished()); the owner takes both.
+    [[nodiscard]] std::vector<TaskId>& silent() noexcept { return outcomes_.silent(); }
 
     /// Tasks dropped unrun since the last call (cancelled, or lost in a stop).
     [[nodiscard]] std::size_t take_forgotten() noexcept { return std::exchange(forgotten_, 0); }
@@ -156,8 +155,7 @@ public:
         pending_.left_queue(handed_out);
         for (DispatchLane& lane : lanes_) {
             progress |= send_shutdown_if_due(lane);
-            // Everything staged for this worker in this pass becomes visible
-            // at once, with one doorbell check.
+            // Everything staged for this worker in this pass becomes visible at once, with one doorbell check.
             WorkerEndpoints& endpoints = channels_.endpoints(static_cast<std::size_t>(lane.slot));
             if (pool_.alive(lane.slot) && endpoints.tasks.publish()) endpoints.own.ring();
         }
@@ -394,9 +392,7 @@ private:
     std::vector<RawResult> finished_;
     std::size_t forgotten_ = 0;
     Tally tally_;
-    std::vector<TaskId> silent_;
-    OutcomeReader outcomes_{policy_.items, policy_.retry_exceptions, finished_, tally_,
-                            policy_.ordered ? &silent_ : nullptr};
+    OutcomeReader outcomes_{policy_.items, policy_.retry_exceptions, policy_.ordered, finished_, tally_};
     bool stopping_ = false;
 };
 
