@@ -3,14 +3,17 @@
 //
 //   mpirun.openmpi --enable-recovery -np 3 ./example_mpi_factorize
 //
-// (add --host a,b,c for hosts). Rank 0 runs main() past the Processor and prints; ranks 1 and 2
-// each fork 2 workers on their host and serve inside the Processor's constructor.
+// (add --host a,b,c for hosts), or with no launch command as `./example_mpi_factorize --launch`,
+// which starts that job itself (relaunch_under_mpirun) and exits with rank 0's status. Rank 0 runs
+// main() past the Processor and prints; ranks 1 and 2 each fork 2 workers on their host and serve
+// inside the Processor's constructor.
 #include <multiworker/mpi.hpp>
 #include <multiworker/multiworker.hpp>
 
 #include <unistd.h>
 
 #include <cstdint>
+#include <cstring>
 #include <iostream>
 #include <map>
 #include <vector>
@@ -26,7 +29,10 @@ struct PrimeFactors {
     }
 };
 
-int main() {
+int main(int argc, char** argv) {
+    // Started on its own: becomes rank 0 of `mpirun.openmpi ... -np 3 ./example_mpi_factorize --launch`.
+    if (argc > 1 && std::strcmp(argv[1], "--launch") == 0)
+        multiworker::relaunch_under_mpirun(argc, argv, {.agents = 2});
     // Everything before the Processor runs on every rank: keep it cheap and the same everywhere.
     multiworker::Processor<PrimeFactors, &PrimeFactors::factorize> p{
         PrimeFactors{}, {.workers = 2, .backend = multiworker::Backend::mpi}};
