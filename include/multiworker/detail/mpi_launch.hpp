@@ -105,10 +105,10 @@ inline LaunchedJob run_launcher(const std::vector<std::string>& command, const s
 /// The launcher's exit status: rank 0's; when it left none, 128 + the signal
 /// that ended the job, or 1, with a message.
 inline int launched_job_status(const std::string& status_file, const LaunchedJob& job, const std::string& mpirun) {
-    int status = -1;
-    std::ifstream{status_file} >> status;
+    int status = 0;
+    const bool reported = static_cast<bool>(std::ifstream{status_file} >> status);
     std::filesystem::remove(status_file);
-    if (status >= 0) return status;
+    if (reported) return status & 0xff;  // what exit(status) would have given the launcher's parent
     const std::string how = WIFEXITED(job.wait_status)
                                 ? "exited with status " + std::to_string(WEXITSTATUS(job.wait_status))
                                 : "ended with wait status " + std::to_string(job.wait_status);

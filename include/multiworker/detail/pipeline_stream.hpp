@@ -253,10 +253,9 @@ private:
         TaskDispatcher& dispatcher = *element.dispatcher;
         element.stats.unprocessed += dispatcher.take_forgotten();
         std::vector<RawResult>& finished = dispatcher.finished();
-        const bool ordered = element.plan.options.ordered;
-        if (finished.empty() && (!ordered || dispatcher.silent().empty())) return false;
+        if (finished.empty() && dispatcher.silent().empty()) return false;  // silent: ordered stages only
         std::vector<RawResult> delivered;
-        if (ordered) {
+        if (element.plan.options.ordered) {
             for (const TaskId id : dispatcher.silent()) element.reorder.settle_silent(id);
             dispatcher.silent().clear();
             for (RawResult& result : finished) element.reorder.hold(std::move(result));
