@@ -333,14 +333,15 @@ private:
     }
 
     // A reply_error's type field says why: 1 the handler threw, 0 no reply came.
-    void answer_pending_ask(const std::string& text, bool threw = false) {
+    // A view: every receive() passes its text, and almost never sends it.
+    void answer_pending_ask(std::string_view text, bool threw = false) {
         if (!pending_ask_) return;
         const PendingAsk ask = *pending_ask_;
         pending_ask_.reset();
         const int to[] = {ask.from};
         const detail::MessageHeader header{threw ? 1u : 0u, ask.number, static_cast<std::uint32_t>(text.size()),
                                            detail::MessageKind::reply_error, 0};
-        messenger_.send(to, header, text, std::nullopt);
+        messenger_.send(to, header, std::span<const char>{text.data(), text.size()}, std::nullopt);
     }
 
     [[nodiscard]] std::uint32_t receiver_incarnation(ProcessId to) const {
