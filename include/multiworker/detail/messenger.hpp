@@ -281,9 +281,11 @@ private:
     bool read_one(std::size_t from, StoredMessage& out) {
         Incoming& in = incoming_[from];
         if (!in.ring.has_readable()) return false;
-        if (in.ring.readable() < sizeof(MessageHeader)) return false;  // a sender publishes whole messages
+        // A sender publishes whole messages.
+        if (in.ring.readable(sizeof(MessageHeader)) < sizeof(MessageHeader)) return false;
         in.ring.take({reinterpret_cast<char*>(&out.header), sizeof out.header});
-        if (out.header.size > in.ring.capacity() - sizeof(MessageHeader) || in.ring.readable() < out.header.size) {
+        const bool fits = out.header.size <= in.ring.capacity() - sizeof(MessageHeader);
+        if (!fits || in.ring.readable(out.header.size) < out.header.size) {
             throw RingCorrupted{"message ring from node " + std::to_string(from) + " holds a malformed header"};
         }
         out.payload.resize(out.header.size, boost::container::default_init);

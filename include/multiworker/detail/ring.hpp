@@ -108,9 +108,13 @@ public:
 
     // --- consumer side ---
 
-    /// Bytes published and not yet taken. Throws RingCorrupted on impossible counters.
-    [[nodiscard]] std::size_t readable() {
-        reload_tail();
+    /// Bytes published and not yet taken, or at least `wanted` of them: the
+    /// producer's tail is loaded only when the copy last loaded shows fewer,
+    /// so that a consumer reading frame after frame does not pull the line
+    /// the producer writes for every one. Throws RingCorrupted on impossible
+    /// counters.
+    [[nodiscard]] std::size_t readable(std::size_t wanted) {
+        if (cached_tail_ - taken_head_ < wanted) reload_tail();
         return static_cast<std::size_t>(cached_tail_ - taken_head_);
     }
 
