@@ -16,6 +16,7 @@
 // would then wait for the lost rank forever, the job ends without it.
 
 #include <multiworker/detail/backend.hpp>
+#include <multiworker/detail/backlog.hpp>
 #include <multiworker/detail/mpi_link.hpp>
 #include <multiworker/detail/mpi_remote_agent.hpp>
 #include <multiworker/detail/mpi_wire.hpp>
@@ -30,7 +31,6 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
-#include <deque>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -81,7 +81,7 @@ public:
             mailbox_.deliver(failed);
             return;
         }
-        queue_.push_back(RelayedTask{id, std::move(arguments), 0, {}, 0});
+        queue_.add(id, std::move(arguments));
         pending_.returned_to_queue();
     }
 
@@ -163,9 +163,7 @@ private:
         {
             std::lock_guard lock{mutex_};
             stopping_ = true;
-            for (auto& task : queue_) failed.push_back(no_agent_result(task.id, why));
-            pending_.left_queue(queue_.size());
-            queue_.clear();
+            fail_queue(why, failed);
         }
         pending_.wake_all();
         mailbox_.deliver(failed);
@@ -260,15 +258,14 @@ private:
                 std::lock_guard lock{mutex_};
                 std::size_t count = 0;
                 for (; !queue_.empty() && agent.wants_more() && batch.size() < max_batch_bytes; ++count) {
-                    RelayedTask& task = queue_.front();
-                    batch.number(task.id.value());
-                    batch.bytes(std::span<const char>{task.arguments.data(), task.arguments.size()});
-                    task.bytes = task.arguments.size();
+                    QueuedTask next = queue_.take_next();
+                    const std::size_t bytes = next.arguments.size();
+                    batch.number(next.id.value());
+                    batch.bytes(std::span<const char>{next.arguments.data(), bytes});
+                    RelayedTask task{next.id, std::move(next.arguments), next.failures, now, bytes};
                     if (options_.retries == 0) Bytes{}.swap(task.arguments);  // never sent again
-                    task.sent_at = now;
                     agent.bytes_in_flight += task.bytes;
                     agent.in_flight.emplace(task.id.value(), std::move(task));
-                    queue_.pop_front();
                 }
                 pending_.left_queue(count);
             }
@@ -304,8 +301,9 @@ private:
             std::lock_guard lock{mutex_};
             for (auto& [id, task] : agent.in_flight) {
                 if (!stopping_ && task.lost_runs < options_.retries) {
-                    ++task.lost_runs;
-                    queue_.push_front(std::move(task));
+                    QueuedTask again{task.id, std::move(task.arguments)};
+                    again.failures = task.lost_runs + 1;
+                    queue_.give_back(std::move(again));
                     pending_.returned_to_queue();
                 } else {
                     failed.push_back(RawResult{task.id,
@@ -317,11 +315,7 @@ private:
             agent.in_flight.clear();
             agent.bytes_in_flight = 0;
             if (std::none_of(agents_.begin(), agents_.end(), [](const Agent& a) { return a.alive; })) {
-                for (auto& task : queue_)
-                    failed.push_back(
-                        no_agent_result(task.id, "every agent was lost, the last: " + agent.where() + " " + why));
-                pending_.left_queue(queue_.size());
-                queue_.clear();
+                fail_queue("every agent was lost, the last: " + agent.where() + " " + why, failed);
             }
         }
         mailbox_.deliver(failed);
@@ -360,6 +354,13 @@ private:
         }
     }
 
+    // Under mutex_: every queued task ends as a no_worker error.
+    void fail_queue(const std::string& why, std::vector<RawResult>& failed) {
+        queue_.for_each_id([&](TaskId id) { failed.push_back(no_agent_result(id, why)); });
+        pending_.left_queue(queue_.size());
+        queue_.clear();
+    }
+
     // Under mutex_.
     std::size_t drop_queue() {
         const std::size_t count = queue_.size();
@@ -377,7 +378,7 @@ private:
 
     std::mutex mutex_;  // guards what follows, shared with the mw-mpi thread
     std::condition_variable changed_;
-    std::deque<RelayedTask> queue_;
+    Backlog queue_;  // tasks waiting for an agent: packed, those an agent lost first
     Phase phase_ = Phase::greeting;
     std::string start_failure_;
     bool stop_requested_ = false;

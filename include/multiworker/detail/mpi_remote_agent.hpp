@@ -23,8 +23,8 @@
 
 namespace multiworker::detail {
 
-/// A task waiting on rank 0, or held by an agent (its arguments kept only
-/// when it may have to run again elsewhere).
+/// A task an agent holds (its arguments kept only when it may have to run
+/// again elsewhere). Tasks waiting on rank 0 wait packed in a Backlog.
 struct RelayedTask {
     TaskId id;
     Bytes arguments;
