@@ -11,12 +11,18 @@
 //   sleep_efficiency_<total workers>   40 tasks a worker of a 10 ms sleep: (tasks x 10 ms /
 //                                      workers) / the time from the first add to the last result
 //
+// or, with --queue-memory N, one workload:
+//
+//   queued_task_bytes   rank 0's RSS growth a task while N `int f(int)` tasks wait, added before
+//                       start() (then they run, and every result is checked)
+//
 // or, with --transport-floor, the floor under round_trip_us, without the library:
 //
 //   transport_round_trip_us   median of 2,000 MPI_Send/MPI_Recv ping-pongs of 16 bytes between
 //                             ranks 0 and 1 (the other ranks only initialise and finalise)
 //
-// Usage: mpirun.openmpi --enable-recovery -np 3 bench_mpi [--quick | --sleep-efficiency W | --transport-floor]
+// Usage: mpirun.openmpi --enable-recovery -np 3 bench_mpi
+//            [--quick | --sleep-efficiency W | --queue-memory N | --transport-floor]
 
 #include <multiworker/mpi.hpp>
 #include <multiworker/multiworker.hpp>
@@ -27,6 +33,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <fstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -82,6 +89,37 @@ int sleep_efficiency(unsigned workers_per_agent) {
     return 0;
 }
 
+long resident_kib() {
+    std::ifstream status{"/proc/self/status"};
+    for (std::string key; status >> key;) {
+        if (key == "VmRSS:") {
+            long kib = 0;
+            status >> kib;
+            return kib;
+        }
+    }
+    return 0;
+}
+
+struct Increment {
+    int apply(int x) const { return x + 1; }
+};
+
+// The same task as bench_first_run's memory workload, for the same figure on one machine.
+int queue_memory(int tasks) {
+    mw::Processor<Increment, &Increment::apply> processor{Increment{}, {.workers = 1, .backend = mw::Backend::mpi}};
+    const long before = resident_kib();
+    for (int i = 0; i < tasks; ++i) processor.add(i);
+    report("queued_task_bytes", static_cast<double>(resident_kib() - before) * 1024 / tasks);
+    processor.start();
+    processor.wait();
+    long wrong = 0;
+    for (const auto& result : processor.get_results()) wrong += result.ok() && result.value() > 0 ? 0 : 1;
+    std::fflush(stdout);
+    if (wrong != 0) std::fprintf(stderr, "bench_mpi: %ld results missing or wrong\n", wrong);
+    return wrong == 0 ? 0 : 1;
+}
+
 // Plain MPI, no Processor: what two messages between ranks cost on this transport.
 int transport_floor() {
     ::MPI_Init(nullptr, nullptr);
@@ -109,6 +147,7 @@ int transport_floor() {
 
 int main(int argc, char** argv) {
     if (argc > 1 && std::string{argv[1]} == "--transport-floor") return transport_floor();
+    if (argc > 2 && std::string{argv[1]} == "--queue-memory") return queue_memory(std::stoi(argv[2]));
     if (argc > 2 && std::string{argv[1]} == "--sleep-efficiency") {
         return sleep_efficiency(static_cast<unsigned>(std::stoi(argv[2])));
     }
