@@ -5,6 +5,7 @@
 
 #include <catch2/catch.hpp>
 
+#include <array>
 #include <list>
 #include <map>
 #include <optional>
@@ -207,6 +208,34 @@ TEST_CASE("pairs and tuples of plain values skip the archive - element by elemen
     const Bytes truncated(bytes.begin(), bytes.end() - 1);
     CHECK_THROWS_AS((decode_values<std::pair<long, std::size_t>, Nested>(truncated)), DecodeError);
     CHECK_THROWS_AS((decode_values<std::pair<long, long>>(bytes)), DecodeError);  // trailing bytes
+}
+
+TEST_CASE("arrays of numbers travel as their bytes - arrays of bool through the archive") {
+    using multiworker::detail::plain_codable;
+    static_assert(plain_codable<std::array<char, 16>>);
+    static_assert(plain_codable<std::pair<int, std::array<double, 3>>>);
+    static_assert(!plain_codable<std::array<bool, 3>>);         // each byte would need a check
+    static_assert(!plain_codable<std::array<std::string, 2>>);  // not bitwise
+
+    std::array<char, 16> key{};
+    for (std::size_t i = 0; i < key.size(); ++i) key[i] = static_cast<char>('a' + i);
+    const std::pair<int, std::array<double, 3>> point{7, {0.5, -1.0, 2.25}};
+    Bytes bytes;
+    encode_values(bytes, key, point);
+    CHECK(bytes.size() == 16 + 4 + 24);  // no counts, no padding
+    const auto [k, p] = decode_values<std::array<char, 16>, std::pair<int, std::array<double, 3>>>(bytes);
+    CHECK(k == key);
+    CHECK(p == point);
+
+    const Bytes truncated(bytes.begin(), bytes.end() - 1);
+    CHECK_THROWS_AS((decode_values<std::array<char, 16>, std::pair<int, std::array<double, 3>>>(truncated)),
+                    DecodeError);
+    CHECK_THROWS_AS((decode_values<std::array<char, 8>>(bytes)), DecodeError);  // trailing bytes
+
+    const std::array<bool, 3> flags{true, false, true};
+    Bytes archived;
+    encode_values(archived, flags);
+    CHECK(std::get<0>(decode_values<std::array<bool, 3>>(archived)) == flags);
 }
 
 TEST_CASE("a large plain result is borrowed - its encoding unchanged") {

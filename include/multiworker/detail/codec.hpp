@@ -30,6 +30,7 @@
 #pragma GCC diagnostic pop
 #endif
 
+#include <array>
 #include <cstdint>
 #include <cstring>
 #include <span>
@@ -110,15 +111,24 @@ inline constexpr bool is_bitwise_vector<std::vector<T>> = bitwise_copyable<T> &&
 template <class T>
 inline constexpr bool is_plain_buffer = std::is_same_v<T, std::string> || is_bitwise_vector<T>;
 
-/// Types with a direct encoding, no archive: bitwise values, plain buffers,
-/// and pairs and tuples of them (each element in turn, with no padding). A
+/// A std::array of bitwise values (not of bool, whose bytes would need a
+/// check each): a block of fixed size, copied whole with no count, as a
+/// fixed-size message (a 16-byte key, a 3-vector) is on any wire.
+template <class T>
+inline constexpr bool is_bitwise_array = false;
+template <class T, std::size_t N>
+inline constexpr bool is_bitwise_array<std::array<T, N>> =
+    bitwise_copyable<T> && !std::is_same_v<T, bool> && sizeof(std::array<T, N>) == N * sizeof(T);
+
+/// Types with a direct encoding, no archive: bitwise values and arrays of
+/// them, plain buffers, and pairs and tuples of these (each element in turn, with no padding). A
 /// message of only such values skips Boost, whose archive costs far more than
 /// the copy itself for small values, and a large buffer is copied once. (A
 /// stream of bench_mpi's tasks, `(long, std::string)` to `std::pair<long,
 /// std::size_t>`: 1.8 to 4.1 µs a task with the pair through the archive, 0.59
 /// to 1.25 with it plain.)
 template <class T>
-struct PlainCodable : std::bool_constant<bitwise_copyable<T> || is_plain_buffer<T>> {};
+struct PlainCodable : std::bool_constant<bitwise_copyable<T> || is_bitwise_array<T> || is_plain_buffer<T>> {};
 // Elements are read in place, so a const one (a map's std::pair<const K, V>) goes through the archive.
 template <class T>
 inline constexpr bool plain_element = PlainCodable<T>::value && !std::is_const_v<T>;
