@@ -7,9 +7,14 @@ Prints a Markdown table of every workload and peer, with multiworker's ratio
 to each peer (how many times faster multiworker is), and the idle processes'
 CPU use. Exits 1 if a program fails.
 
-Usage: bench/compare_messages.py BUILD_DIR [--quick]
+--rounds N runs every program N times, in turn (all three, then all three
+again), and each cell is the median of its N figures: a machine shared with
+others slows a single run now and then, two or three times over.
+
+Usage: bench/compare_messages.py BUILD_DIR [--quick] [--rounds N]
 """
 import json
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -32,9 +37,7 @@ def run(command):
     return [json.loads(line) for line in out.splitlines() if line.startswith("{")]
 
 
-def main():
-    build = Path(sys.argv[1])
-    extra = ["--quick"] if "--quick" in sys.argv else []
+def one_round(build, extra):
     results = run([str(build / "bench" / "bench_messages"), "--json", *extra])
     zmq = build / "bench" / "zmq_messages"
     if zmq.exists():
@@ -42,12 +45,39 @@ def main():
     else:
         print("compare_messages: no zmq_messages (libzmq3-dev missing); ZeroMQ left out", file=sys.stderr)
     results += run(["/usr/bin/python3", str(Path(__file__).with_name("message_peers.py")), "--json", *extra])
+    return results
+
+
+def medians(results):
+    """One result per (peer, workload), each number field the median of the rounds' figures."""
+    rounds = {}
+    for r in results:
+        rounds.setdefault((r["peer"], r["workload"]), []).append(r)
+    table = {}
+    for key, runs in rounds.items():
+        merged = dict(runs[0])
+        for field, value in runs[0].items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                merged[field] = statistics.median(r[field] for r in runs if r[field] is not None)
+        table[key] = merged
+    return table
+
+
+def main():
+    build = Path(sys.argv[1])
+    extra = ["--quick"] if "--quick" in sys.argv else []
+    count = int(sys.argv[sys.argv.index("--rounds") + 1]) if "--rounds" in sys.argv else 1
+    results = []
+    for _ in range(count):
+        results += one_round(build, extra)
 
     peers = []
     for r in results:
         if r["peer"] not in peers:
             peers.append(r["peer"])
-    table = {(r["peer"], r["workload"]): r for r in results}
+    table = medians(results)
+    if count > 1:
+        print(f"Medians of {count} rounds.\n")
     others = [p for p in peers if p != "multiworker"]
     print("| workload | " + " | ".join(peers) + " | " + " | ".join(f"vs {p}" for p in others) + " |")
     print("|---" * (1 + len(peers) + len(others)) + "|")
