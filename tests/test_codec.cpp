@@ -210,7 +210,7 @@ TEST_CASE("pairs and tuples of plain values skip the archive - element by elemen
     CHECK_THROWS_AS((decode_values<std::pair<long, long>>(bytes)), DecodeError);  // trailing bytes
 }
 
-TEST_CASE("arrays of numbers travel as their bytes - arrays of bool through the archive") {
+TEST_CASE("arrays of numbers and vectors of them travel as their bytes - arrays of bool through the archive") {
     using multiworker::detail::plain_codable;
     static_assert(plain_codable<std::array<char, 16>>);
     static_assert(plain_codable<std::pair<int, std::array<double, 3>>>);
@@ -231,6 +231,16 @@ TEST_CASE("arrays of numbers travel as their bytes - arrays of bool through the 
     CHECK_THROWS_AS((decode_values<std::array<char, 16>, std::pair<int, std::array<double, 3>>>(truncated)),
                     DecodeError);
     CHECK_THROWS_AS((decode_values<std::array<char, 8>>(bytes)), DecodeError);  // trailing bytes
+
+    const std::vector<std::array<float, 3>> cloud{{1.f, 2.f, 3.f}, {-4.f, 0.5f, 6.f}};
+    static_assert(multiworker::detail::is_plain_buffer<std::vector<std::array<float, 3>>>);
+    Bytes points;
+    encode_values(points, cloud);
+    CHECK(points.size() == 8 + 2 * 12);  // a count, then the elements' bytes
+    CHECK(std::get<0>(decode_values<std::vector<std::array<float, 3>>>(points)) == cloud);
+    Bytes lying = points;
+    lying[0] = 3;  // three points claimed, two sent
+    CHECK_THROWS_WITH((decode_values<std::vector<std::array<float, 3>>>(lying)), Catch::Contains("claimed"));
 
     const std::array<bool, 3> flags{true, false, true};
     Bytes archived;

@@ -7,6 +7,7 @@
 
 #include <catch2/catch.hpp>
 
+#include <array>
 #include <map>
 #include <numeric>
 
@@ -99,22 +100,37 @@ struct LargeValues {
         return values;
     }
     std::string text(std::size_t size) const { return std::string(size, 't'); }
+    std::vector<std::array<float, 3>> points(std::size_t count) const {
+        std::vector<std::array<float, 3>> cloud(count);
+        for (std::size_t i = 0; i < count; ++i) cloud[i] = {static_cast<float>(i), 0.25f, -static_cast<float>(i)};
+        return cloud;
+    }
 };
 }  // namespace
 
-TEST_CASE("large vectors of numbers and strings arrive intact - small ones too", "[many_processors]") {
+TEST_CASE("large vectors of numbers - of arrays of numbers - and strings arrive intact - small ones too",
+          "[many_processors]") {
     test_support::Watchdog watchdog{60s};
     const unsigned workers = GENERATE(0u, 1u);  // in-process takes the ordinary path
     multiworker::Processor<LargeValues, &LargeValues::numbers> numbers{LargeValues{}, {.workers = workers}};
     multiworker::Processor<LargeValues, &LargeValues::text> texts{LargeValues{}, {.workers = workers}};
+    multiworker::Processor<LargeValues, &LargeValues::points> points{LargeValues{}, {.workers = workers}};
     for (std::size_t count : {std::size_t{3}, std::size_t{1} << 20}) {
         numbers.add(count);
         texts.add(count);
+        points.add(count);
     }
     numbers.start();
     texts.start();
+    points.start();
     numbers.wait();
     texts.wait();
+    points.wait();
+    for (const auto& result : points.get_results()) {
+        REQUIRE(result.ok());
+        CHECK(result.value() == LargeValues{}.points(result.value().size()));
+        CHECK((result.value().size() == 3 || result.value().size() == std::size_t{1} << 20));
+    }
     for (const auto& result : numbers.get_results()) {
         REQUIRE(result.ok());
         CHECK(result.value() == LargeValues{}.numbers(result.value().size()));

@@ -100,17 +100,6 @@ inline constexpr unsigned archive_flags = boost::archive::no_header | boost::arc
 template <class T>
 inline constexpr bool bitwise_copyable = std::is_arithmetic_v<T> || std::is_enum_v<T>;
 
-/// A std::vector of bitwise values (not std::vector<bool>, which packs bits).
-template <class T>
-inline constexpr bool is_bitwise_vector = false;
-template <class T>
-inline constexpr bool is_bitwise_vector<std::vector<T>> = bitwise_copyable<T> && !std::is_same_v<T, bool>;
-
-/// A std::string or a vector of bitwise values: one contiguous buffer, encoded
-/// as an 8-byte element count and the elements' bytes.
-template <class T>
-inline constexpr bool is_plain_buffer = std::is_same_v<T, std::string> || is_bitwise_vector<T>;
-
 /// A std::array of bitwise values (not of bool, whose bytes would need a
 /// check each): a block of fixed size, copied whole with no count, as a
 /// fixed-size message (a 16-byte key, a 3-vector) is on any wire.
@@ -119,6 +108,19 @@ inline constexpr bool is_bitwise_array = false;
 template <class T, std::size_t N>
 inline constexpr bool is_bitwise_array<std::array<T, N>> =
     bitwise_copyable<T> && !std::is_same_v<T, bool> && sizeof(std::array<T, N>) == N * sizeof(T);
+
+/// A std::vector of bitwise values or of arrays of them (not std::vector<bool>,
+/// which packs bits): a point cloud of std::array<float, 3> is one block too.
+template <class T>
+inline constexpr bool is_bitwise_vector = false;
+template <class T>
+inline constexpr bool is_bitwise_vector<std::vector<T>> = (bitwise_copyable<T> ||
+                                                           is_bitwise_array<T>)&&!std::is_same_v<T, bool>;
+
+/// A std::string or a vector of bitwise values: one contiguous buffer, encoded
+/// as an 8-byte element count and the elements' bytes.
+template <class T>
+inline constexpr bool is_plain_buffer = std::is_same_v<T, std::string> || is_bitwise_vector<T>;
 
 /// Types with a direct encoding, no archive: bitwise values and arrays of
 /// them, plain buffers, and pairs and tuples of these (each element in turn, with no padding). A
