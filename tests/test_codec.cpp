@@ -160,6 +160,52 @@ TEST_CASE("vectors of numbers and strings travel as plain bytes") {
     CHECK(chars.empty());
 }
 
+TEST_CASE("vectors of strings - pairs and vectors travel element by element - no archive") {
+    using multiworker::detail::plain_codable;
+    static_assert(plain_codable<std::vector<std::string>>);
+    static_assert(plain_codable<std::vector<std::pair<int, std::string>>>);
+    static_assert(plain_codable<std::vector<std::vector<std::string>>>);
+    static_assert(!plain_codable<std::vector<bool>>);                // packs bits: the archive
+    static_assert(!plain_codable<std::vector<std::tuple<>>>);        // encodes to nothing: no bound
+    static_assert(!plain_codable<std::vector<std::map<int, int>>>);  // a map: the archive
+    static_assert(!plain_codable<std::vector<std::pair<const int, int>>>);
+
+    const std::vector<std::string> words{"alpha", "", "a string longer than the in-place fifteen"};
+    const std::vector<std::pair<int, std::string>> pairs{{1, "one"}, {-2, "minus two"}};
+    const std::vector<std::vector<std::string>> nested{{"a", "b"}, {}, {"c"}};
+    Bytes bytes;
+    encode_values(bytes, words, pairs, nested);
+    // A count, then each element's own encoding: no archive header, no padding.
+    const std::size_t word_bytes = 8 + (8 + 5) + 8 + (8 + words[2].size());
+    const std::size_t pair_bytes = 8 + (4 + 8 + 3) + (4 + 8 + 9);
+    const std::size_t nested_bytes = 8 + (8 + 9 + 9) + 8 + (8 + 9);
+    CHECK(bytes.size() == word_bytes + pair_bytes + nested_bytes);
+    using Decoded = std::tuple<std::vector<std::string>, std::vector<std::pair<int, std::string>>,
+                               std::vector<std::vector<std::string>>>;
+    const auto decode = [](const Bytes& in) {
+        return decode_values<std::vector<std::string>, std::vector<std::pair<int, std::string>>,
+                             std::vector<std::vector<std::string>>>(in);
+    };
+    CHECK(decode(bytes) == Decoded{words, pairs, nested});
+
+    // Every cut is rejected, never read past.
+    for (std::size_t cut = 0; cut < bytes.size(); ++cut) {
+        const Bytes prefix(bytes.begin(), bytes.begin() + static_cast<std::ptrdiff_t>(cut));
+        CHECK_THROWS_AS(decode(prefix), DecodeError);
+    }
+    // A count the rest of the message cannot hold is refused before anything is allocated.
+    Bytes lying = bytes;
+    lying[5] = 0x40;  // the words' count becomes about 70 T
+    CHECK_THROWS_WITH(decode(lying), Catch::Contains("claimed"));
+    Bytes lying_inside = bytes;
+    lying_inside[8 + 5] = 0x40;  // the first word's length
+    CHECK_THROWS_WITH(decode(lying_inside), Catch::Contains("claimed"));
+    // Trailing bytes.
+    Bytes padded = bytes;
+    padded.push_back('x');
+    CHECK_THROWS_AS(decode(padded), DecodeError);
+}
+
 TEST_CASE("a bool that is neither 0 nor 1 is rejected") {
     Bytes bytes;
     encode_values(bytes, true, 7);

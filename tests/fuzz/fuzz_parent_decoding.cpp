@@ -56,7 +56,7 @@ void decode_payload(const FrameHeader& header, const Bytes& payload) {
         (void)error.what();
         return;
     }
-    switch (header.sequence % 5) {
+    switch (header.sequence % 6) {
         case 0:
             try_decode<std::string>(payload);
             break;
@@ -68,6 +68,9 @@ void decode_payload(const FrameHeader& header, const Bytes& payload) {
             break;
         case 3:
             try_decode<std::pair<std::string, bool>, std::uint64_t>(payload);
+            break;
+        case 4:
+            try_decode<std::vector<std::pair<int, std::string>>, std::vector<std::vector<std::string>>>(payload);
             break;
         default:
             try_decode<int, double>(payload);

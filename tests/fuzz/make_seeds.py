@@ -29,12 +29,21 @@ def log_record(level, name, text):
     return struct.pack("<IIqII", MAGIC_LOG, level, 1_700_000_000_000_000_000, len(name), len(text)) + name + text
 
 
+def plain_sequences():
+    # A vector<pair<int, string>> of one element, then a vector<vector<string>> of one of one.
+    pairs = struct.pack("<Q", 1) + struct.pack("<i", 7) + archive_string(b"hi")
+    nested = struct.pack("<QQ", 1, 1) + archive_string(b"x")
+    return pairs + nested
+
+
+# A result frame's sequence number picks the type the fuzz target decodes it as (sequence % 6).
 seeds = {
-    "frames_string": b"\x00\x07" + frame(2, 5, archive_string(b"hello")),
-    "frames_two": b"\x00\x01" + frame(2, 0, archive_string(b"a")) + frame(2, 4, struct.pack("<id", 3, 1.5)),
+    "frames_string": b"\x00\x07" + frame(2, 6, archive_string(b"hello")),
+    "frames_two": b"\x00\x01" + frame(2, 0, archive_string(b"a")) + frame(2, 5, struct.pack("<id", 3, 1.5)),
+    "frames_sequences": b"\x00\x09" + frame(2, 4, plain_sequences()),
     "frames_failure": b"\x00\x20" + frame(3, 1, failure(0, b"std::runtime_error", b"boom")),
     "frames_vector": b"\x00\x03" + frame(2, 1, struct.pack("<QI", 3, 0) + struct.pack("<3i", 1, 2, 3)),
-    "ring_frame": b"\x01\x00" + struct.pack("<QQ", 0, 29) + frame(2, 5, archive_string(b"hello")),
+    "ring_frame": b"\x01\x00" + struct.pack("<QQ", 0, 29) + frame(2, 6, archive_string(b"hello")),
     "log_records": b"\x02\x05" + log_record(2, b"", b"task 1 done") + log_record(3, b"named", b"careful"),
 }
 for name, data in seeds.items():
