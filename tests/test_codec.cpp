@@ -6,11 +6,15 @@
 #include <catch2/catch.hpp>
 
 #include <array>
+#include <functional>
 #include <list>
 #include <map>
 #include <optional>
+#include <set>
 #include <string>
 #include <tuple>
+#include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 using multiworker::detail::Bytes;
@@ -165,9 +169,9 @@ TEST_CASE("vectors of strings - pairs and vectors travel element by element - no
     static_assert(plain_codable<std::vector<std::string>>);
     static_assert(plain_codable<std::vector<std::pair<int, std::string>>>);
     static_assert(plain_codable<std::vector<std::vector<std::string>>>);
-    static_assert(!plain_codable<std::vector<bool>>);                // packs bits: the archive
-    static_assert(!plain_codable<std::vector<std::tuple<>>>);        // encodes to nothing: no bound
-    static_assert(!plain_codable<std::vector<std::map<int, int>>>);  // a map: the archive
+    static_assert(!plain_codable<std::vector<bool>>);            // packs bits: the archive
+    static_assert(!plain_codable<std::vector<std::tuple<>>>);    // encodes to nothing: no bound
+    static_assert(!plain_codable<std::vector<std::list<int>>>);  // a list: the archive
     static_assert(!plain_codable<std::vector<std::pair<const int, int>>>);
 
     const std::vector<std::string> words{"alpha", "", "a string longer than the in-place fifteen"};
@@ -204,6 +208,51 @@ TEST_CASE("vectors of strings - pairs and vectors travel element by element - no
     Bytes padded = bytes;
     padded.push_back('x');
     CHECK_THROWS_AS(decode(padded), DecodeError);
+}
+
+TEST_CASE("maps - sets and optionals of plain values travel without the archive") {
+    using multiworker::detail::plain_codable;
+    static_assert(plain_codable<std::map<std::string, int>>);
+    static_assert(plain_codable<std::unordered_map<int, std::vector<std::string>>>);
+    static_assert(plain_codable<std::set<std::string>>);
+    static_assert(plain_codable<std::unordered_set<long>>);
+    static_assert(plain_codable<std::optional<std::vector<int>>>);
+    static_assert(!plain_codable<std::map<std::string, Point>>);           // a user struct: the archive
+    static_assert(!plain_codable<std::map<int, int, std::greater<int>>>);  // its own order: the archive
+    static_assert(!plain_codable<std::list<int>>);
+    static_assert(!plain_codable<std::optional<Point>>);
+
+    using Counts = std::map<std::string, int>;
+    using Index = std::unordered_map<int, std::vector<std::string>>;
+    using Maybe = std::optional<std::string>;
+    const Counts counts{{"a", 1}, {"bc", 2}};
+    const Index index{{3, {"x", "y"}}, {4, {}}};
+    const std::set<std::string> names{"ann", "bob"};
+    const std::unordered_set<long> ids{5, -6};
+    Bytes bytes;
+    encode_values(bytes, counts, index, names, ids, Maybe{"here"}, Maybe{});
+    const std::size_t count_bytes = 8 + (8 + 1 + 4) + (8 + 2 + 4);
+    const std::size_t index_bytes = 8 + (4 + 8 + 9 + 9) + (4 + 8);
+    const std::size_t name_bytes = 8 + (8 + 3) * 2;
+    const std::size_t id_bytes = 8 + 8 * 2;
+    const std::size_t maybe_bytes = (1 + 8 + 4) + 1;  // a presence byte, then the value if present
+    CHECK(bytes.size() == count_bytes + index_bytes + name_bytes + id_bytes + maybe_bytes);
+    using Decoded = std::tuple<Counts, Index, std::set<std::string>, std::unordered_set<long>, Maybe, Maybe>;
+    const auto decode = [](const Bytes& in) {
+        return decode_values<Counts, Index, std::set<std::string>, std::unordered_set<long>, Maybe, Maybe>(in);
+    };
+    CHECK(decode(bytes) == Decoded{counts, index, names, ids, Maybe{"here"}, Maybe{}});
+
+    for (std::size_t cut = 0; cut < bytes.size(); ++cut) {
+        const Bytes prefix(bytes.begin(), bytes.begin() + static_cast<std::ptrdiff_t>(cut));
+        CHECK_THROWS_AS(decode(prefix), DecodeError);
+    }
+    Bytes lying = bytes;
+    lying[5] = 0x40;  // the map's count
+    CHECK_THROWS_WITH(decode(lying), Catch::Contains("claimed"));
+    Bytes bad_presence = bytes;
+    bad_presence[bytes.size() - 1] = 2;  // the empty optional's presence byte
+    CHECK_THROWS_WITH(decode(bad_presence), Catch::Contains("invalid bool"));
 }
 
 TEST_CASE("a bool that is neither 0 nor 1 is rejected") {

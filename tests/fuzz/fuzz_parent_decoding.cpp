@@ -16,6 +16,8 @@
 #include <cstddef>
 #include <cstdint>
 #include <map>
+#include <optional>
+#include <set>
 #include <span>
 #include <string>
 #include <vector>
@@ -70,7 +72,8 @@ void decode_payload(const FrameHeader& header, const Bytes& payload) {
             try_decode<std::pair<std::string, bool>, std::uint64_t>(payload);
             break;
         case 4:
-            try_decode<std::vector<std::pair<int, std::string>>, std::vector<std::vector<std::string>>>(payload);
+            try_decode<std::vector<std::pair<int, std::string>>, std::vector<std::vector<std::string>>,
+                       std::optional<std::set<int>>>(payload);
             break;
         default:
             try_decode<int, double>(payload);

@@ -30,10 +30,12 @@ def log_record(level, name, text):
 
 
 def plain_sequences():
-    # A vector<pair<int, string>> of one element, then a vector<vector<string>> of one of one.
+    # A vector<pair<int, string>> of one element, a vector<vector<string>> of one of one,
+    # then an optional<set<int>> holding one number.
     pairs = struct.pack("<Q", 1) + struct.pack("<i", 7) + archive_string(b"hi")
     nested = struct.pack("<QQ", 1, 1) + archive_string(b"x")
-    return pairs + nested
+    maybe_set = struct.pack("<BQi", 1, 1, 42)
+    return pairs + nested + maybe_set
 
 
 # A result frame's sequence number picks the type the fuzz target decodes it as (sequence % 6).

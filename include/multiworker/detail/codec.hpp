@@ -2,14 +2,15 @@
 
 // Encoding of argument tuples and results into bytes and back.
 //
-// Arithmetic and enum values are copied bit for bit (both ends are the same
-// program on the same machine) and strings as length and bytes; a message of
-// only such values needs no archive. Everything else goes through one Boost
-// binary archive per message. Decoding treats its input as untrusted: any mismatch
+// A message of only plain values (numbers, strings, arrays, the standard
+// containers of them, optionals, pairs and tuples: plain_encoding.hpp) is
+// copied with no archive. Everything else goes through one Boost binary
+// archive per message. Decoding treats its input as untrusted: any mismatch
 // throws DecodeError, never reads out of bounds or allocates more than the
-// message could hold (see bounded_archive.hpp).
+// message could hold (see plain_encoding.hpp and bounded_archive.hpp).
 
 #include <multiworker/detail/bounded_archive.hpp>
+#include <multiworker/detail/plain_encoding.hpp>
 #include <multiworker/detail/system.hpp>
 #include <multiworker/serialization.hpp>
 
@@ -30,9 +31,7 @@
 #pragma GCC diagnostic pop
 #endif
 
-#include <array>
 #include <cstdint>
-#include <cstring>
 #include <span>
 #include <stdexcept>
 #include <streambuf>
@@ -57,12 +56,6 @@ public:
 /// Message buffers are kept for reuse up to this capacity (no allocation per
 /// task), and given back to the allocator above it (a worker's memory stays small).
 inline constexpr std::size_t retained_buffer_capacity = 64 * 1024;
-
-/// Thrown when bytes do not decode into the expected types.
-class DecodeError : public std::runtime_error {
-public:
-    using std::runtime_error::runtime_error;
-};
 
 /// A streambuf that appends everything written to a byte vector.
 class BytesWriteBuffer final : public std::streambuf {
@@ -96,204 +89,6 @@ public:
 };
 
 inline constexpr unsigned archive_flags = boost::archive::no_header | boost::archive::no_codecvt;
-
-template <class T>
-inline constexpr bool bitwise_copyable = std::is_arithmetic_v<T> || std::is_enum_v<T>;
-
-/// A std::array of bitwise values (not of bool, whose bytes would need a
-/// check each): a block of fixed size, copied whole with no count, as a
-/// fixed-size message (a 16-byte key, a 3-vector) is on any wire.
-template <class T>
-inline constexpr bool is_bitwise_array = false;
-template <class T, std::size_t N>
-inline constexpr bool is_bitwise_array<std::array<T, N>> =
-    bitwise_copyable<T> && !std::is_same_v<T, bool> && sizeof(std::array<T, N>) == N * sizeof(T);
-
-/// A std::vector of bitwise values or of arrays of them (not std::vector<bool>,
-/// which packs bits): a point cloud of std::array<float, 3> is one block too.
-template <class T>
-inline constexpr bool is_bitwise_vector = false;
-template <class T>
-inline constexpr bool is_bitwise_vector<std::vector<T>> =
-    !std::is_same_v<T, bool> && (bitwise_copyable<T> || is_bitwise_array<T>);
-
-/// A std::string or a vector of bitwise values: one contiguous buffer, encoded
-/// as an 8-byte element count and the elements' bytes.
-template <class T>
-inline constexpr bool is_plain_buffer = std::is_same_v<T, std::string> || is_bitwise_vector<T>;
-
-template <class T>
-inline constexpr bool is_pair_or_tuple = false;
-template <class A, class B>
-inline constexpr bool is_pair_or_tuple<std::pair<A, B>> = true;
-template <class... Ts>
-inline constexpr bool is_pair_or_tuple<std::tuple<Ts...>> = true;
-
-template <class T>
-inline constexpr bool is_vector = false;
-template <class T>
-inline constexpr bool is_vector<std::vector<T>> = true;
-
-/// Types with a direct encoding, no archive: bitwise values and arrays of
-/// them, plain buffers, vectors of any of these (an 8-byte count, then each
-/// element's encoding), and pairs and tuples of these (each element in turn,
-/// with no padding). A message of only such values skips Boost, whose
-/// archive costs far more than the copy itself for small values, and a large
-/// buffer is copied once. (A stream of bench_mpi's tasks, `(long,
-/// std::string)` to `std::pair<long, std::size_t>`: 1.8 to 4.1 µs a task with
-/// the pair through the archive, 0.59 to 1.25 with it plain. Ten strings of
-/// 20 characters in a vector: 1.46 µs to encode and decode through the
-/// archive, 0.27 plain.)
-template <class T>
-struct PlainCodable : std::bool_constant<bitwise_copyable<T> || is_bitwise_array<T> || is_plain_buffer<T>> {};
-// Elements are read in place, so a const one (a map's std::pair<const K, V>) goes through the archive.
-template <class T>
-inline constexpr bool plain_element = PlainCodable<T>::value && !std::is_const_v<T>;
-template <class A, class B>
-struct PlainCodable<std::pair<A, B>> : std::bool_constant<plain_element<A> && plain_element<B>> {};
-template <class... Ts>
-struct PlainCodable<std::tuple<Ts...>> : std::bool_constant<(plain_element<Ts> && ...)> {};
-
-/// The fewest bytes one value of `T` takes in the plain encoding: what
-/// bounds the element count a vector may claim in a message of a given size.
-template <class T>
-constexpr std::size_t min_plain_size() noexcept {
-    if constexpr (is_pair_or_tuple<T>) {
-        return []<std::size_t... I>(std::index_sequence<I...>) {
-            return (std::size_t{0} + ... + min_plain_size<std::tuple_element_t<I, T>>());
-        }
-        (std::make_index_sequence<std::tuple_size_v<T>>{});
-    } else if constexpr (is_vector<T> || std::is_same_v<T, std::string>) {
-        return sizeof(std::uint64_t);
-    } else {
-        return sizeof(T);
-    }
-}
-
-/// A vector of plain values that are not bitwise (strings, pairs, vectors):
-/// a count, then each element. Not of bool (vector<bool> packs bits), nor of
-/// elements that may encode to nothing (an empty tuple), whose count no
-/// message size would bound.
-template <class T>
-struct PlainCodable<std::vector<T>>
-    : std::bool_constant<is_bitwise_vector<std::vector<T>> ||
-                         (plain_element<T> && !std::is_same_v<T, bool> && min_plain_size<T>() > 0)> {};
-
-template <class T>
-inline constexpr bool plain_codable = PlainCodable<T>::value;
-
-/// A vector encoded element by element (see PlainCodable<std::vector<T>>).
-template <class T>
-inline constexpr bool is_plain_sequence = is_vector<T>&& plain_codable<T> && !is_bitwise_vector<T>;
-
-/// Bytes of the plain encoding of `value`.
-template <class T>
-std::size_t plain_size(const T& value) noexcept {
-    if constexpr (is_pair_or_tuple<T>) {
-        return std::apply([](const auto&... element) { return (std::size_t{0} + ... + plain_size(element)); }, value);
-    } else if constexpr (is_plain_buffer<T>) {
-        return sizeof(std::uint64_t) + value.size() * sizeof(typename T::value_type);
-    } else if constexpr (is_plain_sequence<T>) {
-        std::size_t size = sizeof(std::uint64_t);
-        for (const auto& element : value) size += plain_size(element);
-        return size;
-    } else {
-        return sizeof value;
-    }
-}
-
-/// Writes the plain encoding of `value` at `cursor`, and moves it past.
-template <class T>
-void put_plain(char*& cursor, const T& value) noexcept {
-    const auto put = [&cursor](const void* data, std::size_t count) {
-        if (count == 0) return;  // `data` may be null (an empty vector's data())
-        std::memcpy(cursor, data, count);
-        cursor += count;
-    };
-    if constexpr (is_pair_or_tuple<T>) {
-        std::apply([&cursor](const auto&... element) { (put_plain(cursor, element), ...); }, value);
-    } else if constexpr (is_plain_buffer<T>) {
-        const std::uint64_t count = value.size();
-        put(&count, sizeof count);
-        put(value.data(), value.size() * sizeof(typename T::value_type));
-    } else if constexpr (is_plain_sequence<T>) {
-        const std::uint64_t count = value.size();
-        put(&count, sizeof count);
-        for (const auto& element : value) put_plain(cursor, element);
-    } else {
-        put(&value, sizeof value);
-    }
-}
-
-/// Reads plain values from a span, checking every length against what is left.
-class PlainReader {
-public:
-    explicit PlainReader(std::span<const char> in) noexcept : in_{in} {}
-
-    template <class T>
-    void read(T& value) {
-        if constexpr (is_pair_or_tuple<T>) {
-            std::apply([this](auto&... element) { (this->read(element), ...); }, value);
-        } else if constexpr (is_plain_buffer<T>) {
-            using Element = typename T::value_type;
-            std::uint64_t count = 0;
-            take(&count, sizeof count);
-            if (count > (in_.size() - offset_) / sizeof(Element)) {
-                throw DecodeError{"malformed message: " + std::to_string(count) + " elements claimed with only " +
-                                  std::to_string(in_.size() - offset_) + " bytes left"};
-            }
-            const auto size = static_cast<std::size_t>(count);
-            value.reserve(size);
-            advise_huge_pages(value.data(), size * sizeof(Element));
-            if constexpr (std::is_same_v<Element, char> || std::is_same_v<Element, unsigned char>) {
-                const auto* first = reinterpret_cast<const Element*>(in_.data() + offset_);
-                value.assign(first, first + size);  // one copy, no zero-fill first
-                offset_ += size;
-            } else {
-                value.resize(size);
-                take(value.data(), size * sizeof(Element));
-            }
-        } else if constexpr (is_plain_sequence<T>) {
-            // Each element takes at least min_plain_size bytes, so a count
-            // that claims more than the rest of the message could hold is a
-            // lie, refused before anything is allocated.
-            using Element = typename T::value_type;
-            std::uint64_t count = 0;
-            take(&count, sizeof count);
-            if (count > (in_.size() - offset_) / min_plain_size<Element>()) {
-                throw DecodeError{"malformed message: " + std::to_string(count) + " elements claimed with only " +
-                                  std::to_string(in_.size() - offset_) + " bytes left"};
-            }
-            value.clear();
-            value.resize(static_cast<std::size_t>(count));
-            for (Element& element : value) read(element);
-        } else {
-            if constexpr (std::is_same_v<T, bool>) {
-                // Reading a bool whose byte is neither 0 nor 1 is undefined behaviour.
-                if (offset_ < in_.size() && static_cast<unsigned char>(in_[offset_]) > 1) {
-                    throw DecodeError{"malformed message: invalid bool"};
-                }
-            }
-            take(&value, sizeof value);
-        }
-    }
-
-    [[nodiscard]] std::size_t remaining() const noexcept { return in_.size() - offset_; }
-
-private:
-    void take(void* to, std::size_t count) {
-        if (count > in_.size() - offset_) {
-            throw DecodeError{"malformed message: " + std::to_string(count) + " bytes wanted, " +
-                              std::to_string(in_.size() - offset_) + " left"};
-        }
-        if (count == 0) return;  // `to` may be null (an empty vector's data())
-        std::memcpy(to, in_.data() + offset_, count);
-        offset_ += count;
-    }
-
-    std::span<const char> in_;
-    std::size_t offset_ = 0;
-};
 
 /// Appends the encoding of `values` to `out`.
 template <class... Ts>
