@@ -168,11 +168,7 @@ std::size_t plain_size(const T& value) noexcept {
         return std::apply([](const auto&... element) { return (std::size_t{0} + ... + plain_size(element)); }, value);
     } else if constexpr (is_plain_buffer<T>) {
         return sizeof(std::uint64_t) + value.size() * sizeof(typename T::value_type);
-    } else if constexpr (is_plain_collection<T> && is_map<T>) {
-        std::size_t size = sizeof(std::uint64_t);
-        for (const auto& [key, mapped] : value) size += plain_size(key) + plain_size(mapped);
-        return size;
-    } else if constexpr (is_plain_collection<T>) {
+    } else if constexpr (is_plain_collection<T>) {  // a map's element is a pair: its key, then its value
         std::size_t size = sizeof(std::uint64_t);
         for (const auto& element : value) size += plain_size(element);
         return size;
@@ -200,14 +196,7 @@ void put_plain(char*& cursor, const T& value) noexcept {
     } else if constexpr (is_plain_collection<T>) {
         const std::uint64_t count = value.size();
         put(&count, sizeof count);
-        for (const auto& element : value) {
-            if constexpr (is_map<T>) {
-                put_plain(cursor, element.first);
-                put_plain(cursor, element.second);
-            } else {
-                put_plain(cursor, element);
-            }
-        }
+        for (const auto& element : value) put_plain(cursor, element);
     } else if constexpr (is_optional<T>) {
         put_plain(cursor, value.has_value());
         if (value) put_plain(cursor, *value);
@@ -217,6 +206,19 @@ void put_plain(char*& cursor, const T& value) noexcept {
 }
 
 // ----- decoding -----
+
+/// What a container's element is read into before it is moved in: a map's
+/// key is const in its value_type.
+template <class T>
+struct DecodedElement {
+    using type = T;
+};
+template <class K, class V>
+struct DecodedElement<std::pair<const K, V>> {
+    using type = std::pair<K, V>;
+};
+template <class T>
+using Decoded = typename DecodedElement<T>::type;
 
 /// Reads plain values from a span, checking every length against what is left.
 class PlainReader {
@@ -233,24 +235,13 @@ public:
             value.clear();
             value.resize(read_count(min_plain_size<typename T::value_type>()));
             for (auto& element : value) read(element);
-        } else if constexpr (is_plain_collection<T> && is_map<T>) {
-            using Key = typename T::key_type;
-            using Mapped = typename T::mapped_type;
+        } else if constexpr (is_plain_collection<T>) {  // a map or a set
+            using Element = Decoded<typename T::value_type>;
             value.clear();
-            for (std::size_t left = read_count(min_plain_size<Key>() + min_plain_size<Mapped>()); left != 0; --left) {
-                Key key{};
-                Mapped mapped{};
-                read(key);
-                read(mapped);
-                value.emplace_hint(value.end(), std::move(key), std::move(mapped));  // sorted: at the end
-            }
-        } else if constexpr (is_plain_collection<T>) {  // a set
-            using Key = typename T::key_type;
-            value.clear();
-            for (std::size_t left = read_count(min_plain_size<Key>()); left != 0; --left) {
-                Key key{};
-                read(key);
-                value.emplace_hint(value.end(), std::move(key));
+            for (std::size_t left = read_count(min_plain_size<Element>()); left != 0; --left) {
+                Element element{};
+                read(element);
+                value.emplace_hint(value.end(), std::move(element));  // a std::map's come sorted: at the end
             }
         } else if constexpr (is_optional<T>) {
             bool present = false;
