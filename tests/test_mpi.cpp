@@ -56,6 +56,16 @@ struct Probe {
 
 using ProbeProcessor = multiworker::Processor<Probe, &Probe::square>;
 
+struct Echo {
+    std::vector<char> echo(const std::vector<char>& bytes) { return bytes; }
+};
+
+std::vector<char> pattern(std::size_t size, unsigned seed) {
+    std::vector<char> bytes(size);
+    for (std::size_t i = 0; i < size; ++i) bytes[i] = static_cast<char>((i * 131 + seed) % 251);
+    return bytes;
+}
+
 }  // namespace
 
 TEST_CASE("Backend::mpi outside mpirun is a clear error") {
@@ -229,6 +239,34 @@ TEST_CASE("an agent whose host drops off the network is lost and the Processor g
     auto late = processor.pop_result(30s);
     REQUIRE(late);
     CHECK(late->value().first == 25);
+}
+
+// Large messages take seconds to cross a slow link, longer than the
+// heartbeat limit; both ends keep polling, and sending heartbeats, while
+// they cross, so no agent is counted lost and no rank 0 falls silent.
+TEST_CASE("agents stay in touch while large tasks and results cross a slow link") {
+    const std::string slow = from_environment("MULTIWORKER_TEST_SLOW_LINKS");
+    const std::string fast = from_environment("MULTIWORKER_TEST_FAST_LINKS");
+    multiworker::Options options = on_mpi(1);
+    options.heartbeat_interval = 20ms;
+    options.heartbeat_limit = 1'000ms;  // 64 MiB take 2.7 s each way at 200 Mbit/s
+    multiworker::Processor<Echo, &Echo::echo> processor{Echo{}, options};
+    constexpr std::size_t large = std::size_t{64} << 20;
+    REQUIRE(std::system(slow.c_str()) == 0);
+    processor.add(pattern(large, 1));
+    processor.add(pattern(16, 2));
+    processor.add(pattern(large, 3));
+    processor.start();
+    processor.wait();
+    REQUIRE(std::system(fast.c_str()) == 0);
+    auto results = processor.get_results();
+    REQUIRE(results.size() == 3);
+    for (const auto& result : results) {
+        INFO(result.id().value() << ": " << (result.ok() ? std::string{"ok"} : result.error().what()));
+        REQUIRE(result.ok());
+        const unsigned seed = static_cast<unsigned>(result.id().value());
+        CHECK(result.value() == pattern(seed == 2 ? 16 : large, seed));
+    }
 }
 
 TEST_CASE("cancel and stop settle every task") {

@@ -9,6 +9,8 @@
 #   MULTIWORKER_SIM_RSH_AGENT   an rsh agent for mpirun (--mca plm_rsh_agent): `agent HOST CMD...`
 #                               runs CMD inside HOST's namespace, under its hostname
 #   MULTIWORKER_TEST_CUT_HOST   a command that cuts h1 off the network; ..._MEND_HOST mends it
+#   MULTIWORKER_TEST_SLOW_LINKS a command that slows both hosts' links to 200 Mbit/s each way
+#                               (tc's token bucket); ..._FAST_LINKS takes the limit off again
 # Needs root, iproute2 and unshare. Everything it creates (namespaces, links, the agent script) is
 # removed on exit, and COMMAND's exit status is its own.
 set -euo pipefail
@@ -62,6 +64,18 @@ export MULTIWORKER_SIM_HOSTS="$prefix.1 $prefix.2 $prefix.3"
 export MULTIWORKER_SIM_RSH_AGENT="$scratch/agent"
 export MULTIWORKER_TEST_CUT_HOST="ip link set $tag-v1 down"
 export MULTIWORKER_TEST_MEND_HOST="ip link set $tag-v1 up"
+slow=""
+fast=""
+for i in 1 2; do  # both ends of each host's link: the bridge's port, and the host's eth0
+    for end in "tc qdisc %s dev $tag-v$i root" "tc -n $tag-h$i qdisc %s dev eth0 root"; do
+        # shellcheck disable=SC2059 # the format is ours
+        slow="$slow $(printf "$end" replace) tbf rate 200mbit burst 64kb latency 20ms &&"
+        # shellcheck disable=SC2059
+        fast="$fast $(printf "$end" del) &&"
+    done
+done
+export MULTIWORKER_TEST_SLOW_LINKS="${slow% &&}"
+export MULTIWORKER_TEST_FAST_LINKS="${fast% &&}"
 status=0
 "$@" || status=$?
 exit "$status"

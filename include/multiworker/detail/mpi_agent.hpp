@@ -73,7 +73,7 @@ private:
             workers_->help_while_waiting();
             busy = send_results(link) || busy;
             keep_in_touch(link);
-            backoff.after(busy);
+            backoff.after(busy, link.transferring());
         }
     }
 
@@ -134,7 +134,7 @@ private:
     void keep_in_touch(MpiLink& link) {
         const auto now = MpiLink::Clock::now();
         if (now >= next_heartbeat_) {
-            link.send(0, mpi_wire::heartbeat);
+            link.beat(0);
             next_heartbeat_ = now + options_.heartbeat_interval;
         }
         if (link.silence_of(0) > options_.heartbeat_limit) {
@@ -150,7 +150,7 @@ private:
                 if (message->tag == mpi_wire::bye) return mpi_wire::Reader{message->body}.number<std::uint8_t>() != 0;
             }
             keep_in_touch(link);
-            backoff.after(false);
+            backoff.after(false, link.transferring());
         }
     }
 

@@ -190,7 +190,7 @@ private:
                 agents_[static_cast<std::size_t>(message->source - 1)].read_hello(message->source, message->body);
                 ++greeted;
             }
-            backoff.after(message.has_value());
+            backoff.after(message.has_value(), link.transferring());
         }
         int next_worker = 0;
         for (Agent& agent : agents_) {
@@ -223,7 +223,7 @@ private:
             bool busy = receive_all(link);
             busy = send_tasks(link) || busy;
             keep_in_touch(link, options_.heartbeat_limit);
-            backoff.after(busy);
+            backoff.after(busy, link.transferring());
         }
     }
 
@@ -283,7 +283,7 @@ private:
         if (beat) next_heartbeat_ = now + options_.heartbeat_interval;
         for (Agent& agent : agents_) {
             if (!agent.alive) continue;
-            if (beat) link.send(agent.rank, mpi_wire::heartbeat);
+            if (beat) link.beat(agent.rank);
             if (link.silence_of(agent.rank) > limit) lose(link, agent);
         }
     }
@@ -344,7 +344,7 @@ private:
         while (std::any_of(agents_.begin(), agents_.end(), [](const Agent& a) { return a.alive && !a.stopped; })) {
             const bool busy = receive_all(link);
             keep_in_touch(link, limit);
-            backoff.after(busy);
+            backoff.after(busy, link.transferring());
         }
         // What an agent still holds now, its stop() discarded before a worker took it.
         for (Agent& agent : agents_) {

@@ -1,21 +1,28 @@
 #pragma once
 
 // One rank's end of Backend::mpi's messages: MPI_COMM_WORLD driven by a
-// single thread, sends that never block (a peer that died must not stall
-// the rank that talks to it), and "when did I last hear from rank r".
+// single thread, sends and receives that never block (a peer that died must
+// not stall the rank that talks to it), and "when did I last hear from rank r".
 //
 // Why never block: Open MPI 4.1 has no fault tolerance interface, and a
 // blocking send or receive with a dead peer can wait forever. Run with
 // `mpirun --enable-recovery`, the survivors of a lost rank keep running as
 // long as they do not wait on it; heartbeats (below) tell that it is gone.
+// A large message takes a while to cross, and it crosses only while both
+// ends call into MPI: the thread keeps polling (and sending heartbeats)
+// meanwhile, instead of sitting in one MPI_Recv that no heartbeat passes.
 
 #include <multiworker/detail/mpi_wire.hpp>
 
 #include <mpi.h>
+#include <pthread.h>
+#include <signal.h>
 
 #include <algorithm>
 #include <chrono>
+#include <cstdint>
 #include <cstdlib>
+#include <iterator>
 #include <list>
 #include <optional>
 #include <stdexcept>
@@ -43,15 +50,17 @@ inline bool mpirun_recovers_lost_ranks() {
 }
 
 /// Sleeps a little longer each time nothing happened: a busy rank answers in
-/// microseconds, an idle one costs little CPU (at most 1 ms late).
+/// microseconds, an idle one costs little CPU (at most 1 ms late). While a
+/// message is crossing (`transfer_under_way`) it only yields: the bytes move
+/// only while this thread calls into MPI.
 class IdleBackoff {
 public:
-    void after(bool something_happened) {
+    void after(bool something_happened, bool transfer_under_way = false) {
         if (something_happened) {
             idle_rounds_ = 0;
             return;
         }
-        ++idle_rounds_;
+        if (!transfer_under_way) ++idle_rounds_;
         if (idle_rounds_ < spins) {
             std::this_thread::yield();
         } else {
@@ -79,6 +88,7 @@ public:
     /// Initializes MPI in the calling thread, which alone uses the link.
     /// MPI_ERRORS_RETURN: a failed call is reported here, not by aborting the job.
     MpiLink() {
+        ignore_broken_connections();
         int initialized = 0;
         MPI_Initialized(&initialized);
         if (initialized != 0) {
@@ -90,7 +100,11 @@ public:
         MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
         MPI_Comm_rank(MPI_COMM_WORLD, &rank_);
         MPI_Comm_size(MPI_COMM_WORLD, &size_);
-        last_heard_.assign(static_cast<std::size_t>(size_), Clock::now());
+        const auto ranks = static_cast<std::size_t>(size_);
+        last_heard_.assign(ranks, Clock::now());
+        lost_.assign(ranks, 0);
+        assembling_.assign(ranks, incoming_.end());
+        waits_in_pass_.assign(ranks, 0);
         char name[MPI_MAX_PROCESSOR_NAME] = {};
         int length = 0;
         MPI_Get_processor_name(name, &length);
@@ -105,7 +119,7 @@ public:
     /// one), and not at all otherwise.
     void finish(bool every_rank_alive) {
         if (every_rank_alive) {
-            wait_for_sends(std::chrono::seconds{10});
+            wait_for_transfers(std::chrono::seconds{10});
             MPI_Finalize();
         }
     }
@@ -114,73 +128,256 @@ public:
     [[nodiscard]] int size() const noexcept { return size_; }
     [[nodiscard]] const std::string& host() const noexcept { return host_; }
 
-    /// Queues a message to `destination`; it leaves while poll() runs.
+    /// Queues a message to `destination`, after those queued before it; it
+    /// crosses while receive() is called.
     void send(int destination, mpi_wire::Tag tag, std::vector<char> body = {}) {
-        Outgoing& out = outgoing_.emplace_back(Outgoing{destination, std::move(body), MPI_REQUEST_NULL});
-        MPI_Isend(out.body.data(), static_cast<int>(out.body.size()), MPI_BYTE, destination, tag, MPI_COMM_WORLD,
-                  &out.request);
+        outgoing_.push_back(Outgoing{destination, tag, std::move(body)});
+        pump_sends();
     }
 
-    /// The next message that has arrived, if any; never waits.
+    /// An empty heartbeat to `destination`, ahead of any large message still
+    /// crossing to it: its pieces leave room for it.
+    void beat(int destination) {
+        Outgoing& out = outgoing_.emplace_back(Outgoing{destination, mpi_wire::heartbeat, {}});
+        hand(out);
+    }
+
+    /// The next message that has arrived whole, if any; never waits. A
+    /// rank's messages, but for heartbeats, come in the order it sent them.
     std::optional<Message> receive() {
-        complete_sends();
-        int arrived = 0;
-        MPI_Status status;
-        MPI_Iprobe(MPI_ANY_SOURCE, MPI_ANY_TAG, MPI_COMM_WORLD, &arrived, &status);
-        if (arrived == 0) return std::nullopt;
-        int count = 0;
-        MPI_Get_count(&status, MPI_BYTE, &count);
-        Message message{status.MPI_SOURCE, status.MPI_TAG, std::vector<char>(static_cast<std::size_t>(count))};
-        MPI_Recv(message.body.data(), count, MPI_BYTE, status.MPI_SOURCE, status.MPI_TAG, MPI_COMM_WORLD,
-                 MPI_STATUS_IGNORE);
-        last_heard_[static_cast<std::size_t>(message.source)] = Clock::now();
-        return message;
+        pump_sends();
+        match_arrivals();
+        return take_arrived();
     }
 
-    /// How long since the last message from `rank` (or since MPI_Init).
+    /// A message is still crossing, one way or the other: poll again soon.
+    [[nodiscard]] bool transferring() const noexcept {
+        const auto under_way = [](const auto& transfer) { return !transfer.abandoned; };
+        return std::any_of(outgoing_.begin(), outgoing_.end(), under_way) ||
+               std::any_of(incoming_.begin(), incoming_.end(), under_way);
+    }
+
+    /// How long since the last message, or piece of one, from `rank` (or since MPI_Init).
     [[nodiscard]] Clock::duration silence_of(int rank) const {
         return Clock::now() - last_heard_[static_cast<std::size_t>(rank)];
     }
 
-    /// Forgets the sends still waiting for `rank`, which is gone: they
+    /// Forgets the sends to and receives from `rank`, which is gone: they
     /// would never complete. Their buffers stay allocated until the end.
     void abandon(int rank) {
         for (auto& out : outgoing_) {
             if (out.destination == rank) out.abandoned = true;
         }
+        for (auto& in : incoming_) {
+            if (in.source == rank) in.abandoned = true;
+        }
+        lost_[static_cast<std::size_t>(rank)] = 1;
     }
 
 private:
+    // A message crosses in pieces no larger than this, and at most
+    // `pieces_in_flight` of one message are given to MPI at a time, for two
+    // reasons. Open MPI's TCP transport sends a message in one stream: a
+    // heartbeat sent after 64 MiB would wait behind all of it, over a slow
+    // link for longer than heartbeat_limit. And messages up to its eager
+    // limit (64 KiB) take no handshake: Open MPI 4.1 deadlocks in its own
+    // error path when a peer dies during a handshaked send (the completion
+    // sends a FIN on the very connection whose lock it holds).
+    static constexpr std::size_t piece_bytes = std::size_t{32} << 10;
+    static constexpr std::size_t pieces_in_flight = 8;
+
     struct Outgoing {
         int destination;
-        std::vector<char> body;  // must stay where it is until the send completes
-        MPI_Request request;
+        int tag;
+        std::vector<char> body;  // must stay where it is until every piece is sent
+        std::vector<char> header{};
+        std::size_t handed = 0;  // bytes given to MPI
+        bool started = false;
         bool abandoned = false;
+        std::vector<MPI_Request> in_flight{};
+
+        [[nodiscard]] bool all_handed() const noexcept { return started && handed == body.size(); }
     };
 
-    void complete_sends() {
+    struct Incoming {
+        int source;
+        int tag;
+        std::vector<char> body;  // must stay where it is until every piece is received
+        std::size_t posted = 0;  // bytes a receive was started for
+        bool abandoned = false;
+        std::vector<MPI_Request> pieces{};
+    };
+
+    /// A write to the socket of a rank that died raises SIGPIPE, whose
+    /// default action would end this process: the user's, on rank 0. It is
+    /// blocked in this thread, the only one that writes to MPI's sockets
+    /// (threads MPI_Init starts inherit the mask), and the write fails with
+    /// EPIPE instead, which Open MPI handles. The rest of the process keeps
+    /// its own handling.
+    static void ignore_broken_connections() {
+        sigset_t broken_pipe;
+        sigemptyset(&broken_pipe);
+        sigaddset(&broken_pipe, SIGPIPE);
+        pthread_sigmask(SIG_BLOCK, &broken_pipe, nullptr);
+    }
+
+    /// True once every request has completed (they become MPI_REQUEST_NULL).
+    static bool completed(std::vector<MPI_Request>& requests) {
+        int done = 0;
+        MPI_Testall(static_cast<int>(requests.size()), requests.data(), &done, MPI_STATUSES_IGNORE);
+        if (done != 0) requests.clear();
+        return done != 0;
+    }
+
+    // ----- sending -----
+
+    /// Hands on each destination's first message not yet all handed, drops
+    /// what has left; messages after it to the same destination wait.
+    void pump_sends() {
+        ++pass_;
         for (auto it = outgoing_.begin(); it != outgoing_.end();) {
-            int done = 0;
-            if (!it->abandoned) MPI_Test(&it->request, &done, MPI_STATUS_IGNORE);
-            it = done != 0 ? outgoing_.erase(it) : std::next(it);
+            Outgoing& out = *it;
+            if (out.abandoned) {
+                ++it;
+                continue;
+            }
+            auto& waits = waits_in_pass_[static_cast<std::size_t>(out.destination)];
+            if (!out.all_handed() && waits != pass_) hand(out);
+            if (!out.all_handed()) waits = pass_;
+            it = out.all_handed() && completed(out.in_flight) ? outgoing_.erase(it) : std::next(it);
         }
     }
 
-    void wait_for_sends(Clock::duration limit) {
+    /// Gives MPI as much of `out` as its window allows.
+    void hand(Outgoing& out) {
+        const std::size_t size = out.body.size();
+        if (!out.started) {
+            out.started = true;
+            if (size <= piece_bytes) {
+                isend(out, out.body.data(), size, out.tag);
+                out.handed = size;
+                return;
+            }
+            mpi_wire::Writer header;
+            header.number(static_cast<std::int32_t>(out.tag));
+            header.number(static_cast<std::uint64_t>(size));
+            out.header = header.take();
+            isend(out, out.header.data(), out.header.size(), mpi_wire::large);
+        }
+        std::erase_if(out.in_flight, [](MPI_Request& request) {
+            int done = 0;
+            MPI_Test(&request, &done, MPI_STATUS_IGNORE);
+            return done != 0;
+        });
+        while (out.handed < size && out.in_flight.size() < pieces_in_flight) {
+            const std::size_t piece = std::min(piece_bytes, size - out.handed);
+            isend(out, out.body.data() + out.handed, piece, mpi_wire::piece);
+            out.handed += piece;
+        }
+    }
+
+    static void isend(Outgoing& out, const char* bytes, std::size_t count, int tag) {
+        MPI_Request& request = out.in_flight.emplace_back(MPI_REQUEST_NULL);
+        MPI_Isend(bytes, static_cast<int>(count), MPI_BYTE, out.destination, tag, MPI_COMM_WORLD, &request);
+    }
+
+    // ----- receiving -----
+
+    /// Starts receiving every message, or piece of one, whose envelope has
+    /// arrived. Its sender is heard from now.
+    void match_arrivals() {
+        for (;;) {
+            int arrived = 0;
+            MPI_Message handle = MPI_MESSAGE_NULL;
+            MPI_Status status;
+            MPI_Improbe(MPI_ANY_SOURCE, MPI_ANY_TAG, MPI_COMM_WORLD, &arrived, &handle, &status);
+            if (arrived == 0) return;
+            int count = 0;
+            MPI_Get_count(&status, MPI_BYTE, &count);
+            const auto source = static_cast<std::size_t>(status.MPI_SOURCE);
+            last_heard_[source] = Clock::now();
+            if (status.MPI_TAG == mpi_wire::large) {
+                start_large(status.MPI_SOURCE, handle, count);
+            } else if (status.MPI_TAG == mpi_wire::piece && assembling_[source] != incoming_.end()) {
+                Incoming& large = *assembling_[source];
+                receive_piece(large, handle, count);
+                if (large.posted == large.body.size()) assembling_[source] = incoming_.end();
+            } else {
+                Incoming& in = incoming_.emplace_back(
+                    Incoming{status.MPI_SOURCE, status.MPI_TAG, std::vector<char>(static_cast<std::size_t>(count))});
+                in.abandoned = lost_[source] != 0 || status.MPI_TAG == mpi_wire::piece;  // a stray piece
+                receive_piece(in, handle, count);
+            }
+        }
+    }
+
+    /// A large message's header: small, and already here whole, so received at once.
+    void start_large(int source, MPI_Message& handle, int count) {
+        std::vector<char> header(static_cast<std::size_t>(count));
+        MPI_Mrecv(header.data(), count, MPI_BYTE, &handle, MPI_STATUS_IGNORE);
+        mpi_wire::Reader fields{header};
+        const auto tag = fields.number<std::int32_t>();
+        const auto size = fields.number<std::uint64_t>();
+        Incoming& in = incoming_.emplace_back(Incoming{source, tag, std::vector<char>(size)});
+        in.abandoned = lost_[static_cast<std::size_t>(source)] != 0;
+        assembling_[static_cast<std::size_t>(source)] = std::prev(incoming_.end());
+    }
+
+    void receive_piece(Incoming& in, MPI_Message& handle, int count) {
+        const auto bytes = static_cast<std::size_t>(count);
+        if (in.posted + bytes > in.body.size())
+            throw std::runtime_error{"multiworker: an MPI message overran its size"};
+        MPI_Request& request = in.pieces.emplace_back(MPI_REQUEST_NULL);
+        MPI_Imrecv(in.body.data() + in.posted, count, MPI_BYTE, &handle, &request);
+        in.posted += bytes;
+    }
+
+    /// The first message received whole whose source has no earlier one
+    /// still crossing. What a lost rank sent is dropped once received.
+    std::optional<Message> take_arrived() {
+        ++pass_;
+        for (auto it = incoming_.begin(); it != incoming_.end();) {
+            const bool whole = it->posted == it->body.size() && completed(it->pieces);
+            auto& waits = waits_in_pass_[static_cast<std::size_t>(it->source)];
+            if (whole && it->abandoned) {
+                it = incoming_.erase(it);
+            } else if (whole && waits != pass_) {
+                Message message{it->source, it->tag, std::move(it->body)};
+                incoming_.erase(it);
+                return message;
+            } else {
+                if (!it->abandoned) waits = pass_;  // what follows from this source waits for it
+                ++it;
+            }
+        }
+        return std::nullopt;
+    }
+
+    /// Until every transfer not abandoned has completed (MPI_Finalize must
+    /// find none pending), or `limit`. What arrives now is dropped: the
+    /// conversation is over.
+    void wait_for_transfers(Clock::duration limit) {
         const auto deadline = Clock::now() + limit;
-        while (Clock::now() < deadline) {
-            complete_sends();
-            bool waiting = false;
-            for (const auto& out : outgoing_) waiting = waiting || !out.abandoned;
-            if (!waiting) return;
+        while (transferring() && Clock::now() < deadline) {
+            pump_sends();
+            match_arrivals();
+            std::erase_if(incoming_, [](Incoming& in) {
+                return !in.abandoned && in.posted == in.body.size() && completed(in.pieces);
+            });
         }
     }
 
     int rank_ = 0;
     int size_ = 1;
     std::string host_;
-    std::list<Outgoing> outgoing_;  // a list: a buffer MPI holds must not move
+    std::list<Outgoing> outgoing_;  // lists: a buffer MPI holds must not move
+    std::list<Incoming> incoming_;  // in the order their first envelope was matched
     std::vector<Clock::time_point> last_heard_;
+    // Per rank:
+    std::vector<char> lost_;                                 // abandon()ed
+    std::vector<std::list<Incoming>::iterator> assembling_;  // the large message its pieces go to
+    std::vector<unsigned> waits_in_pass_;  // the pump or take pass that met an earlier message of its unfinished
+    unsigned pass_ = 0;
 };
 
 }  // namespace multiworker::detail

@@ -26,6 +26,10 @@ enum Tag : int {
     stop = 5,       // 0 -> agent: [grace ms][grace_end]: stop the workers, send what is left
     stopped = 6,    // agent -> 0, empty: its last results are sent
     bye = 7,        // 0 -> agent: [clean]: finalize MPI (clean) or just exit, then exit
+    // The link's own (mpi_link.hpp): a message larger than one piece crosses
+    // as a `large` header, [tag][size], then its bytes in `piece`s, in order.
+    large = 8,
+    piece = 9,
 };
 
 /// Appends fields to a message.
