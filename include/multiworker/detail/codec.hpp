@@ -32,6 +32,7 @@
 #endif
 
 #include <cstdint>
+#include <cstring>
 #include <span>
 #include <stdexcept>
 #include <streambuf>
@@ -52,6 +53,14 @@ public:
     operator std::span<const char>() const noexcept { return {data(), size()}; }
     operator std::span<char>() noexcept { return {data(), size()}; }
 };
+
+/// A copy of `bytes`, made with one memcpy: large messages pass through here
+/// (a copy element by element is many times slower, under sanitizers above all).
+inline Bytes copy_bytes(std::span<const char> bytes) {
+    Bytes copy(bytes.size(), boost::container::default_init);
+    if (!bytes.empty()) std::memcpy(copy.data(), bytes.data(), bytes.size());
+    return copy;
+}
 
 /// Message buffers are kept for reuse up to this capacity (no allocation per
 /// task), and given back to the allocator above it (a worker's memory stays small).

@@ -85,9 +85,7 @@ private:
             // Counted by the local mailbox, but run under rank 0's id (ids
             // need only be unique), so that the outcome needs no lookup.
             (void)local_results_.expect_one();
-            Bytes copy;
-            copy.assign(arguments.begin(), arguments.end());
-            workers_->submit(TaskId{id}, std::move(copy));
+            workers_->submit(TaskId{id}, copy_bytes(arguments));
         }
     }
 

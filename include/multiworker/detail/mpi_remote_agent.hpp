@@ -101,8 +101,7 @@ struct RemoteAgent {
             const bool ok = reader.number<std::uint8_t>() != 0;
             RawResult& result = results.emplace_back(RawResult{id, Bytes{}, worker, worker_pid});
             if (ok) {
-                const std::span<const char> value = reader.bytes();
-                std::get<Bytes>(result.outcome).assign(value.begin(), value.end());
+                std::get<Bytes>(result.outcome) = copy_bytes(reader.bytes());
             } else {
                 const auto kind = static_cast<ErrorKind>(reader.number<std::uint32_t>());
                 std::string type_name = reader.text();
