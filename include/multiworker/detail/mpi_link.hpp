@@ -12,6 +12,7 @@
 // ends call into MPI: the thread keeps polling (and sending heartbeats)
 // meanwhile, instead of sitting in one MPI_Recv that no heartbeat passes.
 
+#include <multiworker/detail/mpi_pacing.hpp>
 #include <multiworker/detail/mpi_wire.hpp>
 
 #include <mpi.h>
@@ -21,59 +22,17 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdint>
-#include <cstdlib>
 #include <iterator>
 #include <list>
 #include <optional>
 #include <stdexcept>
 #include <string>
-#include <thread>
 #include <utility>
 #include <vector>
 
 namespace multiworker::detail {
 
-/// This process's rank in the `mpirun` job, read from the environment
-/// Open MPI's launcher sets (so it is known before MPI_Init, when the
-/// agent's workers are forked); nullopt when not started by mpirun.
-inline std::optional<int> mpirun_rank() {
-    const char* rank = std::getenv("OMPI_COMM_WORLD_RANK");
-    if (rank == nullptr) return std::nullopt;
-    return std::atoi(rank);
-}
-
-/// True when the job was started with `mpirun --enable-recovery`, without
-/// which Open MPI ends the whole job, rank 0 included, when one rank dies.
-inline bool mpirun_recovers_lost_ranks() {
-    const char* recovery = std::getenv("OMPI_MCA_orte_enable_recovery");
-    return recovery != nullptr && std::string{recovery} == "1";
-}
-
-/// Sleeps a little longer each time nothing happened: a busy rank answers in
-/// microseconds, an idle one costs little CPU (at most 1 ms late). While a
-/// message is crossing (`transfer_under_way`) it only yields: the bytes move
-/// only while this thread calls into MPI.
-class IdleBackoff {
-public:
-    void after(bool something_happened, bool transfer_under_way = false) {
-        if (something_happened) {
-            idle_rounds_ = 0;
-            return;
-        }
-        if (!transfer_under_way) ++idle_rounds_;
-        if (idle_rounds_ < spins) {
-            std::this_thread::yield();
-        } else {
-            const auto shift = std::min(idle_rounds_ - spins, 6U);
-            std::this_thread::sleep_for(std::chrono::microseconds{16} * (1U << shift));
-        }
-    }
-
-private:
-    static constexpr unsigned spins = 64;
-    unsigned idle_rounds_ = 0;
-};
-
+/// One rank's end of Backend::mpi's messages (see the top of this file).
 class MpiLink {
 public:
     using Clock = std::chrono::steady_clock;
@@ -146,7 +105,16 @@ public:
     /// rank's messages, but for heartbeats, come in the order it sent them.
     std::optional<Message> receive() {
         pump_sends();
-        match_arrivals();
+        if (auto message = take_arrived()) return message;
+        while (std::optional<Arrival> arrival = probe()) {
+            if (arrival->tag == mpi_wire::large) {
+                start_large(*arrival);
+            } else if (arrival->tag == mpi_wire::piece) {
+                receive_piece(*arrival);
+            } else if (auto message = receive_at_once(*arrival)) {
+                return message;
+            }
+        }
         return take_arrived();
     }
 
@@ -176,15 +144,20 @@ public:
 
 private:
     // A message crosses in pieces no larger than this, and at most
-    // `pieces_in_flight` of one message are given to MPI at a time, for two
-    // reasons. Open MPI's TCP transport sends a message in one stream: a
-    // heartbeat sent after 64 MiB would wait behind all of it, over a slow
-    // link for longer than heartbeat_limit. And messages up to its eager
-    // limit (64 KiB) take no handshake: Open MPI 4.1 deadlocks in its own
-    // error path when a peer dies during a handshaked send (the completion
-    // sends a FIN on the very connection whose lock it holds).
+    // `pieces_in_flight` of one message are given to MPI at a time. Open
+    // MPI's TCP transport sends a message in one stream: a heartbeat sent
+    // after 64 MiB would wait behind all of it, over a slow link for longer
+    // than heartbeat_limit; now it waits behind 512 KiB at most, and what the
+    // socket holds. Pieces stay under the TCP eager limit (64 KiB), so they
+    // take no handshake: when a peer dies during a handshaked send, Open MPI
+    // 4.1 deadlocks in its error path (the completion sends a FIN on the
+    // connection whose lock it holds). A failed eager send aborts the
+    // process instead (docs/backends.md): an end, not a hang.
     static constexpr std::size_t piece_bytes = std::size_t{32} << 10;
-    static constexpr std::size_t pieces_in_flight = 8;
+    static constexpr std::size_t pieces_in_flight = 16;
+    // Messages up to this size arrive with their envelope over every
+    // transport (Open MPI's smallest eager limit, shared memory's, is 4 KiB).
+    static constexpr std::size_t whole_with_envelope_bytes = 1024;
 
     struct Outgoing {
         int destination;
@@ -283,58 +256,97 @@ private:
 
     // ----- receiving -----
 
-    /// Starts receiving every message, or piece of one, whose envelope has
-    /// arrived. Its sender is heard from now.
-    void match_arrivals() {
-        for (;;) {
-            int arrived = 0;
-            MPI_Message handle = MPI_MESSAGE_NULL;
-            MPI_Status status;
-            MPI_Improbe(MPI_ANY_SOURCE, MPI_ANY_TAG, MPI_COMM_WORLD, &arrived, &handle, &status);
-            if (arrived == 0) return;
-            int count = 0;
-            MPI_Get_count(&status, MPI_BYTE, &count);
-            const auto source = static_cast<std::size_t>(status.MPI_SOURCE);
-            last_heard_[source] = Clock::now();
-            if (status.MPI_TAG == mpi_wire::large) {
-                start_large(status.MPI_SOURCE, handle, count);
-            } else if (status.MPI_TAG == mpi_wire::piece && assembling_[source] != incoming_.end()) {
-                Incoming& large = *assembling_[source];
-                receive_piece(large, handle, count);
-                if (large.posted == large.body.size()) assembling_[source] = incoming_.end();
-            } else {
-                Incoming& in = incoming_.emplace_back(
-                    Incoming{status.MPI_SOURCE, status.MPI_TAG, std::vector<char>(static_cast<std::size_t>(count))});
-                in.abandoned = lost_[source] != 0 || status.MPI_TAG == mpi_wire::piece;  // a stray piece
-                receive_piece(in, handle, count);
-            }
-        }
+    /// A message, or a piece of one, whose envelope has arrived: matched, so
+    /// no other receive can take it.
+    struct Arrival {
+        MPI_Message handle;
+        int source;
+        int tag;
+        int count;
+    };
+
+    /// The next arrival, if any. Its sender is heard from now.
+    std::optional<Arrival> probe() {
+        int arrived = 0;
+        Arrival arrival{MPI_MESSAGE_NULL, 0, 0, 0};
+        MPI_Status status;
+        MPI_Improbe(MPI_ANY_SOURCE, MPI_ANY_TAG, MPI_COMM_WORLD, &arrived, &arrival.handle, &status);
+        if (arrived == 0) return std::nullopt;
+        arrival.source = status.MPI_SOURCE;
+        arrival.tag = status.MPI_TAG;
+        MPI_Get_count(&status, MPI_BYTE, &arrival.count);
+        last_heard_[static_cast<std::size_t>(arrival.source)] = Clock::now();
+        return arrival;
     }
 
-    /// A large message's header: small, and already here whole, so received at once.
-    void start_large(int source, MPI_Message& handle, int count) {
-        std::vector<char> header(static_cast<std::size_t>(count));
-        MPI_Mrecv(header.data(), count, MPI_BYTE, &handle, MPI_STATUS_IGNORE);
+    /// A small message is here whole when its envelope is (every transport
+    /// sends this much with the envelope): it is received on the spot, and
+    /// returned unless it must wait for an earlier one from its source or
+    /// its source is lost. A larger one starts being received.
+    std::optional<Message> receive_at_once(Arrival& arrival) {
+        const auto source = static_cast<std::size_t>(arrival.source);
+        Incoming& in = incoming_.emplace_back(
+            Incoming{arrival.source, arrival.tag, std::vector<char>(static_cast<std::size_t>(arrival.count))});
+        in.abandoned = lost_[source] != 0;
+        if (static_cast<std::size_t>(arrival.count) > whole_with_envelope_bytes) {
+            post_receive(in, arrival);
+            return std::nullopt;
+        }
+        MPI_Mrecv(in.body.data(), arrival.count, MPI_BYTE, &arrival.handle, MPI_STATUS_IGNORE);
+        in.posted = in.body.size();
+        if (in.abandoned || std::prev(incoming_.end()) != first_from(arrival.source)) return std::nullopt;
+        Message message{in.source, in.tag, std::move(in.body)};
+        incoming_.pop_back();
+        return message;
+    }
+
+    /// A large message's header: small, so here whole, and received at once.
+    void start_large(Arrival& arrival) {
+        std::vector<char> header(static_cast<std::size_t>(arrival.count));
+        MPI_Mrecv(header.data(), arrival.count, MPI_BYTE, &arrival.handle, MPI_STATUS_IGNORE);
         mpi_wire::Reader fields{header};
         const auto tag = fields.number<std::int32_t>();
         const auto size = fields.number<std::uint64_t>();
-        Incoming& in = incoming_.emplace_back(Incoming{source, tag, std::vector<char>(size)});
-        in.abandoned = lost_[static_cast<std::size_t>(source)] != 0;
-        assembling_[static_cast<std::size_t>(source)] = std::prev(incoming_.end());
+        const auto source = static_cast<std::size_t>(arrival.source);
+        Incoming& in = incoming_.emplace_back(Incoming{arrival.source, tag, std::vector<char>(size)});
+        in.abandoned = lost_[source] != 0;
+        assembling_[source] = std::prev(incoming_.end());
     }
 
-    void receive_piece(Incoming& in, MPI_Message& handle, int count) {
-        const auto bytes = static_cast<std::size_t>(count);
+    /// A piece goes straight to its place in the large message it belongs to.
+    void receive_piece(Arrival& arrival) {
+        const auto source = static_cast<std::size_t>(arrival.source);
+        if (assembling_[source] == incoming_.end()) {  // a stray piece: received, and dropped
+            Incoming& stray = incoming_.emplace_back(
+                Incoming{arrival.source, arrival.tag, std::vector<char>(static_cast<std::size_t>(arrival.count))});
+            stray.abandoned = true;
+            post_receive(stray, arrival);
+            return;
+        }
+        Incoming& large = *assembling_[source];
+        post_receive(large, arrival);
+        if (large.posted == large.body.size()) assembling_[source] = incoming_.end();
+    }
+
+    void post_receive(Incoming& in, Arrival& arrival) {
+        const auto bytes = static_cast<std::size_t>(arrival.count);
         if (in.posted + bytes > in.body.size())
             throw std::runtime_error{"multiworker: an MPI message overran its size"};
         MPI_Request& request = in.pieces.emplace_back(MPI_REQUEST_NULL);
-        MPI_Imrecv(in.body.data() + in.posted, count, MPI_BYTE, &handle, &request);
+        MPI_Imrecv(in.body.data() + in.posted, arrival.count, MPI_BYTE, &arrival.handle, &request);
         in.posted += bytes;
+    }
+
+    /// The oldest message from `source` not yet delivered.
+    std::list<Incoming>::iterator first_from(int source) {
+        return std::find_if(incoming_.begin(), incoming_.end(),
+                            [source](const Incoming& in) { return in.source == source && !in.abandoned; });
     }
 
     /// The first message received whole whose source has no earlier one
     /// still crossing. What a lost rank sent is dropped once received.
     std::optional<Message> take_arrived() {
+        if (incoming_.empty()) return std::nullopt;
         ++pass_;
         for (auto it = incoming_.begin(); it != incoming_.end();) {
             const bool whole = it->posted == it->body.size() && completed(it->pieces);
@@ -359,8 +371,7 @@ private:
     void wait_for_transfers(Clock::duration limit) {
         const auto deadline = Clock::now() + limit;
         while (transferring() && Clock::now() < deadline) {
-            pump_sends();
-            match_arrivals();
+            (void)receive();
             std::erase_if(incoming_, [](Incoming& in) {
                 return !in.abandoned && in.posted == in.body.size() && completed(in.pieces);
             });
