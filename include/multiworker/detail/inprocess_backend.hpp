@@ -110,9 +110,7 @@ private:
             bool ok = false;
             const auto keep = [&payload, &ok](bool succeeded, const EncodedView& outcome) {
                 ok = succeeded;
-                payload.reserve(outcome.size());
-                payload.assign(outcome.head.begin(), outcome.head.end());
-                payload.insert(payload.end(), outcome.body.begin(), outcome.body.end());
+                assign_bytes(payload, outcome.head, outcome.body);
             };
             execute_task(runner_, arguments, keep, exception_stacks_);
             if (ok) return payload;

@@ -115,8 +115,7 @@ private:
             Bytes payload;
             execute_task(plan.runner, input, [&](bool succeeded, const EncodedView& view) {
                 ok = succeeded;
-                payload.assign(view.head.begin(), view.head.end());
-                payload.insert(payload.end(), view.body.begin(), view.body.end());
+                assign_bytes(payload, view.head, view.body);
             });
             if (ok) {
                 for (const Bytes& item : downstream.kept) hand_on(index, item);
@@ -153,7 +152,7 @@ private:
         Bytes payload;
         execute_task(sink.hooks.closing, {}, [&](bool succeeded, const EncodedView& view) {
             ok = succeeded;
-            payload.assign(view.head.begin(), view.head.end());
+            assign_bytes(payload, view.head);
         });
         if (ok) {
             closing_value_ = std::move(payload);

@@ -242,9 +242,7 @@ private:
                                                   std::to_string(max_message_bytes_) + ")"});
                     return;
                 }
-                payload.reserve(outcome.size());
-                payload.assign(outcome.head.begin(), outcome.head.end());
-                payload.insert(payload.end(), outcome.body.begin(), outcome.body.end());
+                assign_bytes(payload, outcome.head, outcome.body);
             };
             execute_task(runner, task.arguments, keep, exception_stacks_);
             if (ok) {
