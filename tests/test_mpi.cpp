@@ -4,6 +4,7 @@
 // runs the case, ranks 1 and 2 serve inside the Processor's constructor and
 // end there. Ranks talk over TCP on loopback, as hosts would.
 
+#include <multiworker/detail/mpi_link.hpp>
 #include <multiworker/mpi.hpp>
 #include <multiworker/multiworker.hpp>
 
@@ -58,6 +59,13 @@ using ProbeProcessor = multiworker::Processor<Probe, &Probe::square>;
 
 struct Echo {
     std::vector<char> echo(const std::vector<char>& bytes) { return bytes; }
+};
+
+struct SlowEcho {
+    std::vector<char> echo_later(const std::vector<char>& bytes) {
+        std::this_thread::sleep_for(300ms);
+        return bytes;
+    }
 };
 
 std::vector<char> pattern(std::size_t size, unsigned seed) {
@@ -174,6 +182,53 @@ TEST_CASE("with retries the tasks of a lost agent run again on another") {
     auto results = processor.get_results();
     REQUIRE(results.size() == 40);
     for (const auto& result : results) CHECK(result.ok());
+}
+
+// The link keeps each sender's order: a small message sent after a large one,
+// which crosses in pieces, is delivered after it, even when the receiver
+// finds both already here. Every rank runs this case with a link of its own.
+TEST_CASE("the link delivers a rank's messages in the order it sent them") {
+    namespace wire = multiworker::detail::mpi_wire;
+    multiworker::detail::MpiLink link;
+    const std::vector<char> large = pattern(std::size_t{256} << 10, 5);  // 8 pieces, all in flight at once
+    if (link.rank() == 1) {
+        link.send(0, wire::results, large);
+        link.send(0, wire::stopped);
+    }
+    if (link.rank() == 0) {
+        std::this_thread::sleep_for(500ms);  // the pieces and the small one arrive meanwhile
+        std::vector<multiworker::detail::MpiLink::Message> received;
+        const auto deadline = std::chrono::steady_clock::now() + 20s;
+        while (received.size() < 2 && std::chrono::steady_clock::now() < deadline) {
+            auto message = link.receive();
+            if (message && message->tag != wire::heartbeat) received.push_back(std::move(*message));
+        }
+        REQUIRE(received.size() == 2);
+        CHECK(received[0].tag == wire::results);
+        CHECK(received[0].body == large);
+        CHECK(received[1].tag == wire::stopped);
+    }
+    link.finish(true);  // every rank: its sends delivered, then MPI_Finalize
+}
+
+// stop() lets running tasks finish; their results cross in pieces, and the
+// agent's "stopped" right after them must not overtake them (rank 0 would
+// then count the tasks as never run).
+TEST_CASE("results that cross in pieces arrive before the agent reports it stopped") {
+    multiworker::Processor<SlowEcho, &SlowEcho::echo_later> processor{SlowEcho{}, on_mpi(2)};
+    constexpr std::size_t large = std::size_t{8} << 20;
+    processor.start();
+    processor.add(pattern(large, 1));
+    processor.add(pattern(large, 2));
+    std::this_thread::sleep_for(150ms);  // both running, on the two workers of the agent given them
+    processor.stop();
+    auto results = processor.get_results();
+    REQUIRE(results.size() == 2);
+    for (const auto& result : results) {
+        INFO(result.id().value() << ": " << (result.ok() ? std::string{"ok"} : result.error().what()));
+        REQUIRE(result.ok());
+        CHECK(result.value() == pattern(large, static_cast<unsigned>(result.id().value())));
+    }
 }
 
 TEST_CASE("a second Backend::mpi Processor is a clear error") {
