@@ -61,13 +61,6 @@ struct Echo {
     std::vector<char> echo(const std::vector<char>& bytes) { return bytes; }
 };
 
-struct SlowEcho {
-    std::vector<char> echo_later(const std::vector<char>& bytes) {
-        std::this_thread::sleep_for(300ms);
-        return bytes;
-    }
-};
-
 std::vector<char> pattern(std::size_t size, unsigned seed) {
     std::vector<char> bytes(size);
     for (std::size_t i = 0; i < size; ++i) bytes[i] = static_cast<char>((i * 131 + seed) % 251);
@@ -209,26 +202,6 @@ TEST_CASE("the link delivers a rank's messages in the order it sent them") {
         CHECK(received[1].tag == wire::stopped);
     }
     link.finish(true);  // every rank: its sends delivered, then MPI_Finalize
-}
-
-// stop() lets running tasks finish; their results cross in pieces, and the
-// agent's "stopped" right after them must not overtake them (rank 0 would
-// then count the tasks as never run).
-TEST_CASE("results that cross in pieces arrive before the agent reports it stopped") {
-    multiworker::Processor<SlowEcho, &SlowEcho::echo_later> processor{SlowEcho{}, on_mpi(2)};
-    constexpr std::size_t large = std::size_t{8} << 20;
-    processor.start();
-    processor.add(pattern(large, 1));
-    processor.add(pattern(large, 2));
-    std::this_thread::sleep_for(150ms);  // both running, on the two workers of the agent given them
-    processor.stop();
-    auto results = processor.get_results();
-    REQUIRE(results.size() == 2);
-    for (const auto& result : results) {
-        INFO(result.id().value() << ": " << (result.ok() ? std::string{"ok"} : result.error().what()));
-        REQUIRE(result.ok());
-        CHECK(result.value() == pattern(large, static_cast<unsigned>(result.id().value())));
-    }
 }
 
 TEST_CASE("a second Backend::mpi Processor is a clear error") {
