@@ -41,15 +41,20 @@ public:
 
     /// Takes the oldest task; the backlog must not be empty.
     QueuedTask take_next() {
-        if (!returned_.empty()) {
-            QueuedTask task = std::move(returned_.front());
-            returned_.pop_front();
-            return task;
-        }
-        TaskQueue::Taken next = fresh_.take_front();
-        QueuedTask task{next.id, std::move(next.arguments)};
-        task.closing = next.closing;
+        QueuedTask task{TaskId{}, Bytes{}};
+        take_next_into(task);
         return task;
+    }
+
+    /// take_next() into `task`, which is replaced (see TaskQueue::take_front_into()).
+    void take_next_into(QueuedTask& task) {
+        if (!returned_.empty()) {
+            task = std::move(returned_.front());
+            returned_.pop_front();
+            return;
+        }
+        task.failures = 0;
+        task.closing = fresh_.take_front_into(task.id, task.arguments);
     }
 
     /// Calls `visit(TaskId)` for every task, in the order they would run.

@@ -46,6 +46,8 @@ struct QueuedTask {
 struct InFlight {
     InFlight(std::uint64_t task_sequence, QueuedTask&& queued) noexcept
         : sequence{task_sequence}, task{std::move(queued)} {}
+    /// A task still to be filled in where it lies (see Backlog::take_next_into()).
+    explicit InFlight(std::uint64_t task_sequence) noexcept : sequence{task_sequence}, task{TaskId{}, Bytes{}} {}
 
     std::uint64_t sequence;
     QueuedTask task;

@@ -146,7 +146,7 @@ public:
             if (target == nullptr) break;
             const std::uint64_t sequence = ++target->last_sequence;
             ++target->dispatched;
-            target->in_flight.emplace_back(sequence, backlog_.take_next());
+            backlog_.take_next_into(target->in_flight.emplace_back(sequence).task);
             ++handed_out;
             if (target->last_collect == Clock::time_point{}) target->last_collect = Clock::now();
             send_task(*target, target->in_flight.back());
