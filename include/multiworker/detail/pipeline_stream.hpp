@@ -255,21 +255,25 @@ private:
         std::vector<RawResult>& finished = dispatcher.finished();
         if (finished.empty() && dispatcher.silent().empty()) return false;  // silent: ordered stages only
         std::vector<RawResult> delivered;
+        // Looked up once, not per item: indexing a deque divides.
+        Element* const next = index + 1 < elements_.size() ? &elements_[index + 1] : nullptr;
         if (element.plan.options.ordered) {
             for (const TaskId id : dispatcher.silent()) element.reorder.settle_silent(id);
             dispatcher.silent().clear();
             for (RawResult& result : finished) element.reorder.hold(std::move(result));
-            element.reorder.release_ready([&](RawResult&& result) { hand_on(index, std::move(result), delivered); });
+            element.reorder.release_ready(
+                [&](RawResult&& result) { hand_on(index, element, next, std::move(result), delivered); });
         } else {
-            for (RawResult& result : finished) hand_on(index, std::move(result), delivered);
+            for (RawResult& result : finished) hand_on(index, element, next, std::move(result), delivered);
         }
         finished.clear();
         if (results_ != nullptr) results_->deliver(delivered);
         return true;
     }
 
-    void hand_on(std::size_t index, RawResult&& result, std::vector<RawResult>& delivered) {
-        Element& element = elements_[index];
+    /// Hands element `index`'s output on to `next` (null: the last element's output).
+    void hand_on(std::size_t index, Element& element, Element* next, RawResult&& result,
+                 std::vector<RawResult>& delivered) {
         if (auto* error = std::get_if<std::unique_ptr<TaskError>>(&result.outcome)) {
             if (element.plan.kind == ElementKind::source_process && stopping_early_ && failure_.empty()) {
                 ++element.stats.unprocessed;  // killed by the stop: its run was cut short, by design
@@ -278,7 +282,7 @@ private:
             const bool closing = element.closing_sent && result.id == element.closing_id;
             element.closing_settled |= closing;
             record_error(index, std::move(**error), !closing);
-            if (results_ != nullptr && index + 1 == elements_.size()) {
+            if (results_ != nullptr && next == nullptr) {
                 results_->expect_one();
                 delivered.push_back(std::move(result));
             }
@@ -287,7 +291,7 @@ private:
         Bytes& bytes = std::get<Bytes>(result.outcome);
         if (element.plan.kind == ElementKind::sink) {
             sink_output(element, result.id, bytes);
-        } else if (index + 1 == elements_.size()) {
+        } else if (next == nullptr) {
             ++element.stats.out;
             if (results_ != nullptr) {
                 results_->expect_one();
@@ -295,7 +299,7 @@ private:
             }
         } else {
             ++element.stats.out;
-            give(elements_[index + 1], std::move(bytes));
+            give(*next, std::move(bytes));
         }
     }
 
