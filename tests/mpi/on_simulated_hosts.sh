@@ -12,7 +12,9 @@
 #   MULTIWORKER_TEST_SLOW_LINKS a command that slows both hosts' links to 200 Mbit/s each way
 #                               (tc's token bucket); ..._FAST_LINKS takes the limit off again
 # Needs root, iproute2 and unshare. Everything it creates (namespaces, links, the agent script) is
-# removed on exit, and COMMAND's exit status is its own.
+# removed on exit, any process still inside a namespace killed, and COMMAND's exit status is its
+# own. A run killed outright (SIGKILL, as by a test timeout) cannot clean up: the next run removes
+# what it left.
 set -euo pipefail
 
 if [[ $(id -u) -ne 0 ]]; then
@@ -25,15 +27,40 @@ net="10.$((200 + $$ % 50)).$(($$ / 50 % 250)).0"
 prefix="${net%.0}"
 scratch="$(mktemp -d)"
 
+# The pid in a name like mw123-h1, mw123-v1 or mw123-br.
+run_of() {
+    local pid="${1#mw}"
+    echo "${pid%%-*}"
+}
+
+# A namespace's processes, then the namespace (deleting it alone would leave them running).
+remove_namespace() {
+    ip netns pids "$1" 2>/dev/null | xargs -r kill -9 2>/dev/null || true
+    ip netns del "$1" 2>/dev/null || true
+}
+
+# What runs that no longer exist left behind. Their subnets may be this run's.
+sweep_dead_runs() {
+    local name
+    for name in $(ip netns list | awk '{print $1}' | grep -E '^mw[0-9]+-h[12]$' || true); do
+        kill -0 "$(run_of "$name")" 2>/dev/null || remove_namespace "$name"
+    done
+    for name in $(ip -o link show | grep -oE 'mw[0-9]+-(br|v[12])' | sort -u || true); do
+        kill -0 "$(run_of "$name")" 2>/dev/null || ip link del "$name" 2>/dev/null || true
+    done
+}
+
+# shellcheck disable=SC2317 # run by the EXIT trap
 teardown() {
     for i in 1 2; do
-        ip netns del "$tag-h$i" 2>/dev/null || true
+        remove_namespace "$tag-h$i"
         ip link del "$tag-v$i" 2>/dev/null || true
     done
     ip link del "$tag-br" 2>/dev/null || true
     rm -rf "$scratch"
 }
-trap teardown EXIT
+trap teardown EXIT  # bash runs it on SIGTERM and SIGINT as well
+sweep_dead_runs
 
 ip link add "$tag-br" type bridge
 ip addr add "$prefix.1/24" dev "$tag-br"
