@@ -5,7 +5,9 @@
 //       A fresh Processor (2 workers, `int f(int)`): N tasks added and start()ed in the order
 //       named, wait(), get_results(); then LATER (default 3) more batches of N on the same
 //       Processor. Prints the first batch's and each later batch's time per task (start()
-//       included in the first), and the parent's RSS growth per task held.
+//       included in the first), the parent's RSS growth per task held, and each batch's CPU
+//       time per task of the caller, the event loop and the workers ([caller, loop, workers],
+//       ns; the first batch's includes the event loop's and the workers' start).
 //   bench_first_run round-trip K
 //       A fresh Processor with 1 worker, start(), then K add() + pop_result() back to back from
 //       the very first: the median and 99th percentile of their latency.
@@ -20,6 +22,8 @@
 // Each prints one JSON object on stdout.
 
 #include <multiworker/processor.hpp>
+
+#include "thread_cpu.hpp"
 
 #include <algorithm>
 #include <chrono>
@@ -87,11 +91,19 @@ void add_batch(IncProcessor& processor, int n) {
     for (int i = 0; i < n; ++i) processor.add(i);
 }
 
+/// `cpu` as a JSON array: [caller, event loop, workers] in ns a task.
+std::string cpu_json(const bench::ThreadCpu& cpu) {
+    char text[96];
+    std::snprintf(text, sizeof text, "[%.1f, %.1f, %.1f]", cpu.caller_ns, cpu.event_loop_ns, cpu.workers_ns);
+    return text;
+}
+
 int batch(std::string_view order, int n, int later) {
     const bool start_first = order == "start-then-add";
     if (!start_first && order != "add-then-start") fail("batch: the order is add-then-start or start-then-add");
     const double rss_before = resident_bytes();
     IncProcessor processor{Inc{}, {.workers = 2}};
+    const bench::ThreadCpu caller_before = bench::ThreadCpu::now({}, {});
     auto begin = Clock::now();
     if (start_first) processor.start();
     add_batch(processor, n);
@@ -100,22 +112,33 @@ int batch(std::string_view order, int n, int later) {
     std::vector<mw::Result<int>> results = processor.get_results();
     const double first = seconds_since(begin);
     const double held = (resident_bytes() - rss_before) / n;
+    // The event loop and the workers began within the first batch: all their CPU so far is its.
+    const std::string event_loop = bench::event_loop_schedstat();
+    const std::vector<pid_t> workers = processor.worker_pids();
+    bench::ThreadCpu mark = bench::ThreadCpu::now(event_loop, workers);
+    const bench::ThreadCpu first_cpu = mark.per_task_since(caller_before, n);
     check(results, n);
     std::vector<mw::Result<int>>{}.swap(results);  // (`= {}` would keep the capacity)
-    std::printf(
-        R"({"scenario": "batch %s", "tasks": %d, "first_us": %.5f, "rss_bytes_per_result": %.1f, "later_us": [)",
-        std::string{order}.c_str(), n, first / n * 1e6, held);
+    std::string later_us;
+    std::string later_cpu;
     for (int round = 0; round < later; ++round) {
+        mark = bench::ThreadCpu::now(event_loop, workers);
         begin = Clock::now();
         add_batch(processor, n);
         processor.wait();
         results = processor.get_results();
         const double took = seconds_since(begin);
+        const bench::ThreadCpu cpu = bench::ThreadCpu::now(event_loop, workers).per_task_since(mark, n);
         check(results, n);
         std::vector<mw::Result<int>>{}.swap(results);  // (`= {}` would keep the capacity)
-        std::printf("%s%.5f", round == 0 ? "" : ", ", took / n * 1e6);
+        later_us += (round == 0 ? "" : ", ") + std::to_string(took / n * 1e6);
+        later_cpu += (round == 0 ? "" : ", ") + cpu_json(cpu);
     }
-    std::printf("]}\n");
+    std::printf(R"({"scenario": "batch %s", "tasks": %d, "first_us": %.5f, "rss_bytes_per_result": %.1f, )"
+                R"("later_us": [%s], "first_cpu_ns": %s, "later_cpu_ns": [%s]})"
+                "\n",
+                std::string{order}.c_str(), n, first / n * 1e6, held, later_us.c_str(), cpu_json(first_cpu).c_str(),
+                later_cpu.c_str());
     return 0;
 }
 

@@ -107,6 +107,8 @@
 #include <unistd.h>
 #include <multiworker/processor.hpp>
 
+#include "thread_cpu.hpp"
+
 #include <algorithm>
 #include <chrono>
 #include <csignal>
@@ -266,41 +268,7 @@ BENCHMARK(BM_TrivialThroughputStartedFirst)
     ->UseRealTime()
     ->Unit(benchmark::kMillisecond);
 
-/// Nanoseconds a thread has run on a CPU, from its /proc/.../schedstat; 0 if unreadable.
-double run_ns(const std::string& schedstat_path) {
-    std::FILE* file = std::fopen(schedstat_path.c_str(), "r");
-    if (file == nullptr) return 0;
-    unsigned long long ns = 0;
-    const bool read = std::fscanf(file, "%llu", &ns) == 1;
-    std::fclose(file);
-    return read ? static_cast<double>(ns) : 0;
-}
-
-/// The schedstat of this process's event loop thread (named mw-event-loop); empty if none.
-std::string event_loop_schedstat() {
-    for (const auto& task : std::filesystem::directory_iterator{"/proc/self/task"}) {
-        std::FILE* comm = std::fopen((task.path() / "comm").c_str(), "r");
-        if (comm == nullptr) continue;
-        char name[64] = {};
-        const bool read = std::fgets(name, sizeof name, comm) != nullptr;
-        std::fclose(comm);
-        if (read && std::string{name} == "mw-event-loop\n") return task.path() / "schedstat";
-    }
-    return {};
-}
-
-/// CPU time of the caller, the event loop and the workers, to split a run's cost by thread.
-struct ThreadCpu {
-    double caller_ns = 0;
-    double event_loop_ns = 0;
-    double workers_ns = 0;
-
-    static ThreadCpu now(const std::string& event_loop, const std::vector<pid_t>& workers) {
-        ThreadCpu cpu{run_ns("/proc/thread-self/schedstat"), event_loop.empty() ? 0 : run_ns(event_loop), 0};
-        for (pid_t pid : workers) cpu.workers_ns += run_ns("/proc/" + std::to_string(pid) + "/schedstat");
-        return cpu;
-    }
-};
+using bench::ThreadCpu;
 
 void BM_TrivialThroughputSteady(benchmark::State& state) {
     const auto workers = static_cast<unsigned>(state.range(0));
@@ -309,7 +277,7 @@ void BM_TrivialThroughputSteady(benchmark::State& state) {
     double add_ms = 0;      // the caller's add() loop, while the workers already run
     double wait_ms = 0;     // from the last add() until wait() returns
     double collect_ms = 0;  // get_results() and the check, with nothing else running
-    const std::string event_loop = event_loop_schedstat();
+    const std::string event_loop = bench::event_loop_schedstat();
     const auto workers_pids = processor.worker_pids();
     const ThreadCpu before = ThreadCpu::now(event_loop, workers_pids);
     for (auto _ : state) {
@@ -330,11 +298,11 @@ void BM_TrivialThroughputSteady(benchmark::State& state) {
     state.counters["collect_ms"] = benchmark::Counter(collect_ms, benchmark::Counter::kAvgIterations);
     // Each thread's CPU per task: on 2 cores, what the four threads together spend is what
     // limits the rate, so this is the figure a change to the hot path should lower.
-    const ThreadCpu after = ThreadCpu::now(event_loop, workers_pids);
-    const double tasks = static_cast<double>(state.iterations()) * kTasks;
-    state.counters["caller_ns"] = (after.caller_ns - before.caller_ns) / tasks;
-    state.counters["event_loop_ns"] = (after.event_loop_ns - before.event_loop_ns) / tasks;
-    state.counters["workers_ns"] = (after.workers_ns - before.workers_ns) / tasks;
+    const ThreadCpu per_task = ThreadCpu::now(event_loop, workers_pids)
+                                   .per_task_since(before, static_cast<double>(state.iterations()) * kTasks);
+    state.counters["caller_ns"] = per_task.caller_ns;
+    state.counters["event_loop_ns"] = per_task.event_loop_ns;
+    state.counters["workers_ns"] = per_task.workers_ns;
 }
 BENCHMARK(BM_TrivialThroughputSteady)->Arg(1)->Arg(2)->Iterations(30)->UseRealTime()->Unit(benchmark::kMillisecond);
 

@@ -51,6 +51,18 @@ def medians(runs, key):
     return statistics.median(run[key] for run in runs)
 
 
+def cpu_rows(runs):
+    """Each thread's CPU a task, first batch against later ones (medians): on 2 cores their sum,
+    not any one of them, bounds the rate."""
+    rows = []
+    for index, thread in enumerate(("caller", "event loop", "workers together")):
+        first = statistics.median(run["first_cpu_ns"][index] for run in runs)
+        later = statistics.median(cpu[index] for run in runs for cpu in run["later_cpu_ns"])
+        rows.append((f"  CPU a task, {thread}: first batch", first, "ns"))
+        rows.append((f"  CPU a task, {thread}: later batches", later, "ns"))
+    return rows
+
+
 def first_run_table(binary, repetitions, tasks):
     rows = []
     python = [run_json([sys.executable, __file__, "--python-pool", str(tasks)]) for _ in range(repetitions)]
@@ -65,6 +77,7 @@ def first_run_table(binary, repetitions, tasks):
         rows.append((f"multiworker later batches, same Processor", later, "us/task"))
         rows.append((f"  first / later", first / later, "ratio"))
         rows.append((f"  Python Pool.map / multiworker first batch", py_map / first, "ratio"))
+        rows.extend(cpu_rows(runs))
     trips = [run_json([binary, "round-trip", "2000"]) for _ in range(repetitions)]
     rows.append(("round trip from the first after start(), median of 2,000", medians(trips, "p50_us"), "us"))
     rows.append(("round trip from the first after start(), 99th percentile", medians(trips, "p99_us"), "us"))
