@@ -12,8 +12,9 @@
 //       A fresh Processor with 1 worker, start(), then K add() + pop_result() back to back from
 //       the very first: the median and 99th percentile of their latency.
 //   bench_first_run cpu-bound parallel|serial N
-//       N tasks that each burn 1 ms of CPU, on 2 workers with start() included, or the same
-//       loop in this process without a Processor.
+//       N tasks that each burn 1 ms of CPU, on 2 workers with start() and the Processor's
+//       teardown included (teardown_ms: the teardown alone), or the same loop in this process
+//       without a Processor.
 //   bench_first_run memory N
 //       RSS growth per task while N tasks wait (added, not started), then per Result<int> held
 //       after start(), wait() and get_results() (RSS from before the first add, the run's
@@ -168,6 +169,7 @@ int round_trip(int k) {
 int cpu_bound(std::string_view where, int n) {
     const auto begin = Clock::now();
     std::int64_t sum = 0;
+    double results_in_hand = 0;  // parallel: the seconds up to get_results(), before the teardown
     if (where == "serial") {
         const Burn burn;
         for (int i = 0; i < n; ++i) sum += burn.f(i);
@@ -177,13 +179,15 @@ int cpu_bound(std::string_view where, int n) {
         for (int i = 0; i < n; ++i) processor.add(i);
         processor.wait();
         for (const auto& result : processor.get_results()) sum += result.value();
+        results_in_hand = seconds_since(begin);
     } else {
         fail("cpu-bound: serial or parallel");
     }
+    const double seconds = seconds_since(begin);  // the Processor's teardown included
     if (sum != std::int64_t{n} * (n - 1) / 2) fail("cpu-bound: wrong results");
-    std::printf(R"({"scenario": "cpu-bound %s", "tasks": %d, "seconds": %.5f})"
+    std::printf(R"({"scenario": "cpu-bound %s", "tasks": %d, "seconds": %.5f, "teardown_ms": %.3f})"
                 "\n",
-                std::string{where}.c_str(), n, seconds_since(begin));
+                std::string{where}.c_str(), n, seconds, where == "parallel" ? (seconds - results_in_hand) * 1e3 : 0.0);
     return 0;
 }
 

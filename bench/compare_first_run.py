@@ -87,6 +87,8 @@ def first_run_table(binary, repetitions, tasks):
     rows.append(("400 tasks of 1 ms CPU, serial loop", medians(serial, "seconds") * 1e3, "ms"))
     rows.append(("400 tasks of 1 ms CPU, 2 workers, start() included", medians(parallel, "seconds") * 1e3, "ms"))
     rows.append(("  speed-up", medians(serial, "seconds") / medians(parallel, "seconds"), "x"))
+    rows.append(("  of which the Processor's teardown (stop, every process reaped)", medians(parallel, "teardown_ms"),
+                 "ms"))
     memory = [run_json([binary, "memory", "5000000"]) for _ in range(repetitions)]
     rows.append(("RSS per queued trivial task (5,000,000 added, not started)", medians(memory, "queued_bytes_per_task"),
                  "bytes"))
