@@ -1,6 +1,7 @@
 // TaskQueue, where tasks wait for a worker: order and bytes across many
-// chunks, large arguments held rather than copied, the closing flag, moving
-// tasks from one queue to another, and chunks that no forked process shares.
+// chunks, large arguments held rather than copied, the closing flag, tasks
+// taken into the caller's place, moving tasks from one queue to another, and
+// chunks that no forked process shares.
 
 #include <multiworker/detail/task_queue.hpp>
 
@@ -98,6 +99,32 @@ TEST_CASE("the closing flag stays with its task") {
     moved.pop_front();
     REQUIRE(moved.front().closing);
     REQUIRE(moved.front().arguments.size() == 2000);
+}
+
+TEST_CASE("a task is taken into the caller's place - small arguments copied, large ones moved, the flag returned") {
+    TaskQueue queue;
+    Bytes large(100'000, 'x');
+    const char* storage = large.data();
+    queue.push_back(TaskId{1}, arguments_of(30));
+    queue.push_back(TaskId{2}, std::move(large), true);
+    queue.push_back(TaskId{3}, Bytes{});
+
+    // A place that held another task: everything in it is replaced.
+    TaskId id{99};
+    Bytes arguments(50'000, 'q');
+    CHECK_FALSE(queue.take_front_into(id, arguments));
+    CHECK(id.value() == 1);
+    CHECK(text(arguments) == text(arguments_of(30)));
+    // A fresh place, as the dispatcher's in-flight slots are: the large arguments are moved in.
+    Bytes fresh;
+    CHECK(queue.take_front_into(id, fresh));
+    CHECK(id.value() == 2);
+    CHECK(fresh.data() == storage);
+    CHECK(fresh.size() == 100'000);
+    CHECK_FALSE(queue.take_front_into(id, arguments));
+    CHECK(id.value() == 3);
+    CHECK(arguments.empty());
+    CHECK(queue.empty());
 }
 
 TEST_CASE("append moves every task behind the others, and the source is reusable") {

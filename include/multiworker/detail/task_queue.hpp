@@ -76,7 +76,7 @@ public:
             return;
         }
         auto held = std::make_unique<Bytes>(std::move(arguments));
-        const Bytes* raw = held.get();
+        Bytes* raw = held.get();
         push_record(id, {reinterpret_cast<const char*>(&raw), sizeof raw}, held_flag | (closing ? closing_flag : 0));
         held.release();  // the record owns it now
     }
@@ -216,8 +216,11 @@ private:
     // A record: the id (8 bytes), a varint of (payload length << 2 | flags), the payload.
     struct Record {
         Task task;
-        const Bytes* held = nullptr;  // owned by the record, when it holds its arguments by pointer
-        std::size_t size = 0;         // bytes of the whole record
+        // Owned by the record, when it holds its arguments by pointer. Not a
+        // pointer to const: take_front_into() moves the arguments out (from
+        // a const Bytes, std::move would copy them).
+        Bytes* held = nullptr;
+        std::size_t size = 0;  // bytes of the whole record
     };
 
     static std::size_t varint_size(std::uint64_t value) noexcept {
