@@ -92,7 +92,7 @@ private:
         ++stats_[index].out;
         const std::size_t next = index + 1;
         if (next == plans_.size()) {
-            deliver(RawResult{current_input_, Bytes(item.begin(), item.end()), 0, ::getpid()});
+            deliver(RawResult{current_input_, copy_bytes(item), 0, ::getpid()});
             return;
         }
         ++stats_[next].in;

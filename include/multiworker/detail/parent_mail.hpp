@@ -138,7 +138,7 @@ private:
     }
 
     void answer_error(ProcessId to, std::uint64_t ask, const std::string& text, std::uint64_t threw = 0) {
-        reply_to(to, ask, MessageKind::reply_error, threw, Bytes(text.begin(), text.end()));
+        reply_to(to, ask, MessageKind::reply_error, threw, copy_bytes(text));
     }
 
     void reply_to(ProcessId to, std::uint64_t ask, MessageKind kind, std::uint64_t type, const Bytes& payload) {

@@ -86,7 +86,7 @@ public:
         if (arguments.size() <= copied_bytes) {
             push_record(id, arguments, closing ? closing_flag : 0);
         } else {
-            push_back(id, Bytes(arguments.begin(), arguments.end()), closing);
+            push_back(id, copy_bytes(arguments), closing);
         }
     }
 
