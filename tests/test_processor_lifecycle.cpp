@@ -212,8 +212,11 @@ TEST_CASE("start() with 1,000 workers returns - and every worker serves", "[proc
         // The smallest rings: 1,000 workers share 8 MiB.
         multiworker::Processor<Counter, &Counter::next> processor{
             Counter{}, {.workers = workers, .ring_bytes = 4096, .start_timeout = std::chrono::seconds{90}}};
-        // Added before start(): two for each worker's first window.
-        for (unsigned i = 0; i < 2 * workers; ++i) processor.add(0);
+        // Added before start(): two for each worker's first window. Each
+        // takes 100 ms, so that every worker claims its first task before
+        // any worker idles: an idle worker takes over the tasks still queued
+        // for another one (see test_load_balance).
+        for (unsigned i = 0; i < 2 * workers; ++i) processor.add(100);
         processor.start();
         CHECK(processor.worker_pids().size() == workers);
         processor.wait();

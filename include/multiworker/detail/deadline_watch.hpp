@@ -40,11 +40,16 @@ public:
         for (TaskDispatcher* dispatcher : dispatchers) kill_timed_out(*dispatcher, now);
     }
 
-    /// How long the loop may sleep without missing a deadline (at most a second).
+    /// How long the loop may sleep without missing a deadline, or a queued
+    /// task due to move to an idle worker (at most a second).
     [[nodiscard]] int sleep_budget_ms(std::span<TaskDispatcher* const> dispatchers) const {
         auto wake = Clock::now() + std::chrono::seconds{1};
         if (grace_started_ && !grace_killed_) wake = std::min(wake, grace_end_);
         for (const TaskDispatcher* dispatcher : dispatchers) {
+            // A queued task may become due to move to an idle worker (see
+            // DispatchLane::queues_behind_long_task()): look again soon.
+            if (dispatcher->worker_idles_beside_queued_tasks())
+                wake = std::min(wake, Clock::now() + idle_worker_recheck);
             const auto timeout = dispatcher->policy().task_timeout;
             if (timeout.count() <= 0) continue;
             for (const DispatchLane& lane : dispatcher->lanes()) {
@@ -61,6 +66,8 @@ public:
     [[nodiscard]] bool watching(bool tasks_timed) const noexcept { return grace_started_ || tasks_timed; }
 
 private:
+    static constexpr std::chrono::milliseconds idle_worker_recheck{1};
+
     void kill_all(TaskDispatcher& dispatcher) {
         for (DispatchLane& lane : dispatcher.lanes()) {
             if (!dispatcher.alive(lane) || dispatcher.doomed(lane)) continue;

@@ -6,8 +6,9 @@
 // tasks kept in flight per worker adapts to that duration: about a
 // millisecond of work, at least two tasks (one running, one ready, so a
 // worker never waits on the parent) and at most max_window. Short tasks thus
-// travel many per wake-up, and long tasks are not queued behind a busy worker
-// while another one idles.
+// travel many per wake-up. A long task's window is two: when no task is left
+// to hand out and a worker idles, the task queued behind a long one is taken
+// back for it (TaskDispatcher::take_back_for_idle_workers()).
 
 #include <multiworker/detail/ring.hpp>
 #include <multiworker/detail/wire.hpp>
@@ -22,6 +23,7 @@
 #include <chrono>
 #include <cstdint>
 #include <optional>
+#include <span>
 #include <vector>
 
 namespace multiworker::detail {
@@ -92,6 +94,13 @@ struct DispatchLane {
         last_collect = {};
     }
 
+    /// The place in flight of the next task sent, numbered in order.
+    InFlight& open_slot() {
+        ++dispatched;
+        if (last_collect == Clock::time_point{}) last_collect = Clock::now();  // its wait for a result starts
+        return in_flight.emplace_back(++last_sequence);
+    }
+
     /// How many tasks to keep in flight; `single` (task_timeout) keeps one, so
     /// that a queued task never waits behind one being killed; `recycle_after`
     /// (max_tasks_per_worker, 0 = never) caps what one process is sent.
@@ -116,6 +125,15 @@ struct DispatchLane {
     /// It has had tasks since before `cutoff` and returned no result.
     [[nodiscard]] bool waiting_since(Clock::time_point cutoff) const noexcept {
         return !in_flight.empty() && last_collect != Clock::time_point{} && last_collect < cutoff;
+    }
+
+    /// Tasks may wait behind the one its worker runs, and they may wait
+    /// long: its tasks are long, or it has returned nothing for as long as a
+    /// long task takes. A short task's queue is emptied by its own worker
+    /// sooner than another could take it over.
+    [[nodiscard]] bool queues_behind_long_task(Clock::time_point now) const noexcept {
+        const auto long_task = std::chrono::nanoseconds{static_cast<std::int64_t>(short_task_ns)};
+        return in_flight.size() >= 2 && !sending && (task_ns >= short_task_ns || waiting_since(now - long_task));
     }
 
     /// Stages `sent`'s frame into `tasks` in one step if it fits, or else
@@ -157,6 +175,7 @@ struct DispatchLane {
             in_flight.pop_back();
         }
         std::reverse(unclaimed.begin(), unclaimed.end());
+        dispatched -= unclaimed.size();  // this process will not run them
         return unclaimed;
     }
 
@@ -182,5 +201,30 @@ struct DispatchLane {
         last_collect = drained ? Clock::time_point{} : now;
     }
 };
+
+/// What a dispatcher's workers are doing, for the loop's choice between spinning and sleeping.
+enum class LaneActivity {
+    idle,         // no task in flight
+    long_tasks,   // tasks in flight, all long
+    result_soon,  // a short task in flight, or a large frame streaming through a ring
+};
+
+/// The lane with the fewest tasks in flight that can take one more in this
+/// dispatch pass (see DispatchLane::pass_window); nullptr if none can.
+inline DispatchLane* least_loaded_ready_lane(std::span<DispatchLane> lanes) noexcept {
+    DispatchLane* best = nullptr;
+    for (DispatchLane& lane : lanes) {
+        if (lane.sending || lane.in_flight.size() >= lane.pass_window) continue;
+        if (best == nullptr || lane.in_flight.size() < best->in_flight.size()) best = &lane;
+    }
+    return best;
+}
+
+/// A lane that takes tasks has none, and another has tasks queued behind the one its worker runs.
+inline bool lane_idles_beside_queued_tasks(std::span<const DispatchLane> lanes) noexcept {
+    const auto idles = [](const DispatchLane& l) { return l.pass_window > 0 && l.in_flight.empty(); };
+    const auto queues = [](const DispatchLane& l) { return l.in_flight.size() >= 2; };
+    return std::any_of(lanes.begin(), lanes.end(), idles) && std::any_of(lanes.begin(), lanes.end(), queues);
+}
 
 }  // namespace multiworker::detail

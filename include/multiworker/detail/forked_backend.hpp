@@ -214,14 +214,15 @@ private:
     /// take a core's time from the workers.
     [[nodiscard]] bool result_expected_soon() const override {
         const auto activity = dispatcher_->activity();
-        if (activity == TaskDispatcher::Activity::result_soon) return true;
-        return activity == TaskDispatcher::Activity::idle && Clock::now() - last_progress_ < recent_progress;
+        if (activity == LaneActivity::result_soon) return true;
+        return activity == LaneActivity::idle && Clock::now() - last_progress_ < recent_progress;
     }
 
     [[nodiscard]] int sleep_budget_ms() const override { return deadlines_.sleep_budget_ms(dispatchers_); }
 
     [[nodiscard]] bool needs_loop_after(bool progress) const override {
-        return dispatcher_->stopping() || (progress && options_.task_timeout.count() > 0);
+        return dispatcher_->stopping() || (progress && options_.task_timeout.count() > 0) ||
+               dispatcher_->worker_idles_beside_queued_tasks();
     }
 
     [[nodiscard]] bool worker_starved(Clock::time_point cutoff) const override {

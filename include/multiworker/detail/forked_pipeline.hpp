@@ -168,8 +168,7 @@ private:
     }
 
     [[nodiscard]] bool result_expected_soon() const override {
-        return any_readable(
-            [](const TaskDispatcher& d) { return d.activity() == TaskDispatcher::Activity::result_soon; });
+        return any_readable([](const TaskDispatcher& d) { return d.activity() == LaneActivity::result_soon; });
     }
 
     [[nodiscard]] int sleep_budget_ms() const override {

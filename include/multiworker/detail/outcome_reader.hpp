@@ -67,6 +67,20 @@ public:
     /// A task asked to end the whole run (Emit::stop()).
     [[nodiscard]] bool stop_requested() const noexcept { return stop_requested_; }
 
+    /// Accepts every complete frame in the lane's result ring, then frees
+    /// their space in one store (waking the worker if it waits for it);
+    /// returns how many. Throws as accept().
+    std::size_t accept_all(DispatchLane& lane, pid_t pid, WorkerEndpoints& endpoints, const Retry& retry) {
+        std::size_t count = 0;
+        // A large result is read into its final value instead (see LargePayload).
+        while (lane.receiving->poll_ring(endpoints.results, large_buffer_bytes - 1)) {
+            accept(lane, pid, *lane.receiving, retry);
+            ++count;
+        }
+        if (endpoints.results.release()) endpoints.own.ring();
+        return count;
+    }
+
     /// Makes the complete frame in `reader` an item or the outcome of the
     /// worker's oldest task, and readies the reader for the next frame.
     void accept(DispatchLane& lane, pid_t pid, FrameReader& reader, const Retry& retry) {

@@ -140,19 +140,10 @@ public:
             lane.pass_window =
                 takes_tasks ? lane.window(policy_.task_timeout.count() > 0, policy_.max_tasks_per_worker) : 0;
         }
-        std::size_t handed_out = 0;
-        while (backlog_.next_is_below(admit_below)) {
-            DispatchLane* target = least_loaded_ready_lane();
-            if (target == nullptr) break;
-            const std::uint64_t sequence = ++target->last_sequence;
-            ++target->dispatched;
-            backlog_.take_next_into(target->in_flight.emplace_back(sequence).task);
-            ++handed_out;
-            if (target->last_collect == Clock::time_point{}) target->last_collect = Clock::now();
-            send_task(*target, target->in_flight.back());
-            progress = true;
-        }
+        std::size_t handed_out = hand_out(admit_below);
+        if (take_back_for_idle_workers()) handed_out += hand_out(admit_below);
         pending_.left_queue(handed_out);
+        progress |= handed_out > 0;
         for (DispatchLane& lane : lanes_) {
             progress |= send_shutdown_if_due(lane);
             // Everything staged for this worker in this pass becomes visible at once, with one doorbell check.
@@ -171,12 +162,7 @@ public:
         if (!exit.killed_by_parent()) collect(lane, exit.pid);  // results it completed before it ended
         const bool clean_exit = WIFEXITED(exit.status) && WEXITSTATUS(exit.status) == 0;
         const bool expected = clean_exit && lane.shutdown_sent && lane.in_flight.empty();
-        std::vector<QueuedTask> unclaimed = take_back_unclaimed(lane);
-        if (stopping_) {
-            forgotten_ += unclaimed.size();
-        } else {
-            for (auto it = unclaimed.rbegin(); it != unclaimed.rend(); ++it) requeue(std::move(*it));
-        }
+        requeue_all(take_back_unclaimed(lane));
         lane.held_items.clear();  // its input runs again, or fails: what it emitted is void
         lane.items_of_task = 0;
         for (InFlight& lost : lane.in_flight) settle_lost_task(lane, exit, std::move(lost.task));
@@ -200,7 +186,8 @@ public:
 
     /// Fails every queued task when no worker is left to run it.
     void fail_backlog_if_no_worker() {
-        if (stopping_ || any_worker_in_service()) return;
+        const auto in_service = [this](const DispatchLane& l) { return pool_.in_service(l.slot); };
+        if (stopping_ || std::any_of(lanes_.begin(), lanes_.end(), in_service)) return;
         const std::string why = "all " + std::to_string(lanes_.size()) + " workers have exited";
         backlog_.for_each_id([this, &why](TaskId id) {
             finished_.push_back(RawResult{
@@ -208,11 +195,6 @@ public:
         });
         pending_.left_queue(backlog_.size());
         backlog_.clear();
-    }
-
-    [[nodiscard]] bool any_worker_in_service() const {
-        return std::any_of(lanes_.begin(), lanes_.end(),
-                           [this](const DispatchLane& l) { return pool_.in_service(l.slot); });
     }
 
     /// Kills the worker in `lane`; its exit is then handled like a crash.
@@ -242,18 +224,12 @@ public:
     }
 
     /// What the workers are doing, for the loop's choice between spinning and sleeping.
-    enum class Activity {
-        idle,         // no task in flight
-        long_tasks,   // tasks in flight, all long
-        result_soon,  // a short task in flight, or a large frame streaming through a ring
-    };
-
-    [[nodiscard]] Activity activity() const noexcept {
-        Activity seen = Activity::idle;
+    [[nodiscard]] LaneActivity activity() const noexcept {
+        LaneActivity seen = LaneActivity::idle;
         for (const DispatchLane& lane : lanes_) {
             if (!pool_.alive(lane.slot) || lane.in_flight.empty()) continue;
-            if (lane.expects_result_soon()) return Activity::result_soon;
-            seen = Activity::long_tasks;
+            if (lane.expects_result_soon()) return LaneActivity::result_soon;
+            seen = LaneActivity::long_tasks;
         }
         return seen;
     }
@@ -263,6 +239,12 @@ public:
         return std::any_of(lanes_.begin(), lanes_.end(), [this, cutoff](const DispatchLane& lane) {
             return pool_.alive(lane.slot) && lane.waiting_since(cutoff);
         });
+    }
+
+    /// The backlog is empty, a worker that takes tasks has none, and another
+    /// has tasks queued: take_back_for_idle_workers() may soon move some.
+    [[nodiscard]] bool worker_idles_beside_queued_tasks() const noexcept {
+        return !stopping_ && backlog_.empty() && lane_idles_beside_queued_tasks(lanes_);
     }
 
     [[nodiscard]] bool alive(const DispatchLane& lane) const noexcept { return pool_.alive(lane.slot); }
@@ -292,6 +274,14 @@ private:
         backlog_.give_back(std::move(task));
     }
 
+    /// Puts `tasks` back at the front of the backlog in their order, or
+    /// forgets them once stopping; false if there is none.
+    bool requeue_all(std::vector<QueuedTask>&& tasks) {
+        if (stopping_) forgotten_ += tasks.size();
+        for (auto it = tasks.rbegin(); !stopping_ && it != tasks.rend(); ++it) requeue(std::move(*it));
+        return !tasks.empty();
+    }
+
     /// Requeues a failed task if its retries allow; false if they are used up.
     bool retry(QueuedTask& task, const std::string& why) {
         if (stopping_ || task.failures >= policy_.retries) return false;
@@ -309,19 +299,10 @@ private:
     }
 
     bool collect(DispatchLane& lane, pid_t pid) {
-        WorkerEndpoints& endpoints = channels_.endpoints(static_cast<std::size_t>(lane.slot));
         std::size_t count = 0;
         try {
-            FrameReader& reader = *lane.receiving;
-            // A large result is read into its final value instead (see LargePayload).
-            while (reader.poll_ring(endpoints.results, large_buffer_bytes - 1)) {
-                outcomes_.accept(lane, pid, reader,
-                                 [this](QueuedTask& task, const std::string& why) { return retry(task, why); });
-                ++count;
-            }
-            // Space for the worker's next results: freed in one store, and
-            // the worker woken if it waits for it.
-            if (endpoints.results.release()) endpoints.own.ring();
+            count = outcomes_.accept_all(lane, pid, channels_.endpoints(static_cast<std::size_t>(lane.slot)),
+                                         [this](QueuedTask& task, const std::string& why) { return retry(task, why); });
         } catch (const std::exception& e) {
             kill(lane, ErrorKind::worker_died, std::string{"sent corrupt data ("} + e.what() + ")");
             return true;
@@ -342,13 +323,33 @@ private:
         return true;
     }
 
-    DispatchLane* least_loaded_ready_lane() {
-        DispatchLane* best = nullptr;
-        for (DispatchLane& lane : lanes_) {
-            if (lane.sending || lane.in_flight.size() >= lane.pass_window) continue;
-            if (best == nullptr || lane.in_flight.size() < best->in_flight.size()) best = &lane;
+    /// Hands backlog tasks below `admit_below` to the least loaded workers
+    /// within their windows; returns how many.
+    std::size_t hand_out(std::uint64_t admit_below) {
+        std::size_t handed_out = 0;
+        while (backlog_.next_is_below(admit_below)) {
+            DispatchLane* target = least_loaded_ready_lane(lanes_);
+            if (target == nullptr) break;
+            InFlight& sent = target->open_slot();
+            backlog_.take_next_into(sent.task);
+            send_task(*target, sent);
+            ++handed_out;
         }
-        return best;
+        return handed_out;
+    }
+
+    /// When no task is left to hand out and a worker idles, the tasks queued
+    /// behind another worker's long task come back to the backlog, to be
+    /// handed out again (that worker will skip them, unclaimed). True if any did.
+    bool take_back_for_idle_workers() {
+        if (!worker_idles_beside_queued_tasks()) return false;
+        const auto now = Clock::now();
+        bool took = false;
+        for (DispatchLane& lane : lanes_) {
+            if (lane.pass_window > 0 && lane.queues_behind_long_task(now))
+                took |= requeue_all(take_back_unclaimed(lane));
+        }
+        return took;
     }
 
     /// Sends `sent` to the lane's worker, or starts streaming it there.
