@@ -19,6 +19,10 @@
 //       RSS growth per task while N tasks wait (added, not started), then per Result<int> held
 //       after start(), wait() and get_results() (RSS from before the first add, the run's
 //       tasks included), then after the results are dropped.
+//   bench_first_run uneven
+//       200 sleeps on 4 workers, one in ten of 200 ms and the rest of 5 ms, in a fixed shuffled
+//       order: the time from the first add() to wait()'s return, beside the ideal (their sum
+//       spread evenly over the workers). What a task queued behind a long one costs at the end.
 //
 // Each prints one JSON object on stdout.
 
@@ -32,8 +36,11 @@
 #include <cstdio>
 #include <cstdlib>
 #include <ctime>
+#include <numeric>
+#include <random>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <vector>
 
 #include <unistd.h>
@@ -210,12 +217,39 @@ int memory(int n) {
     return 0;
 }
 
+struct Sleep {
+    int f(int ms) const {
+        std::this_thread::sleep_for(std::chrono::milliseconds{ms});
+        return ms;
+    }
+};
+
+int uneven() {
+    constexpr int workers = 4;
+    std::vector<int> sleeps;
+    for (int i = 0; i < 200; ++i) sleeps.push_back(i % 10 == 0 ? 200 : 5);
+    std::shuffle(sleeps.begin(), sleeps.end(), std::mt19937{42});
+    mw::Processor<Sleep, &Sleep::f> processor{Sleep{}, {.workers = workers}};
+    processor.start();
+    const auto begin = Clock::now();
+    for (const int ms : sleeps) processor.add(ms);
+    processor.wait();
+    const double wall_ms = seconds_since(begin) * 1e3;
+    if (processor.get_results().size() != sleeps.size()) fail("uneven: a result is missing");
+    const double ideal_ms = std::accumulate(sleeps.begin(), sleeps.end(), 0.0) / workers;
+    std::printf(R"({"scenario": "uneven", "tasks": %zu, "wall_ms": %.1f, "ideal_ms": %.1f})"
+                "\n",
+                sleeps.size(), wall_ms, ideal_ms);
+    return 0;
+}
+
 int usage() {
     std::fprintf(stderr,
                  "usage: bench_first_run batch add-then-start|start-then-add N [LATER]\n"
                  "       bench_first_run round-trip K\n"
                  "       bench_first_run cpu-bound parallel|serial N\n"
-                 "       bench_first_run memory N\n");
+                 "       bench_first_run memory N\n"
+                 "       bench_first_run uneven\n");
     return 2;
 }
 
@@ -231,5 +265,6 @@ int main(int argc, char** argv) {
     if (args[0] == "round-trip") return round_trip(number(1, 2000));
     if (args[0] == "cpu-bound" && args.size() >= 2) return cpu_bound(args[1], number(2, 400));
     if (args[0] == "memory") return memory(number(1, 5'000'000));
+    if (args[0] == "uneven") return uneven();
     return usage();
 }
