@@ -57,6 +57,16 @@ struct Probe {
 
 using ProbeProcessor = multiworker::Processor<Probe, &Probe::square>;
 
+// Sleeps, then says how long and on which rank.
+struct Napper {
+    int rank = this_rank();
+
+    std::pair<int, int> nap(int ms) const {
+        std::this_thread::sleep_for(std::chrono::milliseconds{ms});
+        return {ms, rank};
+    }
+};
+
 struct Echo {
     std::vector<char> echo(const std::vector<char>& bytes) { return bytes; }
 };
@@ -308,4 +318,22 @@ TEST_CASE("cancel and stop settle every task") {
     CHECK(processor.get_results().size() == 200 - cancelled);
     processor.stop();
     CHECK(processor.done());
+}
+
+TEST_CASE("tasks spread over the agents and once long none waits behind another") {
+    multiworker::Processor<Napper, &Napper::nap> processor{Napper{}, on_mpi(1)};
+    processor.start();
+    // Two tasks on two agents of one worker each: one on each, not both on the first.
+    processor.add(300);
+    processor.add(300);
+    std::set<int> ranks;
+    while (auto result = processor.pop_result(30s)) ranks.insert(result->value().second);
+    CHECK(ranks == std::set<int>{1, 2});
+    // Known long now: an agent holds one task per worker, so the short ones
+    // all run on the agent that is free, none queued behind the long one.
+    processor.add(1500);
+    for (int i = 0; i < 3; ++i) processor.add(20);
+    std::vector<int> finished;
+    while (auto result = processor.pop_result(30s)) finished.push_back(result->value().first);
+    CHECK(finished == std::vector<int>{20, 20, 20, 1500});
 }

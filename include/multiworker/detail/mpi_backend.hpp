@@ -3,9 +3,9 @@
 // Backend::mpi on rank 0, where the user's Processor lives: every other rank
 // of the `mpirun` job is an agent (mpi_agent.hpp) with Options::workers
 // forked workers of its own. One thread ("mw-mpi") does all of rank 0's MPI:
-// it sends each agent tasks while it holds fewer than its window (at least
-// two per worker, more while tasks prove short: RemoteAgent::adapt_window),
-// as many as wait in one message, hands their outcomes to the mailbox, and
+// it sends each agent tasks while it holds fewer than its window (two per
+// worker, more while tasks prove short, one once they prove long: see
+// RemoteAgent), in one message, hands their outcomes to the mailbox, and
 // exchanges heartbeats.
 //
 // An agent silent for Options::heartbeat_limit is lost with its host's
@@ -37,7 +37,6 @@
 #include <stdexcept>
 #include <string>
 #include <thread>
-#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -247,30 +246,35 @@ private:
     // A message of tasks stops growing past this (a task larger than this goes alone).
     static constexpr std::size_t max_batch_bytes = std::size_t{256} << 10;
 
-    // Gives each live agent tasks up to its window; false when none were sent.
+    // Hands queued tasks out to agents below their windows (see agent_for_next_task()), then
+    // sends each its share in one message; false if none was sent.
     bool send_tasks(MpiLink& link) {
-        bool sent = false;
+        std::vector<mpi_wire::Writer> batches(agents_.size());
+        const auto batch_of = [&](const Agent& agent) -> mpi_wire::Writer& {
+            return batches[static_cast<std::size_t>(agent.rank - 1)];
+        };
         const auto now = std::chrono::steady_clock::now();
-        for (Agent& agent : agents_) {
-            if (!agent.alive || !agent.wants_more()) continue;
-            mpi_wire::Writer batch;
-            {
-                std::lock_guard lock{mutex_};
-                std::size_t count = 0;
-                for (; !queue_.empty() && agent.wants_more() && batch.size() < max_batch_bytes; ++count) {
-                    QueuedTask next = queue_.take_next();
-                    const std::size_t bytes = next.arguments.size();
-                    batch.number(next.id.value());
-                    batch.bytes(std::span<const char>{next.arguments.data(), bytes});
-                    RelayedTask task{next.id, std::move(next.arguments), next.failures, now, bytes};
-                    if (options_.retries == 0) Bytes{}.swap(task.arguments);  // never sent again
-                    agent.bytes_in_flight += task.bytes;
-                    agent.in_flight.emplace(task.id.value(), std::move(task));
-                }
-                pending_.left_queue(count);
+        {
+            std::lock_guard lock{mutex_};
+            const auto may_take = [&](const Agent& a) { return batch_of(a).size() < max_batch_bytes; };
+            std::size_t count = 0;
+            for (; !queue_.empty(); ++count) {
+                Agent* agent = agent_for_next_task(agents_, may_take);
+                if (agent == nullptr) break;
+                QueuedTask next = queue_.take_next();
+                const std::size_t bytes = next.arguments.size();
+                batch_of(*agent).number(next.id.value());
+                batch_of(*agent).bytes(std::span<const char>{next.arguments.data(), bytes});
+                RelayedTask task{next.id, std::move(next.arguments), next.failures, now, bytes};
+                if (options_.retries == 0) Bytes{}.swap(task.arguments);  // never sent again
+                agent->hold(std::move(task));
             }
-            if (batch.empty()) continue;  // nothing is queued
-            link.send(agent.rank, mpi_wire::tasks, batch.take());
+            pending_.left_queue(count);
+        }
+        bool sent = false;
+        for (const Agent& agent : agents_) {
+            if (batch_of(agent).empty()) continue;
+            link.send(agent.rank, mpi_wire::tasks, batch_of(agent).take());
             sent = true;
         }
         return sent;

@@ -31,6 +31,7 @@ struct RelayedTask {
     unsigned lost_runs;                               // times an agent was lost while it held the task
     std::chrono::steady_clock::time_point sent_at{};  // when it left for its agent
     std::size_t bytes = 0;                            // of its arguments
+    bool to_free_worker = false;                      // its agent held fewer tasks than workers: it started at once
 };
 
 struct RemoteAgent {
@@ -44,6 +45,7 @@ struct RemoteAgent {
     std::unordered_map<std::uint64_t, RelayedTask> in_flight;  // by task id
     std::size_t window = 0;                                    // tasks it may hold; see adapt_window()
     std::size_t bytes_in_flight = 0;                           // of the arguments of the tasks it holds
+    bool long_tasks = false;                                   // see note_duration()
 
     /// True while it should get more tasks: up to least_window() whatever
     /// their size, then up to the window while they add up to less than
@@ -55,10 +57,19 @@ struct RemoteAgent {
         return held < least_window() || (held < window && bytes_in_flight < byte_budget);
     }
 
+    /// Takes `task`, just sent to it, into flight.
+    void hold(RelayedTask&& task) {
+        task.to_free_worker = in_flight.size() < std::max(1U, workers);
+        bytes_in_flight += task.bytes;
+        in_flight.emplace(task.id.value(), std::move(task));
+    }
+
     /// Fewest tasks an agent holds: one running and one waiting per worker,
-    /// so that a worker never waits for rank 0 between two tasks.
+    /// so that a worker never waits for rank 0 between two tasks; once its
+    /// tasks prove long, one per worker.
     [[nodiscard]] std::size_t least_window() const noexcept {
-        return std::max<std::size_t>(4, 2 * std::size_t{workers});
+        const std::size_t each = std::max(1U, workers);
+        return long_tasks ? each : std::max<std::size_t>(4, 2 * each);
     }
 
     /// Short tasks want many in flight (a message carries many, and one
@@ -71,6 +82,22 @@ struct RemoteAgent {
         constexpr std::size_t most = 4096;
         if (slowest < std::chrono::milliseconds{1}) window = std::min(most, window * 2);
         if (slowest > std::chrono::milliseconds{5}) window = std::max(least_window(), window / 2);
+        if (long_tasks) window = least_window();
+    }
+
+    /// Its tasks came back within a millisecond: its window grew past the least.
+    [[nodiscard]] bool tasks_proven_short() const noexcept { return window > least_window(); }
+
+    /// A task's time from sending to result, `taken`, tells how long its
+    /// tasks are when it went to a free worker (else it counts the wait in
+    /// the queue too): 50 ms or more makes them long, until one takes under
+    /// 5. A long task then waits on the agent only while it runs, never
+    /// queued behind another while a second agent idles; a worker waits for
+    /// rank 0 between two tasks one round trip, well under 1 % of such a task.
+    void note_duration(const RelayedTask& task, std::chrono::steady_clock::duration taken) {
+        if (!task.to_free_worker) return;
+        if (taken >= std::chrono::milliseconds{50}) long_tasks = true;
+        if (taken < std::chrono::milliseconds{5}) long_tasks = false;
     }
 
     /// "host h (MPI rank r, agent pid p)", for errors and logs.
@@ -112,6 +139,7 @@ struct RemoteAgent {
             }
             if (const auto found = in_flight.find(id.value()); found != in_flight.end()) {
                 slowest = std::max(slowest, now - found->second.sent_at);
+                note_duration(found->second, now - found->second.sent_at);
                 bytes_in_flight -= found->second.bytes;
                 in_flight.erase(found);
             }
@@ -120,5 +148,26 @@ struct RemoteAgent {
         return results;
     }
 };
+
+/// The live agent that wants more tasks, of those `may_take` allows; nullptr
+/// if none. The one that holds the fewest for its number of workers, so that
+/// a few long tasks spread, until tasks prove short: then the first (on a
+/// machine with fewer cores than processes fewer busy agents are faster, a
+/// stream of trivial tasks 1.0 against 1.5 us a task).
+template <class MayTake>
+RemoteAgent* agent_for_next_task(std::vector<RemoteAgent>& agents, MayTake&& may_take) {
+    const bool spread = std::none_of(agents.begin(), agents.end(),
+                                     [](const RemoteAgent& a) { return a.alive && a.tasks_proven_short(); });
+    RemoteAgent* best = nullptr;
+    const auto load_below = [](const RemoteAgent& a, const RemoteAgent& b) {  // a.held / a.workers < b's
+        return a.in_flight.size() * std::max(1U, b.workers) < b.in_flight.size() * std::max(1U, a.workers);
+    };
+    for (RemoteAgent& agent : agents) {
+        if (!agent.alive || !agent.wants_more() || !may_take(agent)) continue;
+        if (!spread) return &agent;
+        if (best == nullptr || load_below(agent, *best)) best = &agent;
+    }
+    return best;
+}
 
 }  // namespace multiworker::detail
