@@ -257,9 +257,10 @@ private:
         {
             std::lock_guard lock{mutex_};
             const auto may_take = [&](const Agent& a) { return batch_of(a).size() < max_batch_bytes; };
+            const bool spread = spread_tasks(agents_);  // windows change only as results come back
             std::size_t count = 0;
             for (; !queue_.empty(); ++count) {
-                Agent* agent = agent_for_next_task(agents_, may_take);
+                Agent* agent = agent_for_next_task(agents_, spread, may_take);
                 if (agent == nullptr) break;
                 QueuedTask next = queue_.take_next();
                 const std::size_t bytes = next.arguments.size();

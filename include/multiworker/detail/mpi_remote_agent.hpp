@@ -149,15 +149,19 @@ struct RemoteAgent {
     }
 };
 
+/// Tasks spread over the agents until they prove short (see agent_for_next_task()).
+inline bool spread_tasks(const std::vector<RemoteAgent>& agents) {
+    return std::none_of(agents.begin(), agents.end(),
+                        [](const RemoteAgent& a) { return a.alive && a.tasks_proven_short(); });
+}
+
 /// The live agent that wants more tasks, of those `may_take` allows; nullptr
-/// if none. The one that holds the fewest for its number of workers, so that
-/// a few long tasks spread, until tasks prove short: then the first (on a
-/// machine with fewer cores than processes fewer busy agents are faster, a
+/// if none. With `spread` (spread_tasks()), the one that holds the fewest for
+/// its number of workers, so that a few long tasks spread; else the first (on
+/// a machine with fewer cores than processes fewer busy agents are faster, a
 /// stream of trivial tasks 1.0 against 1.5 us a task).
 template <class MayTake>
-RemoteAgent* agent_for_next_task(std::vector<RemoteAgent>& agents, MayTake&& may_take) {
-    const bool spread = std::none_of(agents.begin(), agents.end(),
-                                     [](const RemoteAgent& a) { return a.alive && a.tasks_proven_short(); });
+RemoteAgent* agent_for_next_task(std::vector<RemoteAgent>& agents, bool spread, MayTake&& may_take) {
     RemoteAgent* best = nullptr;
     const auto load_below = [](const RemoteAgent& a, const RemoteAgent& b) {  // a.held / a.workers < b's
         return a.in_flight.size() * std::max(1U, b.workers) < b.in_flight.size() * std::max(1U, a.workers);
