@@ -339,3 +339,23 @@ TEST_CASE("tasks spread over the agents and once long none waits behind another"
     while (auto result = processor.pop_result(30s)) finished.push_back(result->value().first);
     CHECK(finished == std::vector<int>{20, 20, 20, 1500});
 }
+
+TEST_CASE("tasks queued on an agent behind a long one move to an agent that idles") {
+    multiworker::Processor<Napper, &Napper::nap> processor{Napper{}, on_mpi(1)};
+    // Added before start(), all eight leave in the first message: four for
+    // each agent of one worker (0, 2, 4, 6 to rank 1), before any proved long.
+    processor.add(1500);
+    for (int i = 0; i < 7; ++i) processor.add(20);
+    processor.start();
+    // Rank 2 ends its four long before rank 1's first: rank 1 gives back the
+    // three queued behind it, which rank 2 runs.
+    std::vector<int> finished;
+    std::multiset<int> ranks_of_short_tasks;
+    while (auto result = processor.pop_result(30s)) {
+        finished.push_back(result->value().first);
+        if (result->value().first == 20) ranks_of_short_tasks.insert(result->value().second);
+    }
+    REQUIRE(finished.size() == 8);
+    CHECK(finished.back() == 1500);
+    CHECK(ranks_of_short_tasks.count(2) == 7);
+}

@@ -351,6 +351,10 @@ public:
     virtual void submit(TaskId id, Bytes&& arguments) = 0;
     /// Drops every task no worker has taken; returns how many.
     virtual std::size_t cancel() = 0;
+    /// Takes back every task no worker has started, for another host to run
+    /// (Backend::mpi's agents give them back to rank 0): they will have no
+    /// outcome here. A backend that cannot take tasks back returns none.
+    virtual std::vector<std::pair<TaskId, Bytes>> take_back_unstarted() { return {}; }
     /// Drops queued tasks, lets running ones finish for up to `grace`, then
     /// kills what still runs; releases every process and resource. Idempotent.
     /// `grace_end` completes "was still running a task when ..." in the errors

@@ -12,7 +12,10 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
+#include <string>
 #include <utility>
+#include <vector>
 
 namespace multiworker::detail {
 
@@ -62,6 +65,18 @@ public:
     void for_each_id(Visit&& visit) const {
         for (const QueuedTask& task : returned_) visit(task.id);
         fresh_.for_each([&visit](const TaskQueue::Task& task) { visit(task.id); });
+    }
+
+    /// Ends every task as a no_worker error saying `why`, into `failed`, and
+    /// empties the backlog; returns how many.
+    std::size_t fail_all(const std::string& why, std::vector<RawResult>& failed) {
+        for_each_id([&](TaskId id) {
+            failed.push_back(RawResult{
+                id, std::make_unique<TaskError>(ErrorKind::no_worker, id, "", why, TaskError::no_worker_index, 0)});
+        });
+        const std::size_t count = size();
+        clear();
+        return count;
     }
 
     void clear() noexcept {

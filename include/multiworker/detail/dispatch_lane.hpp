@@ -209,6 +209,25 @@ enum class LaneActivity {
     result_soon,  // a short task in flight, or a large frame streaming through a ring
 };
 
+/// What the lanes whose worker is alive in `pool` are doing.
+template <class Pool>
+LaneActivity activity_of(std::span<const DispatchLane> lanes, const Pool& pool) noexcept {
+    LaneActivity seen = LaneActivity::idle;
+    for (const DispatchLane& lane : lanes) {
+        if (!pool.alive(lane.slot) || lane.in_flight.empty()) continue;
+        if (lane.expects_result_soon()) return LaneActivity::result_soon;
+        seen = LaneActivity::long_tasks;
+    }
+    return seen;
+}
+
+/// A lane whose worker is alive in `pool` has had tasks since before `cutoff` and returned no result.
+template <class Pool>
+bool lane_waiting_since(std::span<const DispatchLane> lanes, const Pool& pool, DispatchLane::Clock::time_point cutoff) {
+    return std::any_of(lanes.begin(), lanes.end(),
+                       [&](const DispatchLane& lane) { return pool.alive(lane.slot) && lane.waiting_since(cutoff); });
+}
+
 /// The lane with the fewest tasks in flight that can take one more in this
 /// dispatch pass (see DispatchLane::pass_window); nullptr if none can.
 inline DispatchLane* least_loaded_ready_lane(std::span<DispatchLane> lanes) noexcept {

@@ -5,8 +5,8 @@
 // RingChannels carry tasks and results; a TaskDispatcher hands tasks out and
 // settles every one; a DeadlineWatch kills what outlives its time; an
 // EventLoop thread drives them all. This class adds what a Processor's user
-// threads need on top: an inbox for tasks, cancels and the stop request, and
-// a pass run in the caller's thread while the loop sleeps.
+// threads need on top: an inbox for tasks, cancels, take-backs and the stop
+// request, and a pass run in the caller's thread while the loop sleeps.
 
 #include <multiworker/detail/backend.hpp>
 #include <multiworker/detail/deadline_watch.hpp>
@@ -32,6 +32,7 @@
 #include <optional>
 #include <stdexcept>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace multiworker::detail {
@@ -103,6 +104,19 @@ public:
         }
         loop_.notify();
         return answer.get();
+    }
+
+    std::vector<std::pair<TaskId, Bytes>> take_back_unstarted() override {
+        std::future<std::vector<QueuedTask>> answer;
+        {
+            std::lock_guard lock{requests_mutex_};
+            if (!loop_running_) return {};
+            answer = take_back_requests_.emplace_back().get_future();
+        }
+        loop_.notify();
+        std::vector<std::pair<TaskId, Bytes>> tasks;
+        for (QueuedTask& task : answer.get()) tasks.emplace_back(task.id, std::move(task.arguments));
+        return tasks;
     }
 
     void stop(std::chrono::milliseconds grace, std::string grace_end) override {
@@ -249,6 +263,8 @@ private:
         loop_running_ = false;
         for (auto& request : cancel_requests_) request.set_value(0);
         cancel_requests_.clear();
+        for (auto& request : take_back_requests_) request.set_value({});
+        take_back_requests_.clear();
     }
 
     // ----- WorkerPool::Events -----
@@ -269,6 +285,7 @@ private:
     bool accept_requests() {
         if (!loop_.take_request_flag()) return false;
         std::vector<std::promise<std::size_t>> cancels;
+        std::vector<std::promise<std::vector<QueuedTask>>> take_backs;
         bool stop = false;
         std::chrono::milliseconds grace{};
         std::string grace_end;
@@ -282,6 +299,7 @@ private:
             }
             arrived_.swap(inbox_);
             cancels.swap(cancel_requests_);
+            take_backs.swap(take_back_requests_);
             stop = stop_requested_;
             grace = stop_grace_;
             if (stop) grace_end = stop_grace_end_;
@@ -289,6 +307,7 @@ private:
         dispatcher_->backlog().add_all(arrived_);  // arrived_ keeps a chunk for the next swap
         dispatcher_->fail_backlog_if_no_worker();
         for (auto& request : cancels) request.set_value(dispatcher_->cancel_unstarted());
+        for (auto& request : take_backs) request.set_value(dispatcher_->take_back_unstarted());
         if (stop && !dispatcher_->stopping()) {
             deadlines_.begin_grace(grace, std::move(grace_end));
             dispatcher_->begin_stop();
@@ -324,6 +343,7 @@ private:
     mutable SpinLock requests_mutex_;  // held for a few instructions at a time
     TaskQueue inbox_;
     std::vector<std::promise<std::size_t>> cancel_requests_;
+    std::vector<std::promise<std::vector<QueuedTask>>> take_back_requests_;
     std::atomic<bool> stop_requested_{false};  // atomic too: adders waiting for room read it without the lock
     std::chrono::milliseconds stop_grace_{};
     std::string stop_grace_end_;

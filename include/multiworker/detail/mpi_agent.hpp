@@ -68,6 +68,7 @@ private:
             while (auto message = link.receive()) {
                 busy = true;
                 if (message->tag == mpi_wire::tasks) submit_tasks(message->body);
+                if (message->tag == mpi_wire::give_back) give_back_unstarted(link);
                 if (message->tag == mpi_wire::stop) return read_stop_order(message->body);
             }
             workers_->help_while_waiting();
@@ -87,6 +88,16 @@ private:
             (void)local_results_.expect_one();
             workers_->submit(TaskId{id}, copy_bytes(arguments));
         }
+    }
+
+    // Answers rank 0's give_back, even with no task: it waits for the answer before it asks again.
+    void give_back_unstarted(MpiLink& link) {
+        mpi_wire::Writer tasks;
+        for (const auto& [id, arguments] : workers_->take_back_unstarted()) {
+            tasks.number(id.value());
+            tasks.bytes(std::span<const char>{arguments.data(), arguments.size()});
+        }
+        link.send(0, mpi_wire::given_back, tasks.take());
     }
 
     static StopOrder read_stop_order(std::span<const char> body) {

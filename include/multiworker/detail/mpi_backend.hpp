@@ -5,7 +5,8 @@
 // forked workers of its own. One thread ("mw-mpi") does all of rank 0's MPI:
 // it sends each agent tasks while it holds fewer than its window (two per
 // worker, more while tasks prove short, one once they prove long: see
-// RemoteAgent), in one message, hands their outcomes to the mailbox, and
+// RemoteAgent), in one message, hands their outcomes to the mailbox, has an
+// agent give back tasks queued behind long ones for an agent that idles, and
 // exchanges heartbeats.
 //
 // An agent silent for Options::heartbeat_limit is lost with its host's
@@ -191,11 +192,7 @@ private:
             }
             backoff.after(message.has_value(), link.transferring());
         }
-        int next_worker = 0;
-        for (Agent& agent : agents_) {
-            agent.first_worker = next_worker;
-            next_worker += static_cast<int>(agent.workers);
-        }
+        number_workers(agents_);
         agents_alive_ = agents_.size();
         set_phase(Phase::running);
         return true;
@@ -221,6 +218,7 @@ private:
         while (!stopping_.load()) {
             bool busy = receive_all(link);
             busy = send_tasks(link) || busy;
+            ask_for_tasks_back(link);
             keep_in_touch(link, options_.heartbeat_limit);
             backoff.after(busy, link.transferring());
         }
@@ -232,15 +230,14 @@ private:
             any = true;
             Agent& agent = agents_[static_cast<std::size_t>(message->source - 1)];
             if (!agent.alive) continue;  // it was declared lost: what it says now is ignored
-            if (message->tag == mpi_wire::results) take_results(agent, message->body);
+            if (message->tag == mpi_wire::results) {
+                std::vector<RawResult> results = agent.read_results(message->body);
+                mailbox_.deliver(results);
+            }
+            if (message->tag == mpi_wire::given_back) requeue(agent.read_given_back(message->body));
             if (message->tag == mpi_wire::stopped) agent.stopped = true;
         }
         return any;
-    }
-
-    void take_results(Agent& agent, std::span<const char> body) {
-        std::vector<RawResult> results = agent.read_results(body);
-        mailbox_.deliver(results);
     }
 
     // A message of tasks stops growing past this (a task larger than this goes alone).
@@ -281,6 +278,34 @@ private:
         return sent;
     }
 
+    // Once no task waits here and an agent has a free worker, an agent that
+    // holds tasks queued behind long ones (its first window, sent before they
+    // proved long) is asked to give back those it has not started; they then
+    // wait here again, first. Looked at every 10 ms.
+    void ask_for_tasks_back(MpiLink& link) {
+        const auto now = std::chrono::steady_clock::now();
+        if (now < next_take_back_check_) return;
+        next_take_back_check_ = now + std::chrono::milliseconds{10};
+        if (std::lock_guard lock{mutex_}; !queue_.empty()) return;
+        if (Agent* holder = agent_to_ask_for_tasks_back(agents_, now)) {
+            holder->giving_back = true;
+            link.send(holder->rank, mpi_wire::give_back);
+        }
+    }
+
+    // Tasks an agent holds no more, unstarted, wait here again before all others (forgotten once stopping).
+    void requeue(std::vector<QueuedTask>&& tasks) {
+        std::lock_guard lock{mutex_};
+        if (stopping_) {
+            mailbox_.forget(tasks.size());
+            return;
+        }
+        for (auto it = tasks.rbegin(); it != tasks.rend(); ++it) {
+            queue_.give_back(std::move(*it));
+            pending_.returned_to_queue();
+        }
+    }
+
     // Heartbeats to every agent; an agent silent for longer than `limit` is lost.
     void keep_in_touch(MpiLink& link, std::chrono::milliseconds limit) {
         const auto now = MpiLink::Clock::now();
@@ -302,36 +327,12 @@ private:
                                 " ms (heartbeat_limit " + std::to_string(options_.heartbeat_limit.count()) + " ms)";
         spdlog::error("multiworker: lost {}", agent.where());
         std::vector<RawResult> failed;
-        {
+        requeue(agent.settle_loss(why, stopping_ ? 0 : options_.retries, failed));
+        if (std::none_of(agents_.begin(), agents_.end(), [](const Agent& a) { return a.alive; })) {
             std::lock_guard lock{mutex_};
-            for (auto& [id, task] : agent.in_flight) {
-                if (!stopping_ && task.lost_runs < options_.retries) {
-                    QueuedTask again{task.id, std::move(task.arguments)};
-                    again.failures = task.lost_runs + 1;
-                    queue_.give_back(std::move(again));
-                    pending_.returned_to_queue();
-                } else {
-                    failed.push_back(RawResult{task.id,
-                                               std::make_unique<TaskError>(ErrorKind::worker_died, task.id, "", why,
-                                                                           agent.first_worker, 0, agent.where()),
-                                               agent.first_worker, 0});
-                }
-            }
-            agent.in_flight.clear();
-            agent.bytes_in_flight = 0;
-            if (std::none_of(agents_.begin(), agents_.end(), [](const Agent& a) { return a.alive; })) {
-                fail_queue("every agent was lost, the last: " + agent.where() + " " + why, failed);
-            }
+            fail_queue("every agent was lost, the last: " + agent.where() + " " + why, failed);
         }
         mailbox_.deliver(failed);
-    }
-
-    static RawResult no_agent_result(TaskId id, const std::string& why) {
-        return RawResult{
-            id,
-            std::make_unique<TaskError>(ErrorKind::no_worker, id, "", "no MPI agent can run it (" + why + ")",
-                                        TaskError::no_worker_index, 0),
-            TaskError::no_worker_index, 0};
     }
 
     // Tells every agent to stop and collects what they send until each said
@@ -361,9 +362,7 @@ private:
 
     // Under mutex_: every queued task ends as a no_worker error.
     void fail_queue(const std::string& why, std::vector<RawResult>& failed) {
-        queue_.for_each_id([&](TaskId id) { failed.push_back(no_agent_result(id, why)); });
-        pending_.left_queue(queue_.size());
-        queue_.clear();
+        pending_.left_queue(queue_.fail_all("no MPI agent can run it (" + why + ")", failed));
     }
 
     // Under mutex_.
@@ -395,6 +394,7 @@ private:
     // Only the mw-mpi thread touches these.
     std::vector<Agent> agents_;
     MpiLink::Clock::time_point next_heartbeat_{};
+    std::chrono::steady_clock::time_point next_take_back_check_{};
 };
 
 }  // namespace multiworker::detail

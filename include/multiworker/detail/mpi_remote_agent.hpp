@@ -5,6 +5,7 @@
 // messages read.
 
 #include <multiworker/detail/backend.hpp>
+#include <multiworker/detail/dispatch_lane.hpp>
 #include <multiworker/detail/mpi_wire.hpp>
 #include <multiworker/error.hpp>
 #include <multiworker/task_id.hpp>
@@ -46,6 +47,10 @@ struct RemoteAgent {
     std::size_t window = 0;                                    // tasks it may hold; see adapt_window()
     std::size_t bytes_in_flight = 0;                           // of the arguments of the tasks it holds
     bool long_tasks = false;                                   // see note_duration()
+    bool giving_back = false;                                  // asked for its unstarted tasks, no answer yet
+
+    /// A task that takes this long or more is long (see note_duration()).
+    static constexpr std::chrono::milliseconds long_task{50};
 
     /// True while it should get more tasks: up to least_window() whatever
     /// their size, then up to the window while they add up to less than
@@ -96,8 +101,63 @@ struct RemoteAgent {
     /// rank 0 between two tasks one round trip, well under 1 % of such a task.
     void note_duration(const RelayedTask& task, std::chrono::steady_clock::duration taken) {
         if (!task.to_free_worker) return;
-        if (taken >= std::chrono::milliseconds{50}) long_tasks = true;
+        if (taken >= long_task) long_tasks = true;
         if (taken < std::chrono::milliseconds{5}) long_tasks = false;
+    }
+
+    /// Its tasks are long as soon as one sent to a free worker has run
+    /// long_task without a result, not only once it ends.
+    void note_running_tasks(std::chrono::steady_clock::time_point now) {
+        const auto long_running = [now](const auto& entry) {
+            return entry.second.to_free_worker && now - entry.second.sent_at >= long_task;
+        };
+        if (long_tasks || !std::any_of(in_flight.begin(), in_flight.end(), long_running)) return;
+        long_tasks = true;
+        window = least_window();
+    }
+
+    /// It holds more tasks than workers, and they are long: some wait behind another.
+    [[nodiscard]] bool queues_behind_long_tasks() const noexcept {
+        return alive && !giving_back && long_tasks && in_flight.size() > std::max(1U, workers);
+    }
+
+    [[nodiscard]] bool has_free_worker() const noexcept { return alive && in_flight.size() < std::max(1U, workers); }
+
+    /// The tasks in a given_back message, out of flight, with their counts of lost runs.
+    std::vector<QueuedTask> read_given_back(std::span<const char> body) {
+        giving_back = false;
+        mpi_wire::Reader reader{body};
+        std::vector<QueuedTask> tasks;
+        while (!reader.at_end()) {
+            const auto id = reader.number<std::uint64_t>();
+            const std::span<const char> arguments = reader.bytes();
+            const auto found = in_flight.find(id);
+            if (found == in_flight.end()) continue;
+            tasks.emplace_back(TaskId{id}, copy_bytes(arguments)).failures = found->second.lost_runs;
+            bytes_in_flight -= found->second.bytes;
+            in_flight.erase(found);
+        }
+        return tasks;
+    }
+
+    /// Its tasks once it is lost: those with fewer than `retries` lost runs
+    /// are returned, to run elsewhere; the others end in `failed` as
+    /// worker_died errors saying it `was_lost`.
+    std::vector<QueuedTask> settle_loss(const std::string& was_lost, unsigned retries, std::vector<RawResult>& failed) {
+        std::vector<QueuedTask> again;
+        for (auto& [id, task] : in_flight) {
+            if (task.lost_runs < retries) {
+                again.emplace_back(task.id, std::move(task.arguments)).failures = task.lost_runs + 1;
+                continue;
+            }
+            failed.push_back(RawResult{
+                task.id,
+                std::make_unique<TaskError>(ErrorKind::worker_died, task.id, "", was_lost, first_worker, 0, where()),
+                first_worker, 0});
+        }
+        in_flight.clear();
+        bytes_in_flight = 0;
+        return again;
     }
 
     /// "host h (MPI rank r, agent pid p)", for errors and logs.
@@ -148,6 +208,37 @@ struct RemoteAgent {
         return results;
     }
 };
+
+/// Gives the agents' workers global indexes, in the order of their ranks.
+inline void number_workers(std::vector<RemoteAgent>& agents) {
+    int next_worker = 0;
+    for (RemoteAgent& agent : agents) {
+        agent.first_worker = next_worker;
+        next_worker += static_cast<int>(agent.workers);
+    }
+}
+
+/// The error of a task no agent can run, saying `why`.
+inline RawResult no_agent_result(TaskId id, const std::string& why) {
+    return RawResult{id,
+                     std::make_unique<TaskError>(ErrorKind::no_worker, id, "", "no MPI agent can run it (" + why + ")",
+                                                 TaskError::no_worker_index, 0),
+                     TaskError::no_worker_index, 0};
+}
+
+/// When an agent has a free worker, another that holds tasks queued behind
+/// long ones; nullptr if there is no such pair.
+inline RemoteAgent* agent_to_ask_for_tasks_back(std::vector<RemoteAgent>& agents,
+                                                std::chrono::steady_clock::time_point now) {
+    if (std::none_of(agents.begin(), agents.end(), [](const RemoteAgent& a) { return a.has_free_worker(); }))
+        return nullptr;
+    for (RemoteAgent& agent : agents) {
+        if (!agent.alive || agent.in_flight.size() <= std::max(1U, agent.workers)) continue;
+        agent.note_running_tasks(now);
+        if (agent.queues_behind_long_tasks()) return &agent;
+    }
+    return nullptr;
+}
 
 /// Tasks spread over the agents until they prove short (see agent_for_next_task()).
 inline bool spread_tasks(const std::vector<RemoteAgent>& agents) {

@@ -30,6 +30,8 @@ enum Tag : int {
     // as a `large` header, [tag][size], then its bytes in `piece`s, in order.
     large = 8,
     piece = 9,
+    give_back = 10,   // 0 -> agent, empty: send back the tasks no worker has started
+    given_back = 11,  // agent -> 0: those tasks, each [id][length][arguments] (maybe none)
 };
 
 /// Appends fields to a message.

@@ -184,7 +184,7 @@ public:
     [[nodiscard]] bool has_room_after(std::size_t index) const {
         if (index + 1 >= elements_.size()) return true;
         const Element& next = elements_[index + 1];
-        return next.closed || next.dispatcher->backlog_size() < next.plan.options.capacity;
+        return next.closed || next.dispatcher->backlog().size() < next.plan.options.capacity;
     }
 
     /// Stops everything upstream of the sink; the sink then finishes on what it received.
@@ -232,7 +232,7 @@ private:
         if (source.plan.kind != ElementKind::source_range || source.ended) return false;
         bool progress = false;
         Element& next = elements_[1];
-        while (next.closed || next.dispatcher->backlog_size() < next.plan.options.capacity) {
+        while (next.closed || next.dispatcher->backlog().size() < next.plan.options.capacity) {
             Bytes item;
             if (!source.plan.next_input(item)) {
                 source.ended = true;

@@ -23,6 +23,7 @@
 #include <sys/wait.h>
 
 #include <algorithm>
+#include <iterator>
 #include <limits>
 #include <string>
 #include <vector>
@@ -69,6 +70,7 @@ public:
 
     /// The tasks waiting for a worker: new ones are added here.
     [[nodiscard]] Backlog& backlog() noexcept { return backlog_; }
+    [[nodiscard]] const Backlog& backlog() const noexcept { return backlog_; }
 
     using Tally = OutcomeTally;
     [[nodiscard]] const Tally& tally() const noexcept { return tally_; }
@@ -81,8 +83,6 @@ public:
         return backlog_.empty() &&
                std::all_of(lanes_.begin(), lanes_.end(), [](const DispatchLane& l) { return l.in_flight.empty(); });
     }
-
-    [[nodiscard]] std::size_t backlog_size() const noexcept { return backlog_.size(); }
 
     /// Readies the lane of `slot` for a new process, then asks the pool for one.
     void spawn(DispatchLane& lane) {
@@ -108,6 +108,19 @@ public:
         }
         forgotten_ += count;
         return count;
+    }
+
+    /// Takes the tasks no worker has claimed out of the dispatcher, in the
+    /// order they were to run, for another host to run; they count as forgotten.
+    std::vector<QueuedTask> take_back_unstarted() {
+        std::vector<QueuedTask> tasks;
+        for (DispatchLane& lane : lanes_) {
+            if (pool_.alive(lane.slot)) std::ranges::move(take_back_unclaimed(lane), std::back_inserter(tasks));
+        }
+        pending_.left_queue(backlog_.size());
+        while (!backlog_.empty()) tasks.push_back(backlog_.take_next());
+        forgotten_ += tasks.size();
+        return tasks;
     }
 
     // ----- results -----
@@ -188,13 +201,8 @@ public:
     void fail_backlog_if_no_worker() {
         const auto in_service = [this](const DispatchLane& l) { return pool_.in_service(l.slot); };
         if (stopping_ || std::any_of(lanes_.begin(), lanes_.end(), in_service)) return;
-        const std::string why = "all " + std::to_string(lanes_.size()) + " workers have exited";
-        backlog_.for_each_id([this, &why](TaskId id) {
-            finished_.push_back(RawResult{
-                id, std::make_unique<TaskError>(ErrorKind::no_worker, id, "", why, TaskError::no_worker_index, 0)});
-        });
-        pending_.left_queue(backlog_.size());
-        backlog_.clear();
+        pending_.left_queue(
+            backlog_.fail_all("all " + std::to_string(lanes_.size()) + " workers have exited", finished_));
     }
 
     /// Kills the worker in `lane`; its exit is then handled like a crash.
@@ -224,21 +232,11 @@ public:
     }
 
     /// What the workers are doing, for the loop's choice between spinning and sleeping.
-    [[nodiscard]] LaneActivity activity() const noexcept {
-        LaneActivity seen = LaneActivity::idle;
-        for (const DispatchLane& lane : lanes_) {
-            if (!pool_.alive(lane.slot) || lane.in_flight.empty()) continue;
-            if (lane.expects_result_soon()) return LaneActivity::result_soon;
-            seen = LaneActivity::long_tasks;
-        }
-        return seen;
-    }
+    [[nodiscard]] LaneActivity activity() const noexcept { return activity_of(lanes_, pool_); }
 
     /// A worker has had tasks since before `cutoff` and returned no result.
     [[nodiscard]] bool worker_waiting_since(Clock::time_point cutoff) const noexcept {
-        return std::any_of(lanes_.begin(), lanes_.end(), [this, cutoff](const DispatchLane& lane) {
-            return pool_.alive(lane.slot) && lane.waiting_since(cutoff);
-        });
+        return lane_waiting_since(lanes_, pool_, cutoff);
     }
 
     /// The backlog is empty, a worker that takes tasks has none, and another
