@@ -11,6 +11,12 @@
 //   sleep_efficiency_<total workers>   40 tasks a worker of a 10 ms sleep: (tasks x 10 ms /
 //                                      workers) / the time from the first add to the last result
 //
+// or, with --uneven W (W workers on each agent), two figures:
+//
+//   uneven_ms         200 sleeps added at once, one in ten of 200 ms and the rest of 5 ms, in a
+//                     fixed shuffled order (bench_first_run uneven's): from the first add to wait()
+//   uneven_ideal_ms   their sum spread evenly over the workers
+//
 // or, with --queue-memory N, one workload:
 //
 //   queued_task_bytes   rank 0's RSS growth a task while N `int f(int)` tasks wait, added before
@@ -22,7 +28,7 @@
 //                             ranks 0 and 1 (the other ranks only initialise and finalise)
 //
 // Usage: mpirun.openmpi --enable-recovery -np 3 bench_mpi
-//            [--quick | --sleep-efficiency W | --queue-memory N | --transport-floor]
+//            [--quick | --sleep-efficiency W | --uneven W | --queue-memory N | --transport-floor]
 
 #include <multiworker/mpi.hpp>
 #include <multiworker/multiworker.hpp>
@@ -34,6 +40,8 @@
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
+#include <numeric>
+#include <random>
 #include <string>
 #include <thread>
 #include <vector>
@@ -101,6 +109,32 @@ long resident_kib() {
     return 0;
 }
 
+struct Napper {
+    int nap(int ms) {
+        std::this_thread::sleep_for(std::chrono::milliseconds{ms});
+        return ms;
+    }
+};
+
+// What a task queued behind a long one costs at the end of a run.
+int uneven(unsigned workers_per_agent) {
+    std::vector<int> sleeps;
+    for (int i = 0; i < 200; ++i) sleeps.push_back(i % 10 == 0 ? 200 : 5);
+    std::shuffle(sleeps.begin(), sleeps.end(), std::mt19937{42});
+    mw::Processor<Napper, &Napper::nap> processor{Napper{},
+                                                  {.workers = workers_per_agent, .backend = mw::Backend::mpi}};
+    processor.start();
+    const unsigned workers =
+        workers_per_agent * static_cast<unsigned>(std::atoi(std::getenv("OMPI_COMM_WORLD_SIZE")) - 1);
+    const auto start = Clock::now();
+    for (const int ms : sleeps) processor.add(ms);
+    processor.wait();
+    report("uneven_ms", seconds_since(start) * 1e3);
+    report("uneven_ideal_ms", std::accumulate(sleeps.begin(), sleeps.end(), 0.0) / workers);
+    std::fflush(stdout);
+    return processor.get_results().size() == sleeps.size() ? 0 : 1;
+}
+
 struct Increment {
     int apply(int x) const { return x + 1; }
 };
@@ -148,6 +182,7 @@ int transport_floor() {
 int main(int argc, char** argv) {
     if (argc > 1 && std::string{argv[1]} == "--transport-floor") return transport_floor();
     if (argc > 2 && std::string{argv[1]} == "--queue-memory") return queue_memory(std::stoi(argv[2]));
+    if (argc > 2 && std::string{argv[1]} == "--uneven") return uneven(static_cast<unsigned>(std::stoi(argv[2])));
     if (argc > 2 && std::string{argv[1]} == "--sleep-efficiency") {
         return sleep_efficiency(static_cast<unsigned>(std::stoi(argv[2])));
     }
