@@ -60,7 +60,8 @@ public:
         MPI_Comm_rank(MPI_COMM_WORLD, &rank_);
         MPI_Comm_size(MPI_COMM_WORLD, &size_);
         const auto ranks = static_cast<std::size_t>(size_);
-        last_heard_.assign(ranks, Clock::now());
+        listened_at_ = Clock::now();
+        last_heard_.assign(ranks, listened_at_);
         lost_.assign(ranks, 0);
         assembling_.assign(ranks, incoming_.end());
         waits_in_pass_.assign(ranks, 0);
@@ -115,6 +116,7 @@ public:
                 return message;
             }
         }
+        listened_at_ = Clock::now();
         return take_arrived();
     }
 
@@ -125,9 +127,12 @@ public:
                std::any_of(incoming_.begin(), incoming_.end(), under_way);
     }
 
-    /// How long since the last message, or piece of one, from `rank` (or since MPI_Init).
+    /// How long this rank listened, up to the last receive() that found
+    /// nothing more, since the last message or piece from `rank` (or since
+    /// MPI_Init). Time this rank spent elsewhere (copying a large message, or
+    /// waiting for a core) is not the peer's silence.
     [[nodiscard]] Clock::duration silence_of(int rank) const {
-        return Clock::now() - last_heard_[static_cast<std::size_t>(rank)];
+        return std::max(Clock::duration{0}, listened_at_ - last_heard_[static_cast<std::size_t>(rank)]);
     }
 
     /// Forgets the sends to and receives from `rank`, which is gone: they
@@ -384,6 +389,7 @@ private:
     std::list<Outgoing> outgoing_;  // lists: a buffer MPI holds must not move
     std::list<Incoming> incoming_;  // in the order their first envelope was matched
     std::vector<Clock::time_point> last_heard_;
+    Clock::time_point listened_at_;  // see silence_of()
     // Per rank:
     std::vector<char> lost_;                                 // abandon()ed
     std::vector<std::list<Incoming>::iterator> assembling_;  // the large message its pieces go to

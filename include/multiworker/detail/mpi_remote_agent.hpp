@@ -58,9 +58,11 @@ struct RemoteAgent {
     /// by the dozen to the first).
     [[nodiscard]] bool wants_more() const noexcept {
         const std::size_t held = in_flight.size();
-        const std::size_t byte_budget = (std::size_t{1} << 20) * std::max(1U, workers);
-        return held < least_window() || (held < window && bytes_in_flight < byte_budget);
+        return held < least_window() || (held < window && bytes_in_flight < byte_budget());
     }
+
+    /// Bytes of arguments it may hold beyond least_window(): 1 MiB a worker.
+    [[nodiscard]] std::size_t byte_budget() const noexcept { return (std::size_t{1} << 20) * std::max(1U, workers); }
 
     /// Takes `task`, just sent to it, into flight.
     void hold(RelayedTask&& task) {
@@ -116,9 +118,12 @@ struct RemoteAgent {
         window = least_window();
     }
 
-    /// It holds more tasks than workers, and they are long: some wait behind another.
+    /// It holds more tasks than workers, and they are long: some wait behind
+    /// another. Only small ones are worth giving back: a large task would
+    /// cross the network twice more, and its "long" may be its own crossing.
     [[nodiscard]] bool queues_behind_long_tasks() const noexcept {
-        return alive && !giving_back && long_tasks && in_flight.size() > std::max(1U, workers);
+        return alive && !giving_back && long_tasks && in_flight.size() > std::max(1U, workers) &&
+               bytes_in_flight <= byte_budget();
     }
 
     [[nodiscard]] bool has_free_worker() const noexcept { return alive && in_flight.size() < std::max(1U, workers); }
