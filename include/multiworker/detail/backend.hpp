@@ -82,6 +82,13 @@ struct RawResult {
     [[nodiscard]] bool failed() const noexcept { return std::holds_alternative<std::unique_ptr<TaskError>>(outcome); }
 };
 
+/// The outcome of a task that no worker is left to run, saying `why`.
+inline RawResult no_worker_result(TaskId id, std::string why) {
+    return RawResult{
+        id, std::make_unique<TaskError>(ErrorKind::no_worker, id, "", std::move(why), TaskError::no_worker_index, 0),
+        TaskError::no_worker_index, 0};
+}
+
 /// What a task's exception becomes in the failure report; call only in a catch block.
 inline FailureReport report_current_exception() {
     const auto report = [](ErrorKind kind, std::string type_name, std::string message) {

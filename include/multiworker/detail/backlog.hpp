@@ -5,6 +5,7 @@
 // (by a worker that died before running them, or to run again after a
 // failure) wait as whole QueuedTasks, with their failure counts, and go first.
 
+#include <multiworker/detail/backend.hpp>
 #include <multiworker/detail/codec.hpp>
 #include <multiworker/detail/dispatch_lane.hpp>
 #include <multiworker/detail/task_queue.hpp>
@@ -12,7 +13,6 @@
 
 #include <cstddef>
 #include <cstdint>
-#include <memory>
 #include <string>
 #include <utility>
 #include <vector>
@@ -70,10 +70,7 @@ public:
     /// Ends every task as a no_worker error saying `why`, into `failed`, and
     /// empties the backlog; returns how many.
     std::size_t fail_all(const std::string& why, std::vector<RawResult>& failed) {
-        for_each_id([&](TaskId id) {
-            failed.push_back(RawResult{
-                id, std::make_unique<TaskError>(ErrorKind::no_worker, id, "", why, TaskError::no_worker_index, 0)});
-        });
+        for_each_id([&](TaskId id) { failed.push_back(no_worker_result(id, why)); });
         const std::size_t count = size();
         clear();
         return count;

@@ -225,10 +225,7 @@ inline void number_workers(std::vector<RemoteAgent>& agents) {
 
 /// The error of a task no agent can run, saying `why`.
 inline RawResult no_agent_result(TaskId id, const std::string& why) {
-    return RawResult{id,
-                     std::make_unique<TaskError>(ErrorKind::no_worker, id, "", "no MPI agent can run it (" + why + ")",
-                                                 TaskError::no_worker_index, 0),
-                     TaskError::no_worker_index, 0};
+    return no_worker_result(id, "no MPI agent can run it (" + why + ")");
 }
 
 /// When an agent has a free worker, another that holds tasks queued behind

@@ -275,12 +275,7 @@ private:
 
     // Under mutex_ (it reads last_loss_).
     RawResult no_worker_result(TaskId id) const {
-        return RawResult{
-            id,
-            std::make_unique<TaskError>(ErrorKind::no_worker, id, "",
-                                        "no worker thread is left (the last one ended because " + last_loss_ + ")",
-                                        TaskError::no_worker_index, 0),
-            TaskError::no_worker_index, 0};
+        return detail::no_worker_result(id, "no worker thread is left (the last one ended because " + last_loss_ + ")");
     }
 
     void deliver_one(RawResult result) {
